@@ -1,0 +1,428 @@
+//! `PgCluster`: a throwaway cluster in a private directory, run as the `postgres` user.
+//!
+//! Layout of the private directory (`$TMPDIR/ptrack-tk-<test pid>-<n>/`, owned by `postgres`):
+//! `data/` (PGDATA), `sock/` (the only Unix socket directory), `server.log`. The server listens on
+//! `127.0.0.1` and a free port picked by binding port 0. Drop stops the server immediately and
+//! deletes the directory (set `PTRACK_KEEP_CLUSTERS=1` to keep it for a post-mortem). Directories
+//! left by test processes that were killed outright are swept when the next cluster is created.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::install::{PgInstall, run_as_postgres};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// How to stop a server (`pg_ctl stop -m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// `-m fast`: a shutdown checkpoint, pg_control says "shut down".
+    Fast,
+    /// `-m immediate`: no checkpoint, like a crash.
+    Immediate,
+}
+
+/// How to create a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `initdb --data-checksums` (or, on PG18 where it is the default, `--no-data-checksums` when false).
+    pub checksums: bool,
+    /// Extra `postgresql.conf` settings, appended after ours.
+    pub settings: Vec<(String, String)>,
+}
+
+impl ClusterConfig {
+    /// Defaults with data checksums on or off.
+    pub fn new(checksums: bool) -> ClusterConfig {
+        ClusterConfig {
+            checksums,
+            settings: Vec::new(),
+        }
+    }
+
+    /// Adds a `postgresql.conf` setting.
+    pub fn set(mut self, name: &str, value: &str) -> ClusterConfig {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A throwaway cluster.
+#[derive(Debug)]
+pub struct PgCluster {
+    /// The installation it runs on.
+    pub install: PgInstall,
+    base: PathBuf,
+    data: PathBuf,
+    sock: PathBuf,
+    log: PathBuf,
+    port: u16,
+    running: bool,
+}
+
+fn check(what: &str, out: std::io::Result<Output>) -> Output {
+    let out = out.unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("find a free loopback port: {e}"))
+}
+
+fn chown_postgres(path: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        check(
+            &format!("chown postgres {}", path.display()),
+            Command::new("chown").arg("postgres:").arg(path).output(),
+        );
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Stops servers and removes directories left by test processes that no longer exist.
+fn sweep_orphans(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix("ptrack-tk-") else {
+            continue;
+        };
+        let Some(owner) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid_alive(owner) {
+            continue;
+        }
+        if let Ok(pidfile) = std::fs::read_to_string(e.path().join("data/postmaster.pid")) {
+            if let Some(pm) = pidfile
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse::<i32>().ok())
+            {
+                // SAFETY: SIGQUIT asks the postmaster for an immediate shutdown.
+                unsafe { libc::kill(pm, libc::SIGQUIT) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(e.path());
+    }
+}
+
+impl PgCluster {
+    /// `initdb` a new cluster (not started) with data checksums on or off.
+    pub fn init(install: &PgInstall, checksums: bool) -> PgCluster {
+        PgCluster::init_with(install, &ClusterConfig::new(checksums))
+    }
+
+    /// `initdb` a new cluster (not started) with `cfg`.
+    pub fn init_with(install: &PgInstall, cfg: &ClusterConfig) -> PgCluster {
+        let tmp = std::env::temp_dir();
+        sweep_orphans(&tmp);
+        let base = tmp.join(format!(
+            "ptrack-tk-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("sock"))
+            .unwrap_or_else(|e| panic!("create {}: {e}", base.display()));
+        chown_postgres(&base);
+        chown_postgres(&base.join("sock"));
+        let data = base.join("data");
+        let mut initdb = run_as_postgres(&install.bin("initdb"));
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "--locale=C",
+            "-E",
+            "UTF8",
+        ]);
+        if cfg.checksums {
+            initdb.arg("--data-checksums");
+        } else if install.major >= 18 {
+            initdb.arg("--no-data-checksums");
+        }
+        check(&format!("initdb (PG{})", install.major), initdb.output());
+        let mut conf = String::from(
+            "\n# ptrack-testkit\nlisten_addresses = '127.0.0.1'\nfsync = off\nautovacuum = off\n\
+             max_connections = 30\nshared_buffers = 32MB\nlog_min_messages = warning\n\
+             checkpoint_timeout = 1h\nmax_wal_size = 1GB\n",
+        );
+        conf.push_str(&format!(
+            "unix_socket_directories = '{}'\n",
+            base.join("sock").display()
+        ));
+        for (k, v) in &cfg.settings {
+            conf.push_str(&format!("{k} = '{v}'\n"));
+        }
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", conf_path.display()));
+        text.push_str(&conf);
+        std::fs::write(&conf_path, text)
+            .unwrap_or_else(|e| panic!("write {}: {e}", conf_path.display()));
+        PgCluster {
+            install: install.clone(),
+            log: base.join("server.log"),
+            sock: base.join("sock"),
+            data,
+            base,
+            port: 0,
+            running: false,
+        }
+    }
+
+    /// `initdb` and start.
+    pub fn start_new(install: &PgInstall, checksums: bool) -> PgCluster {
+        let mut c = PgCluster::init(install, checksums);
+        c.start();
+        c
+    }
+
+    /// The data directory.
+    pub fn datadir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The Unix socket directory.
+    pub fn socket_dir(&self) -> &Path {
+        &self.sock
+    }
+
+    /// The TCP port (valid while running).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the server is running.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Starts the server and waits until it accepts connections. Retries on another port when the
+    /// chosen one was taken in the meantime.
+    pub fn start(&mut self) {
+        assert!(!self.running, "server already running");
+        let mut last = String::new();
+        for _ in 0..5 {
+            self.port = free_port();
+            let out = run_as_postgres(&self.install.bin("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(&self.log)
+                .args(["-w", "-t", "120", "-o"])
+                .arg(format!("-p {}", self.port))
+                .arg("start")
+                .output()
+                .unwrap_or_else(|e| panic!("run pg_ctl: {e}"));
+            if out.status.success() {
+                self.running = true;
+                return;
+            }
+            last = format!(
+                "{}{}\n--- server log ---\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+            if !last.contains("Address already in use") {
+                break;
+            }
+        }
+        panic!("pg_ctl start (PG{}) failed:\n{last}", self.install.major);
+    }
+
+    /// Stops the server.
+    pub fn stop(&mut self, mode: StopMode) {
+        if !self.running {
+            return;
+        }
+        let m = match mode {
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        };
+        check(
+            &format!("pg_ctl stop -m {m}"),
+            run_as_postgres(&self.install.bin("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-w", "-t", "120", "-m", m, "stop"])
+                .output(),
+        );
+        self.running = false;
+    }
+
+    /// Opens a connection to database `db`.
+    pub fn connect_db(&self, db: &str) -> Client {
+        assert!(self.running, "server not running");
+        let mut cfg = postgres::Config::new();
+        cfg.host_path(&self.sock)
+            .port(self.port)
+            .user("postgres")
+            .dbname(db)
+            .application_name("ptrack-testkit");
+        cfg.connect(NoTls)
+            .unwrap_or_else(|e| panic!("connect to PG{} db {db}: {e}", self.install.major))
+    }
+
+    /// Opens a connection to database `postgres`.
+    pub fn connect(&self) -> Client {
+        self.connect_db("postgres")
+    }
+
+    /// Runs SQL (one or more statements) in database `postgres` and returns every row of the last
+    /// statement's result as text (NULL as empty).
+    pub fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        self.query_db("postgres", sql)
+    }
+
+    /// Like [`PgCluster::query`] in database `db`.
+    pub fn query_db(&self, db: &str, sql: &str) -> Vec<Vec<String>> {
+        let msgs = self
+            .connect_db(db)
+            .simple_query(sql)
+            .unwrap_or_else(|e| panic!("SQL failed on PG{}: {sql}\n{e:?}", self.install.major));
+        let mut rows = Vec::new();
+        for m in msgs {
+            match m {
+                SimpleQueryMessage::Row(r) => rows.push(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("").to_string())
+                        .collect(),
+                ),
+                SimpleQueryMessage::CommandComplete(_) => {}
+                _ => {}
+            }
+        }
+        rows
+    }
+
+    /// The first column of the first row of `sql`.
+    pub fn query_one(&self, sql: &str) -> String {
+        self.query(sql)
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or_else(|| panic!("no rows from {sql}"))
+    }
+
+    /// Runs SQL for its effect in database `postgres`.
+    pub fn execute(&self, sql: &str) {
+        self.query(sql);
+    }
+
+    /// `pg_relation_filepath(rel)`: the PGDATA-relative path of a relation's main fork.
+    pub fn relation_path(&self, db: &str, rel: &str) -> String {
+        self.query_db(db, &format!("SELECT pg_relation_filepath('{rel}')"))
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or_else(|| panic!("no file path for {rel}"))
+    }
+
+    /// A command for one of this installation's client programs (pgbench, pg_checksums, …),
+    /// run as `postgres`, with the connection environment set to this cluster.
+    pub fn tool(&self, name: &str) -> Command {
+        let mut c = run_as_postgres(&self.install.bin(name));
+        c.env("PGHOST", &self.sock)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", "postgres");
+        c
+    }
+
+    /// Runs a client program to completion; panics with its output if it fails.
+    pub fn run_tool(&self, name: &str, args: &[&str]) -> Output {
+        check(name, self.tool(name).args(args).output())
+    }
+
+    /// `pgbench -i -s scale -q` in database `postgres`.
+    pub fn pgbench_init(&self, scale: u32) {
+        self.run_tool(
+            "pgbench",
+            &["-i", "-q", "-s", &scale.to_string(), "postgres"],
+        );
+    }
+
+    /// Starts `pgbench` in the background with `args` (e.g. `-T 60 -c 2`); the caller waits or
+    /// kills it.
+    pub fn pgbench_spawn(&self, args: &[&str]) -> Child {
+        self.tool("pgbench")
+            .args(args)
+            .arg("postgres")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn pgbench: {e}"))
+    }
+
+    /// `pg_controldata -D data` as a map of its `Key: value` lines.
+    pub fn controldata(&self) -> BTreeMap<String, String> {
+        let out = self.run_tool("pg_controldata", &["-D", &self.data.display().to_string()]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.running {
+            let stopped = run_as_postgres(&self.install.bin("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-w", "-t", "60", "-m", "immediate", "stop"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !stopped {
+                if let Ok(pidfile) = std::fs::read_to_string(self.data.join("postmaster.pid")) {
+                    if let Some(pm) = pidfile
+                        .lines()
+                        .next()
+                        .and_then(|l| l.trim().parse::<i32>().ok())
+                    {
+                        // SAFETY: kill has no memory-safety preconditions.
+                        unsafe { libc::kill(pm, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        if std::env::var("PTRACK_KEEP_CLUSTERS").is_ok_and(|v| v == "1") {
+            eprintln!("keeping cluster directory {}", self.base.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.base);
+        }
+    }
+}
