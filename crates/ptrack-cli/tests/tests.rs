@@ -1,0 +1,7 @@
+//! Integration tests of the `ptrack` binary against real PostgreSQL servers started through
+//! `ptrack-testkit` (one test target, modules per command, as ripgrep does).
+
+mod bad_input;
+mod control;
+mod util;
+mod verify;

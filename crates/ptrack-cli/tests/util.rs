@@ -1,0 +1,91 @@
+//! Helpers shared by the integration tests: running the built `ptrack` binary and reading its
+//! JSON report.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A command for the `ptrack` binary under test.
+pub fn ptrack() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ptrack"))
+}
+
+/// Result of one `ptrack` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from_output(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("bad JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
+    }
+
+    /// Asserts the run never panicked (every failure must be a clean error).
+    pub fn assert_no_panic(&self) {
+        assert!(
+            !self.stderr.contains("panicked") && self.code != 101,
+            "ptrack panicked:\n{}",
+            self.stderr
+        );
+    }
+}
+
+/// `ptrack <args>`.
+pub fn run(args: &[&str]) -> Run {
+    let r = Run::from_output(ptrack().args(args).output().expect("run ptrack"));
+    r.assert_no_panic();
+    r
+}
+
+/// `ptrack verify -D <dir> --json`.
+pub fn verify_json(datadir: &Path) -> Run {
+    run(&[
+        "verify",
+        "-D",
+        &datadir.display().to_string(),
+        "-j",
+        "2",
+        "--json",
+    ])
+}
+
+/// (path, absolute block) of every damaged block in a verify JSON report.
+pub fn damaged_set(report: &Value) -> BTreeSet<(String, u64)> {
+    report["damaged"]
+        .as_array()
+        .expect("damaged array")
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["block"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Problem kinds reported for one block.
+pub fn kinds_at(report: &Value, path: &str, block: u64) -> Vec<String> {
+    report["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["path"] == path && d["block"] == block)
+        .flat_map(|d| d["problems"].as_array().unwrap().clone())
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect()
+}
