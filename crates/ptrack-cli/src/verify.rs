@@ -77,9 +77,9 @@ impl Progress {
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
         if let Some(b) = &self.bar {
             b.inc(n);
-        } else if self.plain {
-            if let Ok(mut last) = self.last_line.try_lock() {
-                if last.elapsed() >= Duration::from_secs(1) {
+        } else if self.plain
+            && let Ok(mut last) = self.last_line.try_lock()
+                && last.elapsed() >= Duration::from_secs(1) {
                     *last = Instant::now();
                     let pct = (done * 100).checked_div(self.total).unwrap_or(100);
                     eprintln!(
@@ -88,8 +88,6 @@ impl Progress {
                         human_bytes(self.total)
                     );
                 }
-            }
-        }
     }
 
     fn finish(&self) {

@@ -94,7 +94,7 @@ fn compare_with_controldata(c: &PgCluster, ctl: &ControlFile) {
 fn control_matches_postgres(major: u32) {
     let Some(pg) = optional_pg(major) else { return };
     // Alternate checksums so both values of data_checksum_version are covered.
-    let mut c = PgCluster::start_new(&pg, major % 2 == 0);
+    let mut c = PgCluster::start_new(&pg, major.is_multiple_of(2));
     c.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) g; CHECKPOINT");
     let running = read_control_file(c.datadir()).expect("read pg_control of a running server");
     assert_eq!(running.major.number(), major);

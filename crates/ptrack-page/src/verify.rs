@@ -345,7 +345,7 @@ fn check_header(h: &PageHeader, blcksz: usize, problems: &mut Vec<Problem>) -> b
 
 /// Line pointer and tuple header checks for a heap page whose header is sane.
 fn check_heap_items(page: &[u8], h: &PageHeader, problems: &mut Vec<Problem>) {
-    if (usize::from(h.lower) - SIZE_OF_PAGE_HEADER) % 4 != 0 {
+    if !(usize::from(h.lower) - SIZE_OF_PAGE_HEADER).is_multiple_of(4) {
         problems.push(Problem::LinePointerArray { lower: h.lower });
         return;
     }

@@ -116,8 +116,8 @@ fn sweep_orphans(tmp: &Path) {
         if pid_alive(owner) {
             continue;
         }
-        if let Ok(pidfile) = std::fs::read_to_string(e.path().join("data/postmaster.pid")) {
-            if let Some(pm) = pidfile
+        if let Ok(pidfile) = std::fs::read_to_string(e.path().join("data/postmaster.pid"))
+            && let Some(pm) = pidfile
                 .lines()
                 .next()
                 .and_then(|l| l.trim().parse::<i32>().ok())
@@ -125,7 +125,6 @@ fn sweep_orphans(tmp: &Path) {
                 // SAFETY: SIGQUIT asks the postmaster for an immediate shutdown.
                 unsafe { libc::kill(pm, libc::SIGQUIT) };
             }
-        }
         let _ = std::fs::remove_dir_all(e.path());
     }
 }
@@ -406,9 +405,9 @@ impl Drop for PgCluster {
                 .args(["-w", "-t", "60", "-m", "immediate", "stop"])
                 .output()
                 .is_ok_and(|o| o.status.success());
-            if !stopped {
-                if let Ok(pidfile) = std::fs::read_to_string(self.data.join("postmaster.pid")) {
-                    if let Some(pm) = pidfile
+            if !stopped
+                && let Ok(pidfile) = std::fs::read_to_string(self.data.join("postmaster.pid"))
+                    && let Some(pm) = pidfile
                         .lines()
                         .next()
                         .and_then(|l| l.trim().parse::<i32>().ok())
@@ -416,8 +415,6 @@ impl Drop for PgCluster {
                         // SAFETY: kill has no memory-safety preconditions.
                         unsafe { libc::kill(pm, libc::SIGKILL) };
                     }
-                }
-            }
         }
         if std::env::var("PTRACK_KEEP_CLUSTERS").is_ok_and(|v| v == "1") {
             eprintln!("keeping cluster directory {}", self.base.display());
