@@ -79,15 +79,16 @@ impl Progress {
             b.inc(n);
         } else if self.plain
             && let Ok(mut last) = self.last_line.try_lock()
-                && last.elapsed() >= Duration::from_secs(1) {
-                    *last = Instant::now();
-                    let pct = (done * 100).checked_div(self.total).unwrap_or(100);
-                    eprintln!(
-                        "verify: {pct}% ({} of {})",
-                        human_bytes(done),
-                        human_bytes(self.total)
-                    );
-                }
+            && last.elapsed() >= Duration::from_secs(1)
+        {
+            *last = Instant::now();
+            let pct = (done * 100).checked_div(self.total).unwrap_or(100);
+            eprintln!(
+                "verify: {pct}% ({} of {})",
+                human_bytes(done),
+                human_bytes(self.total)
+            );
+        }
     }
 
     fn finish(&self) {

@@ -121,10 +121,10 @@ fn sweep_orphans(tmp: &Path) {
                 .lines()
                 .next()
                 .and_then(|l| l.trim().parse::<i32>().ok())
-            {
-                // SAFETY: SIGQUIT asks the postmaster for an immediate shutdown.
-                unsafe { libc::kill(pm, libc::SIGQUIT) };
-            }
+        {
+            // SAFETY: SIGQUIT asks the postmaster for an immediate shutdown.
+            unsafe { libc::kill(pm, libc::SIGQUIT) };
+        }
         let _ = std::fs::remove_dir_all(e.path());
     }
 }
@@ -407,14 +407,14 @@ impl Drop for PgCluster {
                 .is_ok_and(|o| o.status.success());
             if !stopped
                 && let Ok(pidfile) = std::fs::read_to_string(self.data.join("postmaster.pid"))
-                    && let Some(pm) = pidfile
-                        .lines()
-                        .next()
-                        .and_then(|l| l.trim().parse::<i32>().ok())
-                    {
-                        // SAFETY: kill has no memory-safety preconditions.
-                        unsafe { libc::kill(pm, libc::SIGKILL) };
-                    }
+                && let Some(pm) = pidfile
+                    .lines()
+                    .next()
+                    .and_then(|l| l.trim().parse::<i32>().ok())
+            {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pm, libc::SIGKILL) };
+            }
         }
         if std::env::var("PTRACK_KEEP_CLUSTERS").is_ok_and(|v| v == "1") {
             eprintln!("keeping cluster directory {}", self.base.display());
