@@ -302,6 +302,38 @@ pub fn read_control_file(pgdata: &Path) -> Result<ControlFile, ControlFileError>
     }
 }
 
+/// Builds a valid `pg_control` image (8192 bytes, correct CRC) for `pg_control_version` and
+/// `catalog_version_no`: for unit tests and as a fuzzing seed; real files are tested against
+/// real servers.
+pub fn synthetic_control_file(version: u32, catver: u32) -> Vec<u8> {
+    let mut b = vec![0u8; PG_CONTROL_FILE_SIZE];
+    let mut put = |off: usize, v: &[u8]| {
+        if let Some(d) = b.get_mut(off..off + v.len()) {
+            d.copy_from_slice(v);
+        }
+    };
+    put(0, &0x7000_1234_5678_9ABCu64.to_le_bytes());
+    put(8, &version.to_le_bytes());
+    put(12, &catver.to_le_bytes());
+    put(16, &6u32.to_le_bytes());
+    put(32, &0x1_0000_0028u64.to_le_bytes());
+    put(40, &0x1_0000_0000u64.to_le_bytes());
+    put(48, &1u32.to_le_bytes());
+    put(204, &8u32.to_le_bytes());
+    put(208, &FLOAT_FORMAT_VALUE.to_le_bytes());
+    put(216, &8192u32.to_le_bytes());
+    put(220, &131072u32.to_le_bytes());
+    put(224, &8192u32.to_le_bytes());
+    put(228, &(16u32 << 20).to_le_bytes());
+    put(252, &1u32.to_le_bytes());
+    let crc_off = if version >= 1800 { 292 } else { 288 };
+    let crc = crc32c::crc32c(b.get(..crc_off).unwrap_or_default());
+    if let Some(d) = b.get_mut(crc_off..crc_off + 4) {
+        d.copy_from_slice(&crc.to_le_bytes());
+    }
+    b
+}
+
 #[cfg(test)]
 #[path = "control_tests.rs"]
 mod tests;

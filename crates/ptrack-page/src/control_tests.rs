@@ -4,28 +4,7 @@
 
 use super::*;
 
-fn synthetic(version: u32, catver: u32) -> Vec<u8> {
-    let mut b = vec![0u8; PG_CONTROL_FILE_SIZE];
-    let mut put32 = |off: usize, v: u32| b[off..off + 4].copy_from_slice(&v.to_le_bytes());
-    put32(8, version);
-    put32(12, catver);
-    put32(16, 6);
-    put32(48, 1);
-    put32(204, 8);
-    put32(216, 8192);
-    put32(220, 131072);
-    put32(224, 8192);
-    put32(228, 16 << 20);
-    put32(252, 1);
-    b[0..8].copy_from_slice(&0x7000_1234_5678_9ABCu64.to_le_bytes());
-    b[32..40].copy_from_slice(&0x1_0000_0028u64.to_le_bytes());
-    b[40..48].copy_from_slice(&0x1_0000_0000u64.to_le_bytes());
-    b[208..216].copy_from_slice(&1234567.0f64.to_le_bytes());
-    let crc_off = if version >= 1800 { 292 } else { 288 };
-    let crc = crc32c::crc32c(&b[..crc_off]);
-    b[crc_off..crc_off + 4].copy_from_slice(&crc.to_le_bytes());
-    b
-}
+use crate::control::synthetic_control_file as synthetic;
 
 #[test]
 fn parses_each_layout_and_finds_the_crc() {

@@ -193,18 +193,23 @@ pub fn scan_files(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.jobs.max(1))
         .build();
-    let work = |c: &Chunk<'_>| scan_chunk(dd, c, cfg, progress);
+    // One read buffer per worker, reused for every chunk it takes.
+    let new_buf = || vec![0u8; READ_BLOCKS * dd.blcksz()];
+    let work = |buf: &mut Vec<u8>, c: &Chunk<'_>| scan_chunk(dd, c, cfg, buf, progress);
     let scanned = match pool {
         Ok(pool) => pool.install(|| {
             chunks
                 .par_iter()
-                .map(work)
+                .map_init(new_buf, work)
                 .reduce(ScanReport::default, ScanReport::merge)
         }),
-        Err(_) => chunks
-            .iter()
-            .map(work)
-            .fold(ScanReport::default(), ScanReport::merge),
+        Err(_) => {
+            let mut buf = new_buf();
+            chunks
+                .iter()
+                .map(|c| work(&mut buf, c))
+                .fold(ScanReport::default(), ScanReport::merge)
+        }
     };
     let files_listed = report.files;
     let mut report = report.merge(scanned);
@@ -243,6 +248,7 @@ fn scan_chunk(
     dd: &DataDir,
     c: &Chunk<'_>,
     cfg: ScanConfig,
+    buf: &mut [u8],
     progress: &(dyn Fn(u64) + Sync),
 ) -> ScanReport {
     let mut r = ScanReport::default();
@@ -271,7 +277,6 @@ fn scan_chunk(
         fork: f.segment.fork,
     };
     let seg_base = u64::from(f.segment.segno) * u64::from(dd.control.relseg_size);
-    let mut buf = vec![0u8; READ_BLOCKS * blcksz];
     let mut block = c.first;
     let end = c.first + c.count;
     while block < end {

@@ -214,3 +214,45 @@ fn problems_render_as_one_line_each() {
         assert!(!s.contains('\n') && !s.is_empty());
     }
 }
+
+#[test]
+fn fast_path_never_accepts_what_the_full_check_rejects() {
+    let mut seed = 0x1234_5678_9ABC_DEF1u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut b = HeapPageBuilder::new(8192);
+    for i in 0..40u8 {
+        b.add_tuple(1 + u16::from(i % 9), &[i; 64]).unwrap();
+    }
+    let valid = b.finish(0);
+    let h = PageHeader::parse(&valid).unwrap();
+    let nlp = h.line_pointer_count();
+    let mut fast_ok = 0;
+    for _ in 0..20_000 {
+        let mut p = valid.clone();
+        // Mutate line pointers and tuple headers, where the fast path decides.
+        for _ in 0..1 + next() % 4 {
+            let at = if next() % 2 == 0 {
+                24 + (next() as usize % (nlp * 4))
+            } else {
+                let lp = LinePointer::read(&valid, 1 + next() as usize % nlp).unwrap();
+                usize::from(lp.off) + 16 + (next() as usize % 8)
+            };
+            p[at] = next() as u8;
+        }
+        for item in 1..=nlp {
+            let raw = u32::from_le_bytes(p[24 + (item - 1) * 4..][..4].try_into().unwrap());
+            if item_fast_ok(&p, raw, u32::from(h.upper), u32::from(h.special)) {
+                fast_ok += 1;
+                let mut full = Vec::new();
+                check_item(&p, &h, nlp, item, &mut full);
+                assert_eq!(full, vec![], "fast path accepted item {item} (raw {raw:#x})");
+            }
+        }
+    }
+    assert!(fast_ok > 100_000, "the fast path must be exercised: {fast_ok}");
+}
