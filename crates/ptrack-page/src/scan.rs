@@ -327,7 +327,64 @@ fn scan_chunk(
     r
 }
 
-/// Applies the re-read rule to a block whose first read failed.
+/// Outcome of the re-read rule for a block whose first read failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Two consecutive reads gave identical failing bytes: damaged.
+    Damaged {
+        /// What is wrong.
+        problems: Vec<Problem>,
+        /// `pd_lsn` of the failing bytes.
+        lsn: Lsn,
+    },
+    /// A re-read gave different bytes that pass: the first read raced a write.
+    TornRead,
+    /// The bytes changed on every read and never passed.
+    Unverified {
+        /// Reads made, the first included.
+        reads: u32,
+    },
+    /// The block could not be read again (file truncated or removed).
+    Gone,
+}
+
+/// The re-read rule (see the module documentation). `first` is the failing first read with its
+/// `problems`; `reread` fills its buffer with the block read again and returns `false` when the
+/// block is no longer there. `pause` is called before each re-read with the attempt number.
+pub fn reread_rule(
+    first: &[u8],
+    problems: Vec<Problem>,
+    blkno: u32,
+    check: PageCheck,
+    max_rereads: u32,
+    reread: &mut dyn FnMut(&mut [u8]) -> bool,
+    pause: &mut dyn FnMut(u32),
+) -> Verdict {
+    let mut prev = first.to_vec();
+    let mut problems = problems;
+    let mut next = vec![0u8; first.len()];
+    for attempt in 1..=max_rereads {
+        pause(attempt);
+        if !reread(&mut next) {
+            return Verdict::Gone;
+        }
+        if next == prev {
+            let lsn = PageHeader::parse(&prev).map_or(Lsn::INVALID, |h| h.lsn);
+            return Verdict::Damaged { problems, lsn };
+        }
+        let again = verify_page(&next, blkno, check);
+        if again.is_empty() {
+            return Verdict::TornRead;
+        }
+        problems = again;
+        std::mem::swap(&mut prev, &mut next);
+    }
+    Verdict::Unverified {
+        reads: max_rereads + 1,
+    }
+}
+
+/// Applies the re-read rule to a block of `f` and records the verdict in `r`.
 #[allow(clippy::too_many_arguments)]
 fn recheck(
     file: &File,
@@ -341,46 +398,156 @@ fn recheck(
     r: &mut ScanReport,
 ) {
     let blcksz = first.len();
-    let mut prev = first.to_vec();
-    let mut problems = problems;
-    let mut next = vec![0u8; blcksz];
-    let mut reads = 1;
     r.rereads += 1;
-    for attempt in 1..=cfg.max_rereads {
-        std::thread::sleep(Duration::from_millis(u64::from(attempt)));
-        reads += 1;
-        match read_blocks(file, &mut next, in_file * blcksz as u64, blcksz) {
-            Ok(ReadOutcome::Full) => {}
-            // The block went away under a running server (truncation): nothing to report.
-            Ok(ReadOutcome::Short(_)) | Err(_) => {
-                r.changed_files += 1;
-                return;
-            }
-        }
-        if next == prev {
-            let lsn = PageHeader::parse(&prev).map_or(Lsn::INVALID, |h| h.lsn);
-            r.damaged.push(BlockReport {
-                path: f.rel_path.clone(),
-                fork: f.segment.fork,
-                segno: f.segment.segno,
-                block: abs,
-                block_in_file: in_file as u32,
-                lsn,
-                problems,
-            });
-            return;
-        }
-        let again = verify_page(&next, abs, check);
-        if again.is_empty() {
-            r.torn_reads += 1;
-            return;
-        }
-        problems = again;
-        std::mem::swap(&mut prev, &mut next);
+    let mut reread = |buf: &mut [u8]| {
+        matches!(
+            read_blocks(file, buf, in_file * blcksz as u64, blcksz),
+            Ok(ReadOutcome::Full)
+        )
+    };
+    let mut pause = |attempt: u32| std::thread::sleep(Duration::from_millis(u64::from(attempt)));
+    match reread_rule(
+        first,
+        problems,
+        abs,
+        check,
+        cfg.max_rereads,
+        &mut reread,
+        &mut pause,
+    ) {
+        Verdict::Damaged { problems, lsn } => r.damaged.push(BlockReport {
+            path: f.rel_path.clone(),
+            fork: f.segment.fork,
+            segno: f.segment.segno,
+            block: abs,
+            block_in_file: in_file as u32,
+            lsn,
+            problems,
+        }),
+        Verdict::TornRead => r.torn_reads += 1,
+        Verdict::Unverified { reads } => r.unverified.push(UnverifiedBlock {
+            path: f.rel_path.clone(),
+            block: abs,
+            reads,
+        }),
+        Verdict::Gone => r.changed_files += 1,
     }
-    r.unverified.push(UnverifiedBlock {
-        path: f.rel_path.clone(),
-        block: abs,
-        reads,
-    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::HeapPageBuilder;
+    use crate::damage::{DamageKind, damage_page};
+
+    const CHECK: PageCheck = PageCheck {
+        checksums: true,
+        fork: ForkNumber::Main,
+    };
+
+    fn good() -> Vec<u8> {
+        let mut b = HeapPageBuilder::new(8192);
+        for i in 0..5u8 {
+            b.add_tuple(2, &[i; 50]).unwrap();
+        }
+        b.finish(3)
+    }
+
+    /// Runs the rule with the re-reads returning `versions` in turn (None = block gone).
+    fn run(first: &[u8], versions: Vec<Option<Vec<u8>>>) -> (Verdict, usize) {
+        let problems = verify_page(first, 3, CHECK);
+        assert!(!problems.is_empty(), "first read must fail");
+        let mut it = versions.into_iter();
+        let mut reads = 0;
+        let mut reread = |buf: &mut [u8]| {
+            reads += 1;
+            match it.next().flatten() {
+                Some(v) => {
+                    buf.copy_from_slice(&v);
+                    true
+                }
+                None => false,
+            }
+        };
+        let v = reread_rule(first, problems, 3, CHECK, 5, &mut reread, &mut |_| {});
+        (v, reads)
+    }
+
+    /// A torn read: the first half of the page from the new version, the rest from the old.
+    fn torn(old: &[u8], new: &[u8]) -> Vec<u8> {
+        let mut t = old.to_vec();
+        t[..4096].copy_from_slice(&new[..4096]);
+        t
+    }
+
+    #[test]
+    fn torn_read_then_good_page_is_not_reported() {
+        let old = good();
+        let mut new_b = HeapPageBuilder::new(8192);
+        for i in 0..9u8 {
+            new_b.add_tuple(2, &[i ^ 0x55; 50]).unwrap();
+        }
+        let new = new_b.finish(3);
+        let first = torn(&old, &new);
+        let (v, reads) = run(&first, vec![Some(new)]);
+        assert_eq!(v, Verdict::TornRead);
+        assert_eq!(reads, 1);
+    }
+
+    #[test]
+    fn stable_damage_is_reported_after_one_identical_reread() {
+        let mut bad = good();
+        damage_page(&mut bad, 3, DamageKind::Header).unwrap();
+        let (v, reads) = run(&bad, vec![Some(bad.clone()), Some(good())]);
+        assert!(
+            matches!(v, Verdict::Damaged { ref problems, .. } if !problems.is_empty()),
+            "{v:?}"
+        );
+        assert_eq!(reads, 1);
+    }
+
+    #[test]
+    fn damage_seen_after_a_change_needs_two_identical_reads() {
+        let mut bad1 = good();
+        damage_page(&mut bad1, 3, DamageKind::Checksum).unwrap();
+        let mut bad2 = good();
+        damage_page(&mut bad2, 3, DamageKind::Header).unwrap();
+        let (v, reads) = run(&bad1, vec![Some(bad2.clone()), Some(bad2.clone())]);
+        match v {
+            Verdict::Damaged { problems, .. } => assert!(
+                problems
+                    .iter()
+                    .any(|p| matches!(p, Problem::InsaneHeader { .. }))
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(reads, 2);
+    }
+
+    #[test]
+    fn always_changing_failing_block_is_unverified_not_dropped() {
+        let versions: Vec<Option<Vec<u8>>> = (0..5u8)
+            .map(|i| {
+                let mut p = good();
+                p[8] ^= i + 1;
+                Some(p)
+            })
+            .collect();
+        let mut first = good();
+        p_flip(&mut first);
+        let (v, reads) = run(&first, versions);
+        assert_eq!(v, Verdict::Unverified { reads: 6 });
+        assert_eq!(reads, 5);
+    }
+
+    fn p_flip(p: &mut [u8]) {
+        p[9] ^= 0xFF;
+    }
+
+    #[test]
+    fn vanished_block_is_gone() {
+        let mut bad = good();
+        damage_page(&mut bad, 3, DamageKind::Checksum).unwrap();
+        assert_eq!(run(&bad, vec![None]).0, Verdict::Gone);
+    }
 }

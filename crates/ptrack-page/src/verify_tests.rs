@@ -250,9 +250,16 @@ fn fast_path_never_accepts_what_the_full_check_rejects() {
                 fast_ok += 1;
                 let mut full = Vec::new();
                 check_item(&p, &h, nlp, item, &mut full);
-                assert_eq!(full, vec![], "fast path accepted item {item} (raw {raw:#x})");
+                assert_eq!(
+                    full,
+                    vec![],
+                    "fast path accepted item {item} (raw {raw:#x})"
+                );
             }
         }
     }
-    assert!(fast_ok > 100_000, "the fast path must be exercised: {fast_ok}");
+    assert!(
+        fast_ok > 100_000,
+        "the fast path must be exercised: {fast_ok}"
+    );
 }
