@@ -404,78 +404,75 @@ fn check_heap_items(page: &[u8], h: &PageHeader, problems: &mut Vec<Problem>) {
 
 /// The full checks of line pointer number `item`, naming every defect.
 fn check_item(page: &[u8], h: &PageHeader, nlp: usize, item: usize, problems: &mut Vec<Problem>) {
-    {
-        let Some(lp) = LinePointer::read(page, item) else {
-            return;
-        };
-        // item <= nlp <= (65535 - 24) / 4, so it fits in u16.
-        let item16 = item as u16;
-        let mut bad = |defect| {
-            problems.push(Problem::LinePointer {
-                item: item16,
-                defect,
-                off: lp.off,
-                len: lp.len,
-            })
-        };
-        match lp.flags {
-            LpFlags::Unused => {
-                if lp.off != 0 || lp.len != 0 {
-                    bad(LpDefect::UnusedHasStorage);
-                }
+    let Some(lp) = LinePointer::read(page, item) else {
+        return;
+    };
+    let mut defects = Vec::new();
+    match lp.flags {
+        LpFlags::Unused => {
+            if lp.off != 0 || lp.len != 0 {
+                defects.push(LpDefect::UnusedHasStorage);
             }
-            LpFlags::Redirect => {
-                if lp.len != 0 {
-                    bad(LpDefect::RedirectHasLength);
-                }
-                let target = usize::from(lp.off);
-                if target == 0 || target > nlp {
-                    bad(LpDefect::RedirectOutOfRange);
-                    return;
-                }
-                let Some(t) = LinePointer::read(page, target) else {
-                    return;
-                };
-                match t.flags {
-                    LpFlags::Unused => bad(LpDefect::RedirectToUnused),
-                    LpFlags::Dead => bad(LpDefect::RedirectToDead),
-                    LpFlags::Redirect => bad(LpDefect::RedirectToRedirect),
-                    LpFlags::Normal => {
-                        let infomask2 = le16(page, usize::from(t.off) + 18).unwrap_or(0);
-                        if tuple_in_bounds(&t, h) && infomask2 & HEAP_ONLY_TUPLE == 0 {
-                            bad(LpDefect::RedirectToNonHeapOnly);
-                        }
-                    }
-                }
+        }
+        LpFlags::Redirect => redirect_defects(page, h, nlp, &lp, &mut defects),
+        LpFlags::Dead if lp.len == 0 => {}
+        LpFlags::Normal | LpFlags::Dead => {
+            if lp.flags == LpFlags::Normal && usize::from(lp.len) < SIZEOF_HEAP_TUPLE_HEADER {
+                defects.push(LpDefect::TooShort);
             }
-            LpFlags::Normal | LpFlags::Dead => {
-                if lp.flags == LpFlags::Dead && lp.len == 0 {
-                    return;
-                }
-                let before = problems.len();
-                let mut bad = |defect| {
-                    problems.push(Problem::LinePointer {
-                        item: item16,
-                        defect,
-                        off: lp.off,
-                        len: lp.len,
-                    })
-                };
-                if lp.flags == LpFlags::Normal && usize::from(lp.len) < SIZEOF_HEAP_TUPLE_HEADER {
-                    bad(LpDefect::TooShort);
-                }
-                if usize::from(lp.off) % 8 != 0 {
-                    bad(LpDefect::NotAligned);
-                }
-                if lp.off < h.upper {
-                    bad(LpDefect::BelowUpper);
-                }
-                if usize::from(lp.off) + usize::from(lp.len) > usize::from(h.special) {
-                    bad(LpDefect::PastSpecial);
-                }
-                if problems.len() == before && lp.flags == LpFlags::Normal {
-                    check_tuple_header(page, item16, &lp, problems);
-                }
+            if !usize::from(lp.off).is_multiple_of(8) {
+                defects.push(LpDefect::NotAligned);
+            }
+            if lp.off < h.upper {
+                defects.push(LpDefect::BelowUpper);
+            }
+            if usize::from(lp.off) + usize::from(lp.len) > usize::from(h.special) {
+                defects.push(LpDefect::PastSpecial);
+            }
+        }
+    }
+    // item <= nlp <= (65535 - 24) / 4, so it fits in u16.
+    let item16 = item as u16;
+    let pointer_ok = defects.is_empty();
+    problems.extend(defects.into_iter().map(|defect| Problem::LinePointer {
+        item: item16,
+        defect,
+        off: lp.off,
+        len: lp.len,
+    }));
+    if pointer_ok && lp.flags == LpFlags::Normal {
+        check_tuple_header(page, item16, &lp, problems);
+    }
+}
+
+/// Defects of a redirect line pointer: it must have no length and point at an existing
+/// heap-only tuple.
+fn redirect_defects(
+    page: &[u8],
+    h: &PageHeader,
+    nlp: usize,
+    lp: &LinePointer,
+    defects: &mut Vec<LpDefect>,
+) {
+    if lp.len != 0 {
+        defects.push(LpDefect::RedirectHasLength);
+    }
+    let target = usize::from(lp.off);
+    if target == 0 || target > nlp {
+        defects.push(LpDefect::RedirectOutOfRange);
+        return;
+    }
+    let Some(t) = LinePointer::read(page, target) else {
+        return;
+    };
+    match t.flags {
+        LpFlags::Unused => defects.push(LpDefect::RedirectToUnused),
+        LpFlags::Dead => defects.push(LpDefect::RedirectToDead),
+        LpFlags::Redirect => defects.push(LpDefect::RedirectToRedirect),
+        LpFlags::Normal => {
+            let infomask2 = le16(page, usize::from(t.off) + 18).unwrap_or(0);
+            if tuple_in_bounds(&t, h) && infomask2 & HEAP_ONLY_TUPLE == 0 {
+                defects.push(LpDefect::RedirectToNonHeapOnly);
             }
         }
     }
