@@ -1,0 +1,17 @@
+//! A pure-Rust, sans-I/O decoder of PostgreSQL 13–18 write-ahead log: bytes in, records out.
+//!
+//! * [`decoder`]: [`WalDecoder`] reassembles records from a stream of WAL pages, validating page
+//!   headers and record CRCs and telling the end of valid WAL apart from corruption
+//!   (`xlogreader.c`);
+//! * [`record`]: the record grammar and block references (`xlogrecord.h`, `DecodeXLogRecord`);
+//! * [`consts`]: PostgreSQL's constants for all of the above.
+//!
+//! No I/O, no threads, no global state: the extension's background worker and the CLI both drive it.
+#![deny(clippy::unwrap_used, clippy::panic)]
+
+pub mod consts;
+pub mod decoder;
+pub mod record;
+
+pub use decoder::{DecoderConfig, EndOfWal, EndReason, Poll, Start, WalDecoder, WalError};
+pub use record::{BlockRef, ImageInfo, Record, RecordError};
