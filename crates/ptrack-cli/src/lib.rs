@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod debug;
 mod verify;
+mod wal;
 
 /// Exit code: success, nothing found.
 pub const EXIT_OK: u8 = 0;
@@ -39,6 +40,9 @@ enum Command {
     /// reported when two consecutive reads give the same failing bytes.
     /// Exit status: 0 clean, 1 damaged blocks found, 2 error.
     Verify(VerifyArgs),
+    /// Read WAL: block references, change summaries, statistics.
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
     /// Developer tools (not part of the stable interface).
     #[command(hide = true, subcommand)]
     Debug(debug::DebugCommand),
@@ -78,6 +82,7 @@ where
     };
     let result = match cli.command {
         Command::Verify(a) => verify::run(&a),
+        Command::Wal(w) => wal::run(&w),
         Command::Debug(d) => debug::run(&d),
     };
     match result {

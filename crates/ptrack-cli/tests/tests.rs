@@ -5,3 +5,5 @@ mod bad_input;
 mod control;
 mod util;
 mod verify;
+mod wal;
+mod workload;

@@ -340,6 +340,23 @@ impl PgCluster {
         self.query(sql);
     }
 
+    /// Runs SQL in database `db` and returns the server's error text instead of panicking.
+    pub fn try_execute_db(&self, db: &str, sql: &str) -> Result<(), String> {
+        self.connect_db(db).batch_execute(sql).map_err(|e| {
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string())
+        })
+    }
+
+    /// A new empty directory owned by `postgres` next to the data directory, for
+    /// `CREATE TABLESPACE … LOCATION`.
+    pub fn new_tablespace_dir(&self, name: &str) -> PathBuf {
+        let d = self.base.join(format!("ts_{name}"));
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
+        chown_postgres(&d);
+        d
+    }
+
     /// `pg_relation_filepath(rel)`: the PGDATA-relative path of a relation's main fork.
     pub fn relation_path(&self, db: &str, rel: &str) -> String {
         self.query_db(db, &format!("SELECT pg_relation_filepath('{rel}')"))

@@ -12,6 +12,8 @@
 pub mod consts;
 pub mod decoder;
 pub mod record;
+pub mod segment;
 
 pub use decoder::{DecoderConfig, EndOfWal, EndReason, Poll, Start, WalDecoder, WalError};
 pub use record::{BlockRef, ImageInfo, Record, RecordError};
+pub use segment::{ReadError, ScanEnd, SegmentName, WalDir, scan_dir};
