@@ -9,11 +9,13 @@
 //! No I/O, no threads, no global state: the extension's background worker and the CLI both drive it.
 #![deny(clippy::unwrap_used, clippy::panic)]
 
+pub mod changes;
 pub mod consts;
 pub mod decoder;
 pub mod record;
 pub mod segment;
 
+pub use changes::{Change, CheckpointKind, CreateStrategy, changes_of};
 pub use decoder::{DecoderConfig, EndOfWal, EndReason, Poll, Start, WalDecoder, WalError};
 pub use record::{BlockRef, ImageInfo, Record, RecordError};
 pub use segment::{ReadError, ScanEnd, SegmentName, WalDir, scan_dir};
