@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod debug;
+mod summarize;
 mod verify;
 mod wal;
 

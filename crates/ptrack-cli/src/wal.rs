@@ -27,6 +27,33 @@ pub(crate) enum WalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Summarise the changes of an LSN range: per relation fork the changed blocks and the
+    /// smallest length (limit block), databases created or dropped, and whether the range is
+    /// safe for an incremental backup.
+    Summarize {
+        /// Directory holding WAL segment files.
+        dir: PathBuf,
+        /// Start of the range (a record start, such as a checkpoint's redo LSN).
+        #[arg(long, value_name = "LSN")]
+        from: Lsn,
+        /// End of the range (exclusive).
+        #[arg(long, value_name = "LSN")]
+        to: Lsn,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write the change set to this file (ptrack change-set format).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Statistics per resource manager: records, bytes, full-page images (like pg_waldump --stats).
+    Stats {
+        /// Directory holding WAL segment files.
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) fn run(cmd: &WalCommand) -> Result<u8> {
@@ -37,10 +64,18 @@ pub(crate) fn run(cmd: &WalCommand) -> Result<u8> {
             to,
             json,
         } => scan(dir, *from, *to, *json),
+        WalCommand::Summarize {
+            dir,
+            from,
+            to,
+            json,
+            output,
+        } => crate::summarize::summarize(dir, *from, *to, *json, output.as_deref()),
+        WalCommand::Stats { dir, json } => crate::summarize::stats(dir, *json),
     }
 }
 
-fn end_text(end: &ScanEnd) -> String {
+pub(crate) fn end_text(end: &ScanEnd) -> String {
     match end {
         ScanEnd::ReachedTo => "reached --to".into(),
         ScanEnd::EndOfWal(e) => format!("end of WAL at {}: {:?}", e.lsn, e.reason),

@@ -6,4 +6,5 @@ mod control;
 mod util;
 mod verify;
 mod wal;
+mod wal_summary;
 mod workload;
