@@ -107,6 +107,14 @@ pub enum EndReason {
     },
     /// A continuation page does not continue the record.
     MissingContrecord,
+    /// A page header that is not a WAL page header (unknown magic or flag bits): garbage or
+    /// never-written space after the end of WAL.
+    InvalidPageHeader {
+        /// `xlp_magic` found.
+        magic: u16,
+        /// `xlp_info` found.
+        info: u16,
+    },
     /// The timeline went backwards.
     TimelineBackwards {
         /// Timeline of the earlier page.
@@ -333,21 +341,28 @@ impl WalDecoder {
             .into_iter()
             .find(|m| m.xlog_page_magic() == magic);
         match (self.major, found_major) {
+            (_, None) => {
+                return Ok(Step::End(EndOfWal {
+                    lsn,
+                    reason: EndReason::InvalidPageHeader { magic, info },
+                }));
+            }
             (Some(want), Some(got)) if want == got => {}
             (None, Some(got)) => self.major = Some(got),
-            (want, _) => {
+            (Some(want), Some(_)) => {
+                // WAL of another major in the same stream: not this cluster's WAL.
                 return Err(WalError::BadMagic {
                     lsn,
                     magic,
-                    expected: want.map_or("13-18".into(), |m| m.to_string()),
+                    expected: want.to_string(),
                 });
             }
         }
         if info & !XLP_ALL_FLAGS != 0 {
-            return Err(WalError::BadPageHeader {
+            return Ok(Step::End(EndOfWal {
                 lsn,
-                why: format!("invalid info bits 0x{info:04X}"),
-            });
+                reason: EndReason::InvalidPageHeader { magic, info },
+            }));
         }
         if pageaddr != page {
             return Ok(Step::End(EndOfWal {
@@ -404,6 +419,10 @@ impl WalDecoder {
 
     /// Copies `n` record bytes starting at `start` into `self.rec` (appending), skipping page
     /// headers and checking continuation pages. Returns the LSN after the last byte.
+    ///
+    /// A first pass validates every continuation page header fed so far (so garbage ends WAL as
+    /// soon as it is seen) and returns `NeedMore` before copying anything unless the whole record
+    /// is there: a large record arriving in small pieces is copied once, not on every poll.
     fn gather(
         &mut self,
         start: u64,
@@ -412,9 +431,9 @@ impl WalDecoder {
         gathered_before: u64,
     ) -> Result<Step<u64>, WalError> {
         let psize = self.page_size();
-        let mut pos = start;
-        let mut left = n;
-        let mut gathered = gathered_before;
+        let fed = self.fed_up_to().0;
+        let (mut pos, mut left, mut gathered) = (start, n, gathered_before);
+        let mut pieces: Vec<(u64, u64)> = Vec::new();
         while left > 0 {
             let page = pos - pos % psize;
             if pos == page {
@@ -434,16 +453,19 @@ impl WalDecoder {
                 pos = page + h.size;
             }
             let take = left.min(page + psize - pos);
-            let Some(off) = pos.checked_sub(self.buf_lsn.0).map(|o| o as usize) else {
+            if pos + take > fed {
                 return Ok(Step::NeedMore);
-            };
-            let Some(bytes) = self.buf.get(off..off + take as usize) else {
-                return Ok(Step::NeedMore);
-            };
-            self.rec.extend_from_slice(bytes);
+            }
+            pieces.push((pos, take));
             pos += take;
             left -= take;
             gathered += take;
+        }
+        for (at, take) in pieces {
+            let off = (at - self.buf_lsn.0) as usize;
+            if let Some(bytes) = self.buf.get(off..off + take as usize) {
+                self.rec.extend_from_slice(bytes);
+            }
         }
         Ok(Step::Ok(pos))
     }
