@@ -22,6 +22,7 @@
 use ptrack_types::{Lsn, PgMajorVersion};
 use serde::Serialize;
 
+use crate::buffer::ChunkBuf;
 use crate::consts::*;
 use crate::record::{Record, RecordError, decode_record, record_crc};
 
@@ -224,8 +225,7 @@ macro_rules! step {
 pub struct WalDecoder {
     cfg: DecoderConfig,
     major: Option<PgMajorVersion>,
-    buf: Vec<u8>,
-    buf_lsn: Lsn,
+    buf: ChunkBuf,
     next: Lsn,
     prev: Option<Lsn>,
     find_first: bool,
@@ -249,8 +249,7 @@ impl WalDecoder {
         WalDecoder {
             major: cfg.major,
             cfg,
-            buf: Vec::new(),
-            buf_lsn: stream_start,
+            buf: ChunkBuf::new(stream_start.0, u64::from(cfg.xlog_blcksz)),
             next,
             prev,
             find_first,
@@ -278,12 +277,18 @@ impl WalDecoder {
 
     /// LSN just after the last byte fed.
     pub fn fed_up_to(&self) -> Lsn {
-        Lsn(self.buf_lsn.0 + self.buf.len() as u64)
+        Lsn(self.buf.end())
     }
 
     /// Appends bytes to the stream.
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.buf.push(bytes);
+    }
+
+    /// Appends bytes, taking ownership: a page-aligned piece (a whole segment) is kept without
+    /// copying.
+    pub fn feed_owned(&mut self, bytes: Vec<u8>) {
+        self.buf.push_owned(bytes);
     }
 
     /// Appends bytes that start at `lsn`, which must continue the stream.
@@ -297,8 +302,7 @@ impl WalDecoder {
     }
 
     fn slice(&self, lsn: u64, n: u64) -> Option<&[u8]> {
-        let off = lsn.checked_sub(self.buf_lsn.0)? as usize;
-        self.buf.get(off..off + n as usize)
+        self.buf.slice(lsn, n)
     }
 
     fn page_size(&self) -> u64 {
@@ -417,8 +421,9 @@ impl WalDecoder {
         Ok(Step::Ok(hdr))
     }
 
-    /// Copies `n` record bytes starting at `start` into `self.rec` (appending), skipping page
-    /// headers and checking continuation pages. Returns the LSN after the last byte.
+    /// Locates the `n` bytes of the record at `start`, skipping page headers and checking
+    /// continuation pages. Returns the LSN after the last byte and the pieces (LSN, length),
+    /// each inside one page.
     ///
     /// A first pass validates every continuation page header fed so far (so garbage ends WAL as
     /// soon as it is seen) and returns `NeedMore` before copying anything unless the whole record
@@ -429,7 +434,7 @@ impl WalDecoder {
         n: u64,
         tot_len: u32,
         gathered_before: u64,
-    ) -> Result<Step<u64>, WalError> {
+    ) -> Result<Step<(u64, Vec<(u64, u64)>)>, WalError> {
         let psize = self.page_size();
         let fed = self.fed_up_to().0;
         let (mut pos, mut left, mut gathered) = (start, n, gathered_before);
@@ -461,13 +466,7 @@ impl WalDecoder {
             left -= take;
             gathered += take;
         }
-        for (at, take) in pieces {
-            let off = (at - self.buf_lsn.0) as usize;
-            if let Some(bytes) = self.buf.get(off..off + take as usize) {
-                self.rec.extend_from_slice(bytes);
-            }
-        }
-        Ok(Step::Ok(pos))
+        Ok(Step::Ok((pos, pieces)))
     }
 
     /// Decodes the next record, if enough bytes have been fed.
@@ -496,11 +495,7 @@ impl WalDecoder {
 
     fn compact(&mut self) {
         let keep_from = self.next.0 - self.next.0 % self.page_size();
-        let drop = keep_from.saturating_sub(self.buf_lsn.0) as usize;
-        if drop >= (1 << 20) && drop <= self.buf.len() {
-            self.buf.drain(..drop);
-            self.buf_lsn = Lsn(self.buf_lsn.0 + drop as u64);
-        }
+        self.buf.drop_before(keep_from);
     }
 
     fn try_next(&mut self) -> Result<Step<Record>, WalError> {
@@ -556,20 +551,39 @@ impl WalDecoder {
                 reason: EndReason::BadLength { tot_len },
             }));
         }
-        self.rec.clear();
-        let end = step!(self.gather(lsn, u64::from(tot_len), tot_len, 0));
-        let rec = std::mem::take(&mut self.rec);
-        let result = self.check_and_decode(&rec, at, Lsn(end));
-        self.rec = rec;
-        result
+        let (end, pieces) = step!(self.gather(lsn, u64::from(tot_len), tot_len, 0));
+        let result = match pieces.as_slice() {
+            // The whole record inside one page: decode it in place.
+            [(p, n)] => match self.buf.slice(*p, *n) {
+                Some(bytes) => self.check_record(bytes, at, Lsn(end))?,
+                None => return Ok(Step::NeedMore),
+            },
+            _ => {
+                let mut rec = std::mem::take(&mut self.rec);
+                rec.clear();
+                for (p, n) in &pieces {
+                    if let Some(b) = self.buf.slice(*p, *n) {
+                        rec.extend_from_slice(b);
+                    }
+                }
+                let r = self.check_record(&rec, at, Lsn(end));
+                self.rec = rec;
+                r?
+            }
+        };
+        if let Step::Ok(record) = &result {
+            self.prev = Some(at);
+            let seg = u64::from(self.cfg.seg_size);
+            self.next = if record.rmid == RM_XLOG_ID && record.rmgr_info() == XLOG_SWITCH {
+                Lsn(end.div_ceil(seg) * seg)
+            } else {
+                Lsn(maxalign(end))
+            };
+        }
+        Ok(result)
     }
 
-    fn check_and_decode(
-        &mut self,
-        rec: &[u8],
-        at: Lsn,
-        end: Lsn,
-    ) -> Result<Step<Record>, WalError> {
+    fn check_record(&self, rec: &[u8], at: Lsn, end: Lsn) -> Result<Step<Record>, WalError> {
         let major = self.major.unwrap_or(PgMajorVersion::V18);
         let rmid = rec.get(17).copied().unwrap_or(0);
         let valid_rmid =
@@ -620,13 +634,6 @@ impl WalDecoder {
         }
         let record = decode_record(rec, at, end, major, self.cfg.blcksz)
             .map_err(|source| WalError::BadRecord { lsn: at, source })?;
-        self.prev = Some(at);
-        let seg = u64::from(self.cfg.seg_size);
-        self.next = if record.rmid == RM_XLOG_ID && record.rmgr_info() == XLOG_SWITCH {
-            Lsn(end.0.div_ceil(seg) * seg)
-        } else {
-            Lsn(maxalign(end.0))
-        };
         Ok(Step::Ok(record))
     }
 }

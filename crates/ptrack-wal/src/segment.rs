@@ -258,7 +258,7 @@ pub fn scan_dir(
                     why: format!("size {} is not the segment size {seg}", bytes.len()),
                 });
             }
-            dec.feed(&bytes);
+            dec.feed_owned(bytes);
             segno += 1;
         };
         let _ = path;
