@@ -195,6 +195,9 @@ pub enum Poll {
     End(EndOfWal),
 }
 
+/// Where a record's bytes are: (LSN, length) per page.
+type Pieces = Vec<(u64, u64)>;
+
 #[derive(Debug, Clone, Copy)]
 struct PageHdr {
     info: u16,
@@ -434,7 +437,7 @@ impl WalDecoder {
         n: u64,
         tot_len: u32,
         gathered_before: u64,
-    ) -> Result<Step<(u64, Vec<(u64, u64)>)>, WalError> {
+    ) -> Result<Step<(u64, Pieces)>, WalError> {
         let psize = self.page_size();
         let fed = self.fed_up_to().0;
         let (mut pos, mut left, mut gathered) = (start, n, gathered_before);
