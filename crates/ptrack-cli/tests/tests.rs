@@ -6,5 +6,6 @@ mod control;
 mod util;
 mod verify;
 mod wal;
+mod wal_majors;
 mod wal_summary;
 mod workload;
