@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use ptrack_blockmap::ChangeSet;
-use ptrack_types::{Lsn, PgMajorVersion};
+use ptrack_types::Lsn;
 use ptrack_wal::{DecoderConfig, ScanEnd, WalDir, changes_of, scan_dir};
 use serde_json::json;
 
@@ -26,7 +26,6 @@ pub(crate) fn summarize(
     }
     let wal = WalDir::open(dir).with_context(|| format!("open WAL directory {}", dir.display()))?;
     let mut set = ChangeSet::new(wal.system_identifier, from);
-    let mut major: Option<PgMajorVersion> = None;
     let mut records = 0u64;
     let mut abandoned = Vec::new();
     let cfg = DecoderConfig::default();
@@ -37,9 +36,7 @@ pub(crate) fn summarize(
         Some(to),
         &mut |r| {
             records += 1;
-            // The major is fixed by the page magic; records carry it implicitly through decoding.
-            let m = *major.get_or_insert_with(|| major_of(&wal));
-            for c in changes_of(r, m, 8192) {
+            for c in changes_of(r, wal.major, 8192) {
                 set.apply(r.lsn, &c);
             }
         },
@@ -125,23 +122,6 @@ pub(crate) fn summarize(
     } else {
         EXIT_PROBLEMS
     })
-}
-
-/// The major version of the WAL in `wal`, from the magic of its first segment's first page.
-fn major_of(wal: &WalDir) -> PgMajorVersion {
-    wal.segments
-        .values()
-        .next()
-        .and_then(|(_, p)| {
-            let mut b = [0u8; 2];
-            use std::io::Read;
-            std::fs::File::open(p).ok()?.read_exact(&mut b).ok()?;
-            let magic = u16::from_le_bytes(b);
-            PgMajorVersion::ALL
-                .into_iter()
-                .find(|m| m.xlog_page_magic() == magic)
-        })
-        .unwrap_or(PgMajorVersion::V18)
 }
 
 #[derive(Default)]

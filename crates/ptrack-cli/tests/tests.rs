@@ -8,4 +8,5 @@ mod verify;
 mod wal;
 mod wal_majors;
 mod wal_summary;
+mod wal_timeline;
 mod workload;

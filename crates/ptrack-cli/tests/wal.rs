@@ -185,8 +185,8 @@ fn decode_chunked(dir: &Path, sizes: &[usize]) -> Vec<(Lsn, Lsn, usize)> {
     let mut dec = WalDecoder::new(cfg, start, Start::FirstOnPage(start));
     let mut out = Vec::new();
     let mut k = 0;
-    'segments: for (_, (_, path)) in wal.segments.range(first..) {
-        let bytes = std::fs::read(path).unwrap();
+    'segments: for (_, f) in wal.segments.range(first..) {
+        let bytes = std::fs::read(&f.path).unwrap();
         let mut at = 0;
         while at < bytes.len() {
             let n = sizes[k % sizes.len()].min(bytes.len() - at);

@@ -195,6 +195,54 @@ impl PgCluster {
         }
     }
 
+    /// A streaming standby of the running `primary`, made with `pg_basebackup -R -X stream` into
+    /// a private directory of its own (not started). Its socket directory and port are its own.
+    pub fn standby_of(primary: &PgCluster) -> PgCluster {
+        assert!(primary.running, "primary must be running");
+        let base = std::env::temp_dir().join(format!(
+            "ptrack-tk-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("sock"))
+            .unwrap_or_else(|e| panic!("create {}: {e}", base.display()));
+        chown_postgres(&base);
+        chown_postgres(&base.join("sock"));
+        let data = base.join("data");
+        primary.run_tool(
+            "pg_basebackup",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", conf_path.display()));
+        text.push_str(&format!(
+            "\n# standby\nunix_socket_directories = '{}'\n",
+            base.join("sock").display()
+        ));
+        std::fs::write(&conf_path, text)
+            .unwrap_or_else(|e| panic!("write {}: {e}", conf_path.display()));
+        PgCluster {
+            install: primary.install.clone(),
+            log: base.join("server.log"),
+            sock: base.join("sock"),
+            data,
+            base,
+            port: 0,
+            running: false,
+        }
+    }
+
     /// `initdb` and start.
     pub fn start_new(install: &PgInstall, checksums: bool) -> PgCluster {
         let mut c = PgCluster::init(install, checksums);

@@ -9,6 +9,7 @@
 //! No I/O, no threads, no global state: the extension's background worker and the CLI both drive it.
 #![deny(clippy::unwrap_used, clippy::panic)]
 
+pub mod archive;
 mod buffer;
 pub mod builder;
 pub mod changes;

@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use ptrack_types::{Lsn, TimeLineId};
+use ptrack_types::{Lsn, PgMajorVersion, TimeLineId};
 
+use crate::archive::{
+    Compression, HistoryEntry, parse_history, read_segment_file, split_segment_file_name,
+};
 use crate::decoder::{DecoderConfig, EndOfWal, Poll, Start, WalDecoder, WalError};
 use crate::record::Record;
 
@@ -93,6 +96,19 @@ pub enum ReadError {
     },
 }
 
+/// One stored segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// Its timeline.
+    pub tli: TimeLineId,
+    /// The file.
+    pub path: PathBuf,
+    /// How it is compressed.
+    pub compression: Compression,
+    /// A `.partial` segment.
+    pub partial: bool,
+}
+
 /// The segment files of a directory.
 #[derive(Debug, Clone)]
 pub struct WalDir {
@@ -104,8 +120,15 @@ pub struct WalDir {
     pub xlog_blcksz: u32,
     /// System identifier, from the same header.
     pub system_identifier: u64,
-    /// For each segment number, the file of the highest timeline.
-    pub segments: BTreeMap<u64, (TimeLineId, PathBuf)>,
+    /// The major version, from the first page's magic.
+    pub major: PgMajorVersion,
+    /// The timeline followed: the highest found.
+    pub timeline: TimeLineId,
+    /// Its history (parent timelines and their switch points), empty for timeline 1 or when
+    /// the history file is missing.
+    pub history: Vec<HistoryEntry>,
+    /// For each segment number, the file to read on the followed timeline.
+    pub segments: BTreeMap<u64, SegmentFile>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ReadError + '_ {
@@ -116,37 +139,49 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ReadError + '_ {
 }
 
 impl WalDir {
-    /// Lists the segment files of `dir` and reads the segment size from the first one.
+    /// Lists the segment files of `dir` (plain, compressed, partial), reads the segment size from
+    /// the first one, and picks for each segment number the file of the right timeline: following
+    /// the highest timeline's history file, the newest timeline whose range covers the segment
+    /// (`XLogFileReadAnyTLI`); a full segment is preferred to a `.partial` one.
     pub fn open(dir: &Path) -> Result<WalDir, ReadError> {
         let mut names = Vec::new();
+        let mut histories = BTreeMap::new();
         for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
             let e = e.map_err(io_err(dir))?;
-            if let Ok(n) = e.file_name().into_string()
-                && n.len() == 24
-            {
+            let Ok(n) = e.file_name().into_string() else {
+                continue;
+            };
+            if let Some(t) = n.strip_suffix(".history").filter(|t| t.len() == 8) {
+                if let Ok(tli) = u32::from_str_radix(t, 16) {
+                    histories.insert(tli, e.path());
+                }
+            } else if split_segment_file_name(&n).is_some() {
                 names.push(n);
             }
         }
         names.sort();
         let first = names
             .iter()
-            .find(|n| SegmentName::parse(n, 16 << 20).is_some())
+            .filter_map(|n| split_segment_file_name(n).map(|s| (n, s)))
+            .find(|(_, (base, _, _))| SegmentName::parse(base, 16 << 20).is_some())
             .ok_or_else(|| ReadError::NoSegments {
                 dir: dir.display().to_string(),
             })?;
-        let first_path = dir.join(first);
-        let mut head = [0u8; 40];
-        {
-            use std::io::Read;
-            let mut f = std::fs::File::open(&first_path).map_err(io_err(&first_path))?;
-            f.read_exact(&mut head).map_err(io_err(&first_path))?;
-        }
-        let u32_at =
-            |o: usize| u32::from_le_bytes([head[o], head[o + 1], head[o + 2], head[o + 3]]);
+        let first_path = dir.join(first.0);
+        let head =
+            read_segment_file(&first_path, first.1.2, 1 << 30).map_err(io_err(&first_path))?;
+        let u32_at = |o: usize| {
+            head.get(o..o + 4)
+                .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+        };
         let seg_size = u32_at(32);
         let xlog_blcksz = u32_at(36);
-        let system_identifier = u64::from_le_bytes(head[24..32].try_into().unwrap_or_default());
-        let info = u16::from_le_bytes([head[2], head[3]]);
+        let system_identifier = head
+            .get(24..32)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+        let info = head
+            .get(2..4)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
         let valid_seg = seg_size.is_power_of_two() && (1 << 20..=1 << 30).contains(&seg_size);
         if info & crate::consts::XLP_LONG_HEADER == 0
             || !valid_seg
@@ -157,13 +192,81 @@ impl WalDir {
                 why: "first page has no valid long header (segment size, page size)".into(),
             });
         }
-        let mut segments: BTreeMap<u64, (TimeLineId, PathBuf)> = BTreeMap::new();
+        let magic = head
+            .get(0..2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+        let major = PgMajorVersion::ALL
+            .into_iter()
+            .find(|m| m.xlog_page_magic() == magic)
+            .ok_or_else(|| ReadError::BadSegment {
+                path: first_path.display().to_string(),
+                why: format!("page magic 0x{magic:04X} is not PostgreSQL 13-18 WAL"),
+            })?;
+        let seg = u64::from(seg_size);
+        // All candidate files per (segno, tli), best first.
+        let mut all: BTreeMap<(u64, u32), Vec<SegmentFile>> = BTreeMap::new();
         for n in &names {
-            if let Some(s) = SegmentName::parse(n, u64::from(seg_size)) {
-                let newer = segments.get(&s.segno).is_none_or(|(t, _)| s.tli > *t);
-                if newer {
-                    segments.insert(s.segno, (s.tli, dir.join(n)));
-                }
+            let Some((base, partial, compression)) = split_segment_file_name(n) else {
+                continue;
+            };
+            if let Some(s) = SegmentName::parse(base, seg) {
+                all.entry((s.segno, s.tli.0))
+                    .or_default()
+                    .push(SegmentFile {
+                        tli: s.tli,
+                        path: dir.join(n),
+                        compression,
+                        partial,
+                    });
+            }
+        }
+        for v in all.values_mut() {
+            v.sort_by_key(|f| (f.partial, f.compression));
+        }
+        let top = all
+            .keys()
+            .map(|k| k.1)
+            .chain(histories.keys().copied())
+            .max()
+            .unwrap_or(1);
+        let history = match histories.get(&top) {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(io_err(p))?;
+                parse_history(&text).ok_or_else(|| ReadError::BadSegment {
+                    path: p.display().to_string(),
+                    why: "malformed timeline history file".into(),
+                })?
+            }
+            None => Vec::new(),
+        };
+        // Timelines with the range of segments each may supply: [begin, end] by segment number.
+        let mut ranges: Vec<(u32, u64, u64)> = Vec::new();
+        let mut begin = 0u64;
+        for h in &history {
+            ranges.push((h.tli.0, begin / seg, h.switchpoint.0 / seg));
+            begin = h.switchpoint.0;
+        }
+        ranges.push((top, begin / seg, u64::MAX));
+        let follow_any = history.is_empty() && top > 1;
+        let mut segments = BTreeMap::new();
+        let segnos: std::collections::BTreeSet<u64> = all.keys().map(|k| k.0).collect();
+        for segno in segnos {
+            let pick = if follow_any {
+                // No history file: the newest timeline that has the segment.
+                all.range((segno, 0)..=(segno, u32::MAX))
+                    .next_back()
+                    .and_then(|(_, v)| v.first().cloned())
+            } else {
+                ranges
+                    .iter()
+                    .rev()
+                    .filter(|(_, b, e)| segno >= *b && segno <= *e)
+                    .find_map(|(tli, _, _)| {
+                        all.get(&(segno, *tli)).and_then(|v| v.first().cloned())
+                    })
+            };
+            if let Some(f) = pick {
+                segments.insert(segno, f);
             }
         }
         Ok(WalDir {
@@ -171,6 +274,9 @@ impl WalDir {
             seg_size,
             xlog_blcksz,
             system_identifier,
+            major,
+            timeline: TimeLineId(top),
+            history,
             segments,
         })
     }
@@ -178,6 +284,22 @@ impl WalDir {
     /// LSN of the first byte of segment `segno`.
     pub fn segment_start(&self, segno: u64) -> Lsn {
         Lsn(segno * u64::from(self.seg_size))
+    }
+
+    /// Reads segment `segno` (decompressed), checking its size.
+    pub fn read_segment(&self, segno: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        let Some(f) = self.segments.get(&segno) else {
+            return Ok(None);
+        };
+        let seg = u64::from(self.seg_size);
+        let bytes = read_segment_file(&f.path, f.compression, seg).map_err(io_err(&f.path))?;
+        if bytes.len() as u64 != seg {
+            return Err(ReadError::BadSegment {
+                path: f.path.display().to_string(),
+                why: format!("holds {} bytes, not the segment size {seg}", bytes.len()),
+            });
+        }
+        Ok(Some(bytes))
     }
 }
 
@@ -213,6 +335,7 @@ pub fn scan_dir(
         seg_size: wal.seg_size,
         xlog_blcksz: wal.xlog_blcksz,
         system_identifier: Some(wal.system_identifier),
+        major: Some(wal.major),
         ..base
     };
     let first_seg = match from {
@@ -240,9 +363,9 @@ pub fn scan_dir(
             if p != Poll::NeedMore {
                 break (p, segment_path(wal, segno.saturating_sub(1)));
             }
-            let Some((_, path)) = wal.segments.get(&segno) else {
-                let name = crate::segment::SegmentName {
-                    tli: wal.segments.values().next().map_or(TimeLineId(1), |v| v.0),
+            let Some(bytes) = wal.read_segment(segno)? else {
+                let name = SegmentName {
+                    tli: wal.timeline,
                     segno,
                 }
                 .file_name(seg);
@@ -251,13 +374,6 @@ pub fn scan_dir(
                     at: dec.position(),
                 });
             };
-            let bytes = std::fs::read(path).map_err(io_err(path))?;
-            if bytes.len() as u64 != seg {
-                return Err(ReadError::BadSegment {
-                    path: path.display().to_string(),
-                    why: format!("size {} is not the segment size {seg}", bytes.len()),
-                });
-            }
             dec.feed_owned(bytes);
             segno += 1;
         };
@@ -281,7 +397,7 @@ pub fn scan_dir(
 fn segment_path(wal: &WalDir, segno: u64) -> String {
     wal.segments.get(&segno).map_or_else(
         || wal.dir.display().to_string(),
-        |(_, p)| p.display().to_string(),
+        |f| f.path.display().to_string(),
     )
 }
 
