@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use ptrack_blockmap::ChangeSet;
 use ptrack_types::Lsn;
-use ptrack_wal::{DecoderConfig, ScanEnd, WalDir, changes_of, scan_dir};
+use ptrack_wal::{DecoderConfig, ScanEnd, WalDir, changes_of, scan_dir, scan_dir_parallel};
 use serde_json::json;
 
 use crate::wal::end_text;
@@ -20,28 +20,37 @@ pub(crate) fn summarize(
     to: Lsn,
     json: bool,
     output: Option<&Path>,
+    jobs: usize,
 ) -> Result<u8> {
     if to <= from {
         bail!("--to {to} must be after --from {from}");
     }
     let wal = WalDir::open(dir).with_context(|| format!("open WAL directory {}", dir.display()))?;
-    let mut set = ChangeSet::new(wal.system_identifier, from);
-    let mut records = 0u64;
-    let mut abandoned = Vec::new();
-    let cfg = DecoderConfig::default();
-    let end = scan_dir(
+    let (parts, end, abandoned) = scan_dir_parallel(
         &wal,
-        cfg,
-        Some(from),
-        Some(to),
-        &mut |r| {
-            records += 1;
+        DecoderConfig::default(),
+        from,
+        to,
+        jobs,
+        |start| (ChangeSet::new(wal.system_identifier, start), 0u64),
+        |(set, n), r| {
+            *n += 1;
             for c in changes_of(r, wal.major, 8192) {
                 set.apply(r.lsn, &c);
             }
         },
-        &mut |lsn, at| abandoned.push((lsn, at)),
     )?;
+    let mut records = 0u64;
+    let mut set: Option<ChangeSet> = None;
+    for ((mut part, n), range_end) in parts {
+        records += n;
+        part.end = range_end;
+        match &mut set {
+            None => set = Some(part),
+            Some(s) => s.merge(&part)?,
+        }
+    }
+    let mut set = set.unwrap_or_else(|| ChangeSet::new(wal.system_identifier, from));
     // Complete when every record that starts before `to` was read: the scan reached `to`, or
     // valid WAL (or the available segments) ended at or after it.
     let complete = match &end {

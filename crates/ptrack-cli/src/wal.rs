@@ -45,6 +45,9 @@ pub(crate) enum WalCommand {
         /// Also write the change set to this file (ptrack change-set format).
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Decode this many segment ranges in parallel (default: number of CPUs).
+        #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+        jobs: Option<u32>,
     },
     /// Statistics per resource manager: records, bytes, full-page images (like pg_waldump --stats).
     Stats {
@@ -70,7 +73,14 @@ pub(crate) fn run(cmd: &WalCommand) -> Result<u8> {
             to,
             json,
             output,
-        } => crate::summarize::summarize(dir, *from, *to, *json, output.as_deref()),
+            jobs,
+        } => {
+            let jobs = jobs.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |j| j as usize,
+            );
+            crate::summarize::summarize(dir, *from, *to, *json, output.as_deref(), jobs)
+        }
         WalCommand::Stats { dir, json } => crate::summarize::stats(dir, *json),
     }
 }

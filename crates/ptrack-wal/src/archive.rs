@@ -47,12 +47,18 @@ pub fn read_segment_file(
     limit: u64,
 ) -> std::io::Result<Vec<u8>> {
     let f = std::fs::File::open(path)?;
-    let mut out = Vec::new();
+    if compression == Compression::None {
+        // Plain: one allocation of the file's size and a direct read.
+        let len = f.metadata()?.len().min(limit + 1);
+        let mut out = Vec::with_capacity(len as usize);
+        f.take(limit + 1).read_to_end(&mut out)?;
+        return Ok(out);
+    }
+    let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(1 << 30));
     let reader: Box<dyn Read> = match compression {
-        Compression::None => Box::new(f),
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(f)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(f)?),
-        Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(f)),
+        _ => Box::new(lz4_flex::frame::FrameDecoder::new(f)),
     };
     reader.take(limit + 1).read_to_end(&mut out)?;
     Ok(out)

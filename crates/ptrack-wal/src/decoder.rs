@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::buffer::ChunkBuf;
 use crate::consts::*;
-use crate::record::{Record, RecordError, decode_record, record_crc};
+use crate::record::{Record, RecordError, decode_record_prefix, record_crc};
 
 /// Fixed properties of the WAL being decoded.
 #[derive(Debug, Clone, Copy)]
@@ -561,18 +561,7 @@ impl WalDecoder {
                 Some(bytes) => self.check_record(bytes, at, Lsn(end))?,
                 None => return Ok(Step::NeedMore),
             },
-            _ => {
-                let mut rec = std::mem::take(&mut self.rec);
-                rec.clear();
-                for (p, n) in &pieces {
-                    if let Some(b) = self.buf.slice(*p, *n) {
-                        rec.extend_from_slice(b);
-                    }
-                }
-                let r = self.check_record(&rec, at, Lsn(end));
-                self.rec = rec;
-                r?
-            }
+            _ => self.check_pieces(&pieces, tot_len, at, Lsn(end))?,
         };
         if let Step::Ok(record) = &result {
             self.prev = Some(at);
@@ -586,7 +575,91 @@ impl WalDecoder {
         Ok(result)
     }
 
+    /// Checks and decodes a record held contiguously in `rec`.
     fn check_record(&self, rec: &[u8], at: Lsn, end: Lsn) -> Result<Step<Record>, WalError> {
+        let computed = record_crc(rec);
+        self.check_prefix(rec, computed, at, end, &mut |off, n| {
+            rec.get(off..off + n).map(<[u8]>::to_vec)
+        })
+    }
+
+    /// Checks and decodes a record spread over page pieces: the CRC is computed over the pieces
+    /// in place, and only the record's first bytes (header and fragment headers) and its main
+    /// data are copied, not its images. Falls back to a full copy if the fragment headers are
+    /// longer than the copied prefix.
+    fn check_pieces(
+        &mut self,
+        pieces: &[(u64, u64)],
+        tot_len: u32,
+        at: Lsn,
+        end: Lsn,
+    ) -> Result<Step<Record>, WalError> {
+        const PREFIX: usize = 4096;
+        let want = (tot_len as usize).min(PREFIX);
+        let mut prefix = Vec::with_capacity(want);
+        let mut body_crc = 0u32;
+        let mut offset = 0usize;
+        for (p, n) in pieces {
+            let Some(b) = self.buf.slice(*p, *n) else {
+                return Ok(Step::NeedMore);
+            };
+            if prefix.len() < want {
+                let k = (want - prefix.len()).min(b.len());
+                prefix.extend_from_slice(&b[..k]);
+            }
+            // The CRC covers the body first: skip the 24 header bytes.
+            let skip = SIZE_OF_XLOG_RECORD.saturating_sub(offset).min(b.len());
+            body_crc = crc32c::crc32c_append(body_crc, &b[skip..]);
+            offset += b.len();
+        }
+        let computed = crc32c::crc32c_append(body_crc, prefix.get(..20).unwrap_or_default());
+        let buf = &self.buf;
+        let mut main = |off: usize, n: usize| -> Option<Vec<u8>> {
+            // Copy record bytes [off, off + n) out of the pieces.
+            let mut out = Vec::with_capacity(n);
+            let mut pos = 0usize;
+            for (p, len) in pieces {
+                let len = *len as usize;
+                if pos + len > off && out.len() < n {
+                    let start = off.saturating_sub(pos);
+                    let b = buf.slice(*p, len as u64)?;
+                    let k = (n - out.len()).min(len - start);
+                    out.extend_from_slice(b.get(start..start + k)?);
+                }
+                pos += len;
+            }
+            (out.len() == n).then_some(out)
+        };
+        match self.check_prefix(&prefix, computed, at, end, &mut main) {
+            Err(WalError::BadRecord {
+                source: RecordError::Truncated { .. },
+                ..
+            }) if want < tot_len as usize => {
+                let mut rec = std::mem::take(&mut self.rec);
+                rec.clear();
+                for (p, n) in pieces {
+                    if let Some(b) = self.buf.slice(*p, *n) {
+                        rec.extend_from_slice(b);
+                    }
+                }
+                let r = self.check_record(&rec, at, end);
+                self.rec = rec;
+                r
+            }
+            other => other,
+        }
+    }
+
+    /// Header checks (rmgr id, prev link), CRC comparison with `computed`, then decoding from
+    /// `rec`, the record or a prefix of it.
+    fn check_prefix(
+        &self,
+        rec: &[u8],
+        computed: u32,
+        at: Lsn,
+        end: Lsn,
+        main: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
+    ) -> Result<Step<Record>, WalError> {
         let major = self.major.unwrap_or(PgMajorVersion::V18);
         let rmid = rec.get(17).copied().unwrap_or(0);
         let valid_rmid =
@@ -628,14 +701,13 @@ impl WalDecoder {
                 .and_then(|b| b.try_into().ok())
                 .unwrap_or_default(),
         );
-        let computed = record_crc(rec);
         if stored != computed {
             return Ok(Step::End(EndOfWal {
                 lsn: at,
                 reason: EndReason::CrcMismatch { stored, computed },
             }));
         }
-        let record = decode_record(rec, at, end, major, self.cfg.blcksz)
+        let record = decode_record_prefix(rec, at, end, major, self.cfg.blcksz, main)
             .map_err(|source| WalError::BadRecord { lsn: at, source })?;
         Ok(Step::Ok(record))
     }

@@ -21,4 +21,4 @@ pub mod segment;
 pub use changes::{Change, CheckpointKind, CreateStrategy, changes_of};
 pub use decoder::{DecoderConfig, EndOfWal, EndReason, Poll, Start, WalDecoder, WalError};
 pub use record::{BlockRef, ImageInfo, Record, RecordError};
-pub use segment::{ReadError, ScanEnd, SegmentName, WalDir, scan_dir};
+pub use segment::{ReadError, ScanEnd, SegmentName, WalDir, scan_dir, scan_dir_parallel};

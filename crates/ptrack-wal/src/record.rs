@@ -248,6 +248,33 @@ pub fn decode_record(
     major: PgMajorVersion,
     blcksz: u32,
 ) -> Result<Record, RecordError> {
+    let tot_len = rec
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
+    if rec.len() as u64 != u64::from(tot_len) {
+        return Err(RecordError::LengthMismatch {
+            tot_len,
+            expected: rec.len() as u64,
+        });
+    }
+    decode_record_prefix(rec, lsn, end_lsn, major, blcksz, &mut |off, n| {
+        rec.get(off..off + n).map(<[u8]>::to_vec)
+    })
+}
+
+/// Like [`decode_record`] from `prefix`, the first bytes of the record, which must hold the
+/// header and every fragment header (else a `Truncated` error); `main(offset, len)` supplies the
+/// main data, which sits at the end of the record. Lets the decoder skip copying the images of a
+/// record that spans pages.
+pub fn decode_record_prefix(
+    prefix: &[u8],
+    lsn: Lsn,
+    end_lsn: Lsn,
+    major: PgMajorVersion,
+    blcksz: u32,
+    main: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
+) -> Result<Record, RecordError> {
+    let rec = prefix;
     let mut c = Cursor { b: rec, at: 0 };
     let tot_len = c.u32("xl_tot_len")?;
     let xid = c.u32("xl_xid")?;
@@ -265,8 +292,7 @@ pub fn decode_record(
     let mut main_len: u64 = 0;
     let mut toplevel_xid = None;
     let mut origin = None;
-    let mut image_lens: Vec<(u16, u16)> = Vec::new(); // (image len, data len) per block
-    while (rec.len() - c.at) as u64 > datatotal {
+    while (tot_len as usize).saturating_sub(c.at) as u64 > datatotal {
         let id = c.u8("block id")?;
         match id {
             XLR_BLOCK_ID_DATA_SHORT => {
@@ -299,7 +325,6 @@ pub fn decode_record(
                 }
                 datatotal += u64::from(data_len);
                 let mut image = None;
-                let mut img_len = 0;
                 if ff & BKPBLOCK_HAS_IMAGE != 0 {
                     let len = c.u16("bimg_len")?;
                     let hole_offset = c.u16("hole_offset")?;
@@ -328,7 +353,6 @@ pub fn decode_record(
                         });
                     }
                     datatotal += u64::from(len);
-                    img_len = len;
                     image = Some(ImageInfo {
                         len,
                         hole_offset,
@@ -355,7 +379,6 @@ pub fn decode_record(
                 let fork = ForkNumber::from_u8(fork_no)
                     .ok_or(RecordError::BadFork { id, fork: fork_no })?;
                 let block = BlockNumber(c.u32("block number")?);
-                image_lens.push((img_len, data_len));
                 blocks.push(BlockRef {
                     id,
                     locator,
@@ -375,16 +398,16 @@ pub fn decode_record(
         }
     }
     let expected = c.at as u64 + datatotal;
-    if expected != u64::from(tot_len) || rec.len() as u64 != u64::from(tot_len) {
+    if expected != u64::from(tot_len) {
         return Err(RecordError::LengthMismatch { tot_len, expected });
     }
-    // Payloads: block images and data in block order, then the main data.
-    let skip: usize = image_lens
-        .iter()
-        .map(|(i, d)| usize::from(*i) + usize::from(*d))
-        .sum();
-    c.take(skip, "block payloads")?;
-    let main_data = c.take(main_len as usize, "main data")?.to_vec();
+    // Payloads: block images and data in block order, then the main data at the end.
+    let main_len = main_len as usize;
+    let main_data = main(tot_len as usize - main_len, main_len).ok_or(RecordError::Truncated {
+        field: "main data",
+        need: main_len,
+        have: 0,
+    })?;
     Ok(Record {
         lsn,
         end_lsn,

@@ -355,13 +355,13 @@ pub fn scan_dir(
     let mut segno = first_seg;
     loop {
         // Feed the next segment when the decoder needs more.
-        let (poll, path) = loop {
+        let poll = loop {
             let p = dec.poll().map_err(|source| ReadError::Wal {
                 path: segment_path(wal, segno.saturating_sub(1)),
                 source,
             })?;
             if p != Poll::NeedMore {
-                break (p, segment_path(wal, segno.saturating_sub(1)));
+                break p;
             }
             let Some(bytes) = wal.read_segment(segno)? else {
                 let name = SegmentName {
@@ -377,7 +377,6 @@ pub fn scan_dir(
             dec.feed_owned(bytes);
             segno += 1;
         };
-        let _ = path;
         match poll {
             Poll::Record(r) => {
                 if to.is_some_and(|t| r.lsn >= t) {
@@ -399,6 +398,118 @@ fn segment_path(wal: &WalDir, segno: u64) -> String {
         || wal.dir.display().to_string(),
         |f| f.path.display().to_string(),
     )
+}
+
+/// One part of a parallel scan: what its fold produced and how its records link to the part
+/// before.
+struct Part<T> {
+    acc: T,
+    first: Option<(Lsn, Lsn)>, // (lsn, xl_prev) of its first record
+    last: Option<Lsn>,
+    end: ScanEnd,
+    abandoned: Vec<(Lsn, Lsn)>,
+}
+
+/// Like [`scan_dir`] over `[from, to)`, on `parts` threads: the segments are split into
+/// contiguous ranges, each decoded from its first record (found as `XLogFindNextRecord` does) and
+/// folded into its own accumulator (`init(range start)`, then `fold` per record). At each join the
+/// next range's first record must link (`xl_prev`) to the previous range's last record, exactly
+/// the check a sequential read makes; if a range ends early (end of valid WAL, missing segment),
+/// the later ranges are discarded. Returns the accumulators of the ranges kept, in order, each with
+/// its range end, plus the overall end and abandoned records.
+#[allow(clippy::type_complexity)]
+pub fn scan_dir_parallel<T, I, F>(
+    wal: &WalDir,
+    base: DecoderConfig,
+    from: Lsn,
+    to: Lsn,
+    parts: usize,
+    init: I,
+    fold: F,
+) -> Result<(Vec<(T, Lsn)>, ScanEnd, Vec<(Lsn, Lsn)>), ReadError>
+where
+    T: Send,
+    I: Fn(Lsn) -> T + Sync,
+    F: Fn(&mut T, &Record) + Sync,
+{
+    let seg = u64::from(wal.seg_size);
+    let first_seg = from.0 / seg;
+    let last_seg = to.0.saturating_sub(1) / seg;
+    let nseg = last_seg.saturating_sub(first_seg) + 1;
+    let parts = (parts.max(1) as u64).min(nseg).max(1);
+    // Range k covers records starting in [bounds[k], bounds[k+1]).
+    let mut bounds = vec![from];
+    for k in 1..parts {
+        bounds.push(Lsn((first_seg + nseg * k / parts) * seg));
+    }
+    bounds.push(to);
+    let results: Vec<Result<Part<T>, ReadError>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..parts as usize)
+            .map(|k| {
+                let (start, end) = (bounds[k], bounds[k + 1]);
+                let (init, fold) = (&init, &fold);
+                sc.spawn(move || {
+                    let mut acc = init(start);
+                    let mut first = None;
+                    let mut last = None;
+                    let mut abandoned = Vec::new();
+                    let end_reason = scan_dir(
+                        wal,
+                        base,
+                        Some(start),
+                        Some(end),
+                        &mut |r| {
+                            first.get_or_insert((r.lsn, r.prev));
+                            last = Some(r.lsn);
+                            fold(&mut acc, r);
+                        },
+                        &mut |l, a| abandoned.push((l, a)),
+                    )?;
+                    Ok(Part {
+                        acc,
+                        first,
+                        last,
+                        end: end_reason,
+                        abandoned,
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut kept = Vec::new();
+    let mut abandoned = Vec::new();
+    let mut prev_last: Option<Lsn> = None;
+    let mut final_end = ScanEnd::ReachedTo;
+    for (k, r) in results.into_iter().enumerate() {
+        let p = r?;
+        // The chain must continue across the join; otherwise WAL ended before this range.
+        if let (Some(pl), Some((first_lsn, first_prev))) = (prev_last, p.first)
+            && first_prev != pl
+        {
+            final_end = ScanEnd::EndOfWal(EndOfWal {
+                lsn: first_lsn,
+                reason: crate::decoder::EndReason::PrevLinkMismatch {
+                    expected: pl,
+                    found: first_prev,
+                },
+            });
+            break;
+        }
+        prev_last = p.last.or(prev_last);
+        abandoned.extend(p.abandoned);
+        let range_end = bounds[k + 1];
+        let ended_early = p.end != ScanEnd::ReachedTo;
+        final_end = p.end.clone();
+        kept.push((p.acc, range_end));
+        if ended_early {
+            break;
+        }
+    }
+    Ok((kept, final_end, abandoned))
 }
 
 #[cfg(test)]

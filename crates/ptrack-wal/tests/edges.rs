@@ -189,3 +189,99 @@ fn wal_of_another_cluster_is_an_error() {
         matches!(decode(&b, usize::MAX).last(), Some(Ev::Err(e)) if e.contains("system identifier"))
     );
 }
+
+/// Writes a builder's stream as segment files named for timeline 1.
+fn write_segments(b: &WalBuilder, dir: &std::path::Path) {
+    for (i, seg) in b.bytes().chunks(SEG as usize).enumerate() {
+        let segno = b.start().0 / SEG + i as u64;
+        let name = ptrack_wal::SegmentName {
+            tli: ptrack_types::TimeLineId(1),
+            segno,
+        }
+        .file_name(SEG);
+        std::fs::write(dir.join(name), seg).unwrap();
+    }
+}
+
+fn sequential(wal: &ptrack_wal::WalDir, from: Lsn, to: Lsn) -> (Vec<Lsn>, ptrack_wal::ScanEnd) {
+    let mut v = Vec::new();
+    let end = ptrack_wal::scan_dir(
+        wal,
+        DecoderConfig::default(),
+        Some(from),
+        Some(to),
+        &mut |r| v.push(r.lsn),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    (v, end)
+}
+
+fn parallel(
+    wal: &ptrack_wal::WalDir,
+    from: Lsn,
+    to: Lsn,
+    parts: usize,
+) -> (Vec<Lsn>, ptrack_wal::ScanEnd) {
+    let (kept, end, _) = ptrack_wal::scan_dir_parallel(
+        wal,
+        DecoderConfig::default(),
+        from,
+        to,
+        parts,
+        |_| Vec::new(),
+        |v: &mut Vec<Lsn>, r| v.push(r.lsn),
+    )
+    .unwrap();
+    (kept.into_iter().flat_map(|(v, _)| v).collect(), end)
+}
+
+#[test]
+fn parallel_ranges_equal_sequential_scan() {
+    let mut b = WalBuilder::new(PgMajorVersion::V17, SEG, 4);
+    for i in 0..900u32 {
+        b.record(
+            RM_HEAP_ID,
+            0,
+            &WalBuilder::block_body(16384, i, [3usize, 9000, 40_000, 100][i as usize % 4]),
+        );
+        if i == 500 {
+            b.switch();
+        }
+    }
+    b.pad_segment();
+    let dir = tempfile::tempdir().unwrap();
+    write_segments(&b, dir.path());
+    let wal = ptrack_wal::WalDir::open(dir.path()).unwrap();
+    let from = b.start();
+    let to = Lsn(b.pos().0 - 1);
+    let (seq, seq_end) = sequential(&wal, from, to);
+    assert!(seq.len() > 800);
+    for parts in 1..=6 {
+        assert_eq!(
+            parallel(&wal, from, to, parts),
+            (seq.clone(), seq_end.clone()),
+            "{parts} parts"
+        );
+    }
+    // Damage the middle of the third segment: every split must stop where the sequential scan
+    // stops, never continuing with later ranges.
+    let third = dir.path().join(
+        ptrack_wal::SegmentName {
+            tli: ptrack_types::TimeLineId(1),
+            segno: 6,
+        }
+        .file_name(SEG),
+    );
+    let mut bytes = std::fs::read(&third).unwrap();
+    for x in &mut bytes[300_000..300_100] {
+        *x ^= 0xFF;
+    }
+    std::fs::write(&third, bytes).unwrap();
+    let (seq, seq_end) = sequential(&wal, from, to);
+    assert!(matches!(seq_end, ptrack_wal::ScanEnd::EndOfWal(_)));
+    for parts in 1..=6 {
+        let (par, _) = parallel(&wal, from, to, parts);
+        assert_eq!(par, seq, "{parts} parts after damage");
+    }
+}
