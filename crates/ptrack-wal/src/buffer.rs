@@ -5,9 +5,11 @@
 
 use std::collections::VecDeque;
 
+use crate::mapped::SegmentData;
+
 #[derive(Debug)]
 pub(crate) struct ChunkBuf {
-    chunks: VecDeque<(u64, Vec<u8>)>,
+    chunks: VecDeque<(u64, SegmentData)>,
     /// Stream position when there are no chunks.
     start: u64,
     page: u64,
@@ -43,17 +45,25 @@ impl ChunkBuf {
         if bytes.is_empty() {
             return;
         }
-        if self.must_extend() {
-            if let Some((_, c)) = self.chunks.back_mut() {
-                c.extend_from_slice(bytes);
+        if self.must_extend()
+            && let Some((_, c)) = self.chunks.back_mut()
+        {
+            match c {
+                SegmentData::Owned(v) => v.extend_from_slice(bytes),
+                SegmentData::Mapped(_) => {
+                    let mut v = c.to_vec();
+                    v.extend_from_slice(bytes);
+                    *c = SegmentData::Owned(v);
+                }
             }
         } else {
             let end = self.end();
-            self.chunks.push_back((end, bytes.to_vec()));
+            self.chunks
+                .push_back((end, SegmentData::Owned(bytes.to_vec())));
         }
     }
 
-    pub(crate) fn push_owned(&mut self, bytes: Vec<u8>) {
+    pub(crate) fn push_owned(&mut self, bytes: SegmentData) {
         if bytes.is_empty() {
             return;
         }

@@ -291,6 +291,12 @@ impl WalDecoder {
     /// Appends bytes, taking ownership: a page-aligned piece (a whole segment) is kept without
     /// copying.
     pub fn feed_owned(&mut self, bytes: Vec<u8>) {
+        self.buf
+            .push_owned(crate::mapped::SegmentData::Owned(bytes));
+    }
+
+    /// Appends a whole segment's bytes (owned or mapped) without copying.
+    pub fn feed_segment(&mut self, bytes: crate::mapped::SegmentData) {
         self.buf.push_owned(bytes);
     }
 

@@ -15,6 +15,7 @@ pub mod builder;
 pub mod changes;
 pub mod consts;
 pub mod decoder;
+pub mod mapped;
 pub mod record;
 pub mod segment;
 

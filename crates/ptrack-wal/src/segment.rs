@@ -17,6 +17,7 @@ use crate::archive::{
     Compression, HistoryEntry, parse_history, read_segment_file, split_segment_file_name,
 };
 use crate::decoder::{DecoderConfig, EndOfWal, Poll, Start, WalDecoder, WalError};
+use crate::mapped::{Mapping, SegmentData};
 use crate::record::Record;
 
 /// A segment file name: timeline and segment number.
@@ -286,12 +287,26 @@ impl WalDir {
         Lsn(segno * u64::from(self.seg_size))
     }
 
-    /// Reads segment `segno` (decompressed), checking its size.
-    pub fn read_segment(&self, segno: u64) -> Result<Option<Vec<u8>>, ReadError> {
+    /// Reads segment `segno` (plain ones mapped, compressed ones decompressed), checking its
+    /// size.
+    pub fn read_segment(&self, segno: u64) -> Result<Option<SegmentData>, ReadError> {
         let Some(f) = self.segments.get(&segno) else {
             return Ok(None);
         };
         let seg = u64::from(self.seg_size);
+        if f.compression == Compression::None {
+            let file = std::fs::File::open(&f.path).map_err(io_err(&f.path))?;
+            let len = file.metadata().map_err(io_err(&f.path))?.len();
+            if len != seg {
+                return Err(ReadError::BadSegment {
+                    path: f.path.display().to_string(),
+                    why: format!("holds {len} bytes, not the segment size {seg}"),
+                });
+            }
+            if let Some(m) = Mapping::map(&file, len as usize) {
+                return Ok(Some(SegmentData::Mapped(m)));
+            }
+        }
         let bytes = read_segment_file(&f.path, f.compression, seg).map_err(io_err(&f.path))?;
         if bytes.len() as u64 != seg {
             return Err(ReadError::BadSegment {
@@ -299,7 +314,7 @@ impl WalDir {
                 why: format!("holds {} bytes, not the segment size {seg}", bytes.len()),
             });
         }
-        Ok(Some(bytes))
+        Ok(Some(SegmentData::Owned(bytes)))
     }
 }
 
@@ -374,7 +389,7 @@ pub fn scan_dir(
                     at: dec.position(),
                 });
             };
-            dec.feed_owned(bytes);
+            dec.feed_segment(bytes);
             segno += 1;
         };
         match poll {

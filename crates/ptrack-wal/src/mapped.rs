@@ -1,0 +1,71 @@
+//! Segment bytes handed to the decoder: owned (decompressed) or a read-only memory map of a plain
+//! segment file, which spares the copy `read()` makes. Mapping is safe for WAL because segment
+//! files are never truncated in place: PostgreSQL preallocates them at full size, recycles them
+//! by renaming and removes them by unlinking, neither of which affects an existing mapping.
+
+use std::fs::File;
+use std::ops::Deref;
+
+/// The bytes of one segment.
+#[derive(Debug)]
+pub enum SegmentData {
+    /// Bytes in memory.
+    Owned(Vec<u8>),
+    /// A private read-only mapping of a whole file.
+    Mapped(Mapping),
+}
+
+/// A read-only `mmap` of a file, unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value; the pointer is never shared mutably.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; only shared reads happen through `Deref`.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `file` read-only, populating the page tables up front.
+    /// Returns `None` when mapping is not possible (the caller then reads the file instead).
+    pub fn map(file: &File, len: usize) -> Option<Mapping> {
+        use std::os::fd::AsRawFd;
+        if len == 0 {
+            return None;
+        }
+        // SAFETY: a new private read-only mapping of a valid descriptor; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(Mapping { ptr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping made by `map` and not yet unmapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+impl Deref for SegmentData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            SegmentData::Owned(v) => v,
+            // SAFETY: the mapping covers `len` readable bytes for as long as `self` lives.
+            SegmentData::Mapped(m) => unsafe {
+                std::slice::from_raw_parts(m.ptr as *const u8, m.len)
+            },
+        }
+    }
+}
