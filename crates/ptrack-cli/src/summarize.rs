@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use ptrack_blockmap::ChangeSet;
 use ptrack_types::Lsn;
-use ptrack_wal::{DecoderConfig, ScanEnd, WalDir, changes_of, scan_dir, scan_dir_parallel};
+use ptrack_wal::{DecoderConfig, ScanEnd, WalDir, scan_dir, scan_dir_parallel, special_changes};
 use serde_json::json;
 
 use crate::wal::end_text;
@@ -35,7 +35,10 @@ pub(crate) fn summarize(
         |start| (ChangeSet::new(wal.system_identifier, start), 0u64),
         |(set, n), r| {
             *n += 1;
-            for c in changes_of(r, wal.major, 8192) {
+            for b in &r.blocks {
+                set.mark(b.locator, b.fork, b.block);
+            }
+            for c in special_changes(r, wal.major, 8192) {
                 set.apply(r.lsn, &c);
             }
         },

@@ -175,6 +175,14 @@ pub fn changes_of(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Change>
             implied: false,
         })
         .collect();
+    out.extend(special_changes(r, major, blcksz));
+    out
+}
+
+/// The changes of `r` other than its block references (what [`changes_of`] adds to them).
+/// Allocates nothing for the common record that has none.
+pub fn special_changes(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Change> {
+    let mut out: Vec<Change> = Vec::new();
     let info = r.rmgr_info();
     let d = &r.main_data;
     let bad = Change::Unparsable {
