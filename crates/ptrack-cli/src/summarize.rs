@@ -21,14 +21,19 @@ pub(crate) fn summarize(
     json: bool,
     output: Option<&Path>,
     jobs: usize,
+    blcksz: u32,
 ) -> Result<u8> {
     if to <= from {
         bail!("--to {to} must be after --from {from}");
     }
     let wal = WalDir::open(dir).with_context(|| format!("open WAL directory {}", dir.display()))?;
+    let cfg = DecoderConfig {
+        blcksz,
+        ..DecoderConfig::default()
+    };
     let (parts, end, abandoned) = scan_dir_parallel(
         &wal,
-        DecoderConfig::default(),
+        cfg,
         from,
         to,
         jobs,
@@ -38,7 +43,7 @@ pub(crate) fn summarize(
             for b in &r.blocks {
                 set.mark(b.locator, b.fork, b.block);
             }
-            for c in special_changes(r, wal.major, 8192) {
+            for c in special_changes(r, wal.major, blcksz) {
                 set.apply(r.lsn, &c);
             }
         },
@@ -149,9 +154,13 @@ pub(crate) fn stats(dir: &Path, json: bool) -> Result<u8> {
     let mut per: BTreeMap<&'static str, RmgrStats> = BTreeMap::new();
     let mut first = None;
     let mut last = Lsn(0);
+    let cfg = DecoderConfig {
+        blcksz: crate::wal::data_block_size(dir),
+        ..DecoderConfig::default()
+    };
     let end = scan_dir(
         &wal,
-        DecoderConfig::default(),
+        cfg,
         None,
         None,
         &mut |r| {

@@ -45,6 +45,10 @@ pub(crate) enum WalCommand {
         /// Also write the change set to this file (ptrack change-set format).
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Data page size of the cluster (default: from `DIR/../global/pg_control` when DIR is a
+        /// data directory's pg_wal, else 8192).
+        #[arg(long, value_name = "BYTES")]
+        block_size: Option<u32>,
         /// Decode this many segment ranges in parallel (default: number of CPUs).
         #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
         jobs: Option<u32>,
@@ -73,16 +77,23 @@ pub(crate) fn run(cmd: &WalCommand) -> Result<u8> {
             to,
             json,
             output,
+            block_size,
             jobs,
         } => {
             let jobs = jobs.map_or_else(
                 || std::thread::available_parallelism().map_or(1, |n| n.get()),
                 |j| j as usize,
             );
-            crate::summarize::summarize(dir, *from, *to, *json, output.as_deref(), jobs)
+            let blcksz = block_size.unwrap_or_else(|| data_block_size(dir));
+            crate::summarize::summarize(dir, *from, *to, *json, output.as_deref(), jobs, blcksz)
         }
         WalCommand::Stats { dir, json } => crate::summarize::stats(dir, *json),
     }
+}
+
+/// The data page size of the cluster whose `pg_wal` is `dir` (from its pg_control), else 8192.
+pub(crate) fn data_block_size(dir: &std::path::Path) -> u32 {
+    ptrack_page::read_control_file(&dir.join("..")).map_or(8192, |c| c.blcksz)
 }
 
 pub(crate) fn end_text(end: &ScanEnd) -> String {
@@ -132,16 +143,13 @@ fn scan(dir: &std::path::Path, from: Option<Lsn>, to: Option<Lsn>, json: bool) -
             }
         }
     };
-    let end = scan_dir(
-        &wal,
-        DecoderConfig::default(),
-        from,
-        to,
-        &mut on_record,
-        &mut |lsn, at| {
-            eprintln!("ptrack: record at {lsn} was abandoned (WAL overwritten from {at})");
-        },
-    )?;
+    let cfg = DecoderConfig {
+        blcksz: data_block_size(dir),
+        ..DecoderConfig::default()
+    };
+    let end = scan_dir(&wal, cfg, from, to, &mut on_record, &mut |lsn, at| {
+        eprintln!("ptrack: record at {lsn} was abandoned (WAL overwritten from {at})");
+    })?;
     if let Some(e) = io_error {
         return Err(e.into());
     }

@@ -1,5 +1,5 @@
 //! The WAL workload shared by the WAL tests: pgbench plus the DDL mix of issue 3 (both CREATE
-//! DATABASE strategies, DROP DATABASE, tablespaces, SET TABLESPACE, TRUNCATE, VACUUM, VACUUM FULL,
+//! DATABASE strategies, DROP DATABASE, CREATE/DROP TABLESPACE, SET TABLESPACE, TRUNCATE, VACUUM, VACUUM FULL,
 //! CLUSTER, an index of every built-in access method, TOASTed values, full-page images under each
 //! wal_compression setting the server supports, two-phase commit, subtransactions, unlogged
 //! tables).
@@ -67,6 +67,10 @@ pub fn run_ddl_mix(c: &PgCluster) -> Vec<String> {
     )
     .expect("table in new database");
     c.execute("DROP DATABASE db_file_copy");
+    // Empty the tablespace and drop it.
+    c.execute("ALTER TABLE moved SET TABLESPACE pg_default");
+    c.execute("DROP TABLE in_ts");
+    c.execute("DROP TABLESPACE ts_one");
     // Full-page images under each compression the server supports.
     let mut methods = Vec::new();
     for m in ["off", "pglz", "lz4", "zstd"] {
