@@ -89,3 +89,15 @@ pub fn kinds_at(report: &Value, path: &str, block: u64) -> Vec<String> {
         .map(|p| p["kind"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// Block numbers of a relation segment file whose 8 KiB page is not all zeroes (written pages, as
+/// opposed to pages a bulk extension added without WAL).
+pub fn written_blocks(path: &Path) -> BTreeSet<u32> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .chunks(8192)
+        .enumerate()
+        .filter(|(_, p)| p.iter().any(|&b| b != 0))
+        .map(|(i, _)| i as u32)
+        .collect()
+}

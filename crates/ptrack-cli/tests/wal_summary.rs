@@ -5,7 +5,7 @@
 //! visibility-map pages we derive from heap records (spec §3.5).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ptrack_blockmap::ChangeSet;
 use ptrack_testkit::{ClusterConfig, PgCluster, StopMode, require_pg};
@@ -35,22 +35,12 @@ fn pg18_every_summarized_block_is_in_ours() {
         .unwrap();
     c.execute("SELECT pg_switch_wal()");
     c.execute("CHECKPOINT");
-    // Wait (by condition, bounded) until the summarizer has passed the target.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let done: Lsn = c
-            .query_one("SELECT summarized_lsn FROM pg_get_wal_summarizer_state()")
-            .parse()
-            .unwrap();
-        if done >= target {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "WAL summarizer stuck at {done}, target {target}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_for_lsn(
+        "SELECT summarized_lsn FROM pg_get_wal_summarizer_state()",
+        &target.to_string(),
+        "WAL summarizer",
+        Duration::from_secs(180),
+    );
     let summaries: Vec<(Lsn, Lsn)> = c
         .query("SELECT start_lsn, end_lsn FROM pg_available_wal_summaries() WHERE tli = 1 ORDER BY start_lsn")
         .into_iter()

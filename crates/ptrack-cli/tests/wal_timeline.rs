@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ptrack_page::read_control_file;
 use ptrack_testkit::{ClusterConfig, PgCluster, StopMode, require_pg};
@@ -50,21 +50,12 @@ fn promoted_standby_wal_follows_history_and_archives_decode_alike() {
         .query_one("SELECT pg_current_wal_insert_lsn()")
         .parse()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let replayed: Lsn = standby
-            .query_one("SELECT pg_last_wal_replay_lsn()")
-            .parse()
-            .unwrap();
-        if replayed >= target {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "standby stuck at {replayed}, target {target}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    standby.wait_for_lsn(
+        "SELECT pg_last_wal_replay_lsn()",
+        &target.to_string(),
+        "standby replay",
+        Duration::from_secs(120),
+    );
     primary.stop(StopMode::Fast);
     assert_eq!(standby.query_one("SELECT pg_promote()"), "t");
     standby.execute(
@@ -107,13 +98,7 @@ fn promoted_standby_wal_follows_history_and_archives_decode_alike() {
         "no record of the switch to timeline 2: {special:?}"
     );
     // Every written block of the table created on timeline 2 is referenced.
-    let file = std::fs::read(standby.datadir().join(&path)).unwrap();
-    let written: BTreeSet<u32> = file
-        .chunks(8192)
-        .enumerate()
-        .filter(|(_, p)| p.iter().any(|&b| b != 0))
-        .map(|(i, _)| i as u32)
-        .collect();
+    let written = crate::util::written_blocks(&standby.datadir().join(&path));
     let mut seen = BTreeSet::new();
     scan_dir(
         &wal,

@@ -11,6 +11,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls, SimpleQueryMessage};
 
@@ -78,6 +79,15 @@ fn check(what: &str, out: std::io::Result<Output>) -> Output {
     out
 }
 
+/// Parses PostgreSQL's `X/X` LSN text into a number (0 for anything else, such as NULL).
+fn parse_lsn(s: &str) -> u64 {
+    s.split_once('/')
+        .and_then(|(h, l)| {
+            Some((u64::from_str_radix(h, 16).ok()? << 32) | u64::from_str_radix(l, 16).ok()?)
+        })
+        .unwrap_or(0)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -98,6 +108,22 @@ fn chown_postgres(path: &Path) {
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// A new private directory `<tmp>/ptrack-tk-<pid>-<n>` with a `sock/` inside, both owned by
+/// `postgres`.
+fn new_base_dir(tmp: &Path) -> PathBuf {
+    let base = tmp.join(format!(
+        "ptrack-tk-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("sock"))
+        .unwrap_or_else(|e| panic!("create {}: {e}", base.display()));
+    chown_postgres(&base);
+    chown_postgres(&base.join("sock"));
+    base
 }
 
 /// Stops servers and removes directories left by test processes that no longer exist.
@@ -139,16 +165,7 @@ impl PgCluster {
     pub fn init_with(install: &PgInstall, cfg: &ClusterConfig) -> PgCluster {
         let tmp = std::env::temp_dir();
         sweep_orphans(&tmp);
-        let base = tmp.join(format!(
-            "ptrack-tk-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(base.join("sock"))
-            .unwrap_or_else(|e| panic!("create {}: {e}", base.display()));
-        chown_postgres(&base);
-        chown_postgres(&base.join("sock"));
+        let base = new_base_dir(&tmp);
         let data = base.join("data");
         let mut initdb = run_as_postgres(&install.bin("initdb"));
         initdb.arg("-D").arg(&data).args([
@@ -199,16 +216,7 @@ impl PgCluster {
     /// a private directory of its own (not started). Its socket directory and port are its own.
     pub fn standby_of(primary: &PgCluster) -> PgCluster {
         assert!(primary.running, "primary must be running");
-        let base = std::env::temp_dir().join(format!(
-            "ptrack-tk-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(base.join("sock"))
-            .unwrap_or_else(|e| panic!("create {}: {e}", base.display()));
-        chown_postgres(&base);
-        chown_postgres(&base.join("sock"));
+        let base = new_base_dir(&std::env::temp_dir());
         let data = base.join("data");
         primary.run_tool(
             "pg_basebackup",
@@ -403,6 +411,24 @@ impl PgCluster {
         std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
         chown_postgres(&d);
         d
+    }
+
+    /// Waits until the LSN returned by `sql` reaches `target`, polling the server (a condition,
+    /// not a fixed sleep), and panics with `what` after `timeout`.
+    pub fn wait_for_lsn(&self, sql: &str, target: &str, what: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let target = parse_lsn(target);
+        loop {
+            let now = self.query_one(sql);
+            if parse_lsn(&now) >= target {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} stuck at {now}, target {target:X}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `pg_relation_filepath(rel)`: the PGDATA-relative path of a relation's main fork.
