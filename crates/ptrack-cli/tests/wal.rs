@@ -13,9 +13,9 @@ use crate::util::run;
 use crate::workload::run_ddl_mix;
 
 /// (record LSN, block id, rel, fork, block, has image) for each block reference.
-type Ref = (Lsn, u64, String, String, u64, bool);
+pub(crate) type Ref = (Lsn, u64, String, String, u64, bool);
 
-fn parse_waldump(text: &str) -> Vec<Ref> {
+pub(crate) fn parse_waldump(text: &str) -> Vec<Ref> {
     let mut out = Vec::new();
     let mut lsn = Lsn(0);
     for line in text.lines() {
@@ -73,7 +73,7 @@ fn segment_range(dir: &Path) -> (String, String) {
     )
 }
 
-fn ours(dir: &Path) -> (Vec<Ref>, String) {
+pub(crate) fn ours(dir: &Path) -> (Vec<Ref>, String) {
     let r = run(&["wal", "scan", "--json", &dir.display().to_string()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let refs = r

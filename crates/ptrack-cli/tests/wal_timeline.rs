@@ -122,6 +122,38 @@ fn promoted_standby_wal_follows_history_and_archives_decode_alike() {
         "blocks written on timeline 2 missing from WAL"
     );
 
+    // pg_waldump on the timeline-2 segments agrees with us block reference by block reference.
+    let mut tl2: Vec<String> = std::fs::read_dir(&pg_wal)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.len() == 24 && n.starts_with("00000002"))
+        .collect();
+    tl2.sort();
+    let out = standby
+        .tool("pg_waldump")
+        .args([
+            "--bkp-details",
+            "--timeline",
+            "2",
+            "-p",
+            &pg_wal.display().to_string(),
+        ])
+        .args([&tl2[0], tl2.last().unwrap()])
+        .output()
+        .unwrap();
+    let theirs = crate::wal::parse_waldump(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        theirs.len() > 100,
+        "pg_waldump printed too little: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mine, _) = crate::wal::ours(&pg_wal);
+    let mine: Vec<_> = mine.into_iter().filter(|r| r.0 >= theirs[0].0).collect();
+    assert_eq!(
+        mine, theirs,
+        "timeline 2 block references differ from pg_waldump"
+    );
+
     // An archive with every segment compressed decodes to the same records.
     let archive = tempfile::tempdir().unwrap();
     std::fs::copy(
