@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use ptrack_blockmap::ChangeSet;
 use ptrack_types::Lsn;
-use ptrack_wal::{DecoderConfig, ScanEnd, WalDir, scan_dir, scan_dir_parallel, special_changes};
+use ptrack_wal::{DecoderConfig, WalDir, scan_dir, scan_dir_parallel, special_changes};
 use serde_json::json;
 
 use crate::wal::end_text;
@@ -59,14 +59,7 @@ pub(crate) fn summarize(
         }
     }
     let mut set = set.unwrap_or_else(|| ChangeSet::new(wal.system_identifier, from));
-    // Complete when every record that starts before `to` was read: the scan reached `to`, or
-    // valid WAL (or the available segments) ended at or after it.
-    let complete = match &end {
-        ScanEnd::ReachedTo => true,
-        ScanEnd::EndOfWal(e) => e.lsn >= to,
-        ScanEnd::MissingSegment { at, .. } => *at >= to,
-    };
-    if !complete {
+    if !end.covers(to) {
         bail!(
             "WAL in {} does not reach {to}: {}; the range cannot be summarised",
             dir.display(),

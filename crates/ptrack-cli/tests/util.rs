@@ -101,3 +101,19 @@ pub fn written_blocks(path: &Path) -> BTreeSet<u32> {
         .map(|(i, _)| i as u32)
         .collect()
 }
+
+/// Decodes all WAL of `wal` from its first segment to the end, calling `f` for each record.
+pub fn each_record(
+    wal: &ptrack_wal::WalDir,
+    f: &mut dyn FnMut(&ptrack_wal::Record),
+) -> ptrack_wal::ScanEnd {
+    ptrack_wal::scan_dir(
+        wal,
+        ptrack_wal::DecoderConfig::default(),
+        None,
+        None,
+        f,
+        &mut |_, _| {},
+    )
+    .expect("decode WAL")
+}

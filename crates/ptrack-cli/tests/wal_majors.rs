@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use ptrack_page::read_control_file;
 use ptrack_testkit::{PgCluster, StopMode, optional_pg};
 use ptrack_types::Lsn;
-use ptrack_wal::{DecoderConfig, ScanEnd, WalDir, scan_dir};
+use ptrack_wal::{ScanEnd, WalDir};
 
 fn decode_whole_wal(major: u32) {
     let Some(pg) = optional_pg(major) else { return };
@@ -28,22 +28,14 @@ fn decode_whole_wal(major: u32) {
     let wal = WalDir::open(&c.datadir().join("pg_wal")).unwrap();
     let mut last = Lsn(0);
     let mut seen = BTreeSet::new();
-    let end = scan_dir(
-        &wal,
-        DecoderConfig::default(),
-        None,
-        None,
-        &mut |r| {
-            last = r.lsn;
-            for b in &r.blocks {
-                if b.locator.rel_number.0 == relfilenode {
-                    seen.insert(b.block.0);
-                }
+    let end = crate::util::each_record(&wal, &mut |r| {
+        last = r.lsn;
+        for b in &r.blocks {
+            if b.locator.rel_number.0 == relfilenode {
+                seen.insert(b.block.0);
             }
-        },
-        &mut |_, _| {},
-    )
-    .unwrap();
+        }
+    });
     assert!(matches!(end, ScanEnd::EndOfWal(_)), "PG{major}: {end:?}");
     assert_eq!(
         last, ctl.checkpoint,

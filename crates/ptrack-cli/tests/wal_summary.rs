@@ -10,7 +10,7 @@ use std::time::Duration;
 use ptrack_blockmap::ChangeSet;
 use ptrack_testkit::{ClusterConfig, PgCluster, StopMode, require_pg};
 use ptrack_types::{ForkNumber, Lsn, PgMajorVersion};
-use ptrack_wal::{Change, DecoderConfig, WalDir, changes_of, scan_dir};
+use ptrack_wal::{Change, WalDir, changes_of};
 
 use crate::util::run;
 use crate::workload::run_ddl_mix;
@@ -75,19 +75,11 @@ fn pg18_every_summarized_block_is_in_ours() {
     let wal = WalDir::open(&dir).unwrap();
     let first_available = wal.segment_start(*wal.segments.keys().next().unwrap());
     let mut changes: Vec<(Lsn, Change)> = Vec::new();
-    scan_dir(
-        &wal,
-        DecoderConfig::default(),
-        None,
-        None,
-        &mut |r| {
-            for ch in changes_of(r, PgMajorVersion::V18, 8192) {
-                changes.push((r.lsn, ch));
-            }
-        },
-        &mut |_, _| {},
-    )
-    .unwrap();
+    crate::util::each_record(&wal, &mut |r| {
+        for ch in changes_of(r, PgMajorVersion::V18, 8192) {
+            changes.push((r.lsn, ch));
+        }
+    });
 
     let (mut compared, mut blocks_checked, mut fsm_extra, mut vm_extra) = (0, 0, 0, 0);
     for ((start, end), pg_blocks) in summaries.iter().zip(&theirs) {

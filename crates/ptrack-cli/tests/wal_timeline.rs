@@ -11,28 +11,20 @@ use std::time::Duration;
 use ptrack_page::read_control_file;
 use ptrack_testkit::{ClusterConfig, PgCluster, StopMode, require_pg};
 use ptrack_types::{Lsn, TimeLineId};
-use ptrack_wal::{Change, DecoderConfig, ScanEnd, WalDir, changes_of, scan_dir};
+use ptrack_wal::{Change, ScanEnd, WalDir, changes_of};
 
 fn records(dir: &std::path::Path) -> (Vec<(Lsn, usize)>, ScanEnd, Vec<Change>) {
     let wal = WalDir::open(dir).unwrap();
     let mut out = Vec::new();
     let mut special = Vec::new();
-    let end = scan_dir(
-        &wal,
-        DecoderConfig::default(),
-        None,
-        None,
-        &mut |r| {
-            out.push((r.lsn, r.blocks.len()));
-            for c in changes_of(r, wal.major, 8192) {
-                if matches!(c, Change::EndOfRecovery { .. } | Change::Checkpoint { .. }) {
-                    special.push(c);
-                }
+    let end = crate::util::each_record(&wal, &mut |r| {
+        out.push((r.lsn, r.blocks.len()));
+        for c in changes_of(r, wal.major, 8192) {
+            if matches!(c, Change::EndOfRecovery { .. } | Change::Checkpoint { .. }) {
+                special.push(c);
             }
-        },
-        &mut |_, _| {},
-    )
-    .unwrap();
+        }
+    });
     (out, end, special)
 }
 
@@ -100,23 +92,15 @@ fn promoted_standby_wal_follows_history_and_archives_decode_alike() {
     // Every written block of the table created on timeline 2 is referenced.
     let written = crate::util::written_blocks(&standby.datadir().join(&path));
     let mut seen = BTreeSet::new();
-    scan_dir(
-        &wal,
-        DecoderConfig::default(),
-        None,
-        None,
-        &mut |r| {
-            for b in r
-                .blocks
-                .iter()
-                .filter(|b| b.locator.rel_number.0 == relfilenode)
-            {
-                seen.insert(b.block.0);
-            }
-        },
-        &mut |_, _| {},
-    )
-    .unwrap();
+    crate::util::each_record(&wal, &mut |r| {
+        for b in r
+            .blocks
+            .iter()
+            .filter(|b| b.locator.rel_number.0 == relfilenode)
+        {
+            seen.insert(b.block.0);
+        }
+    });
     assert!(
         written.is_subset(&seen),
         "blocks written on timeline 2 missing from WAL"

@@ -195,21 +195,7 @@ impl PgCluster {
         for (k, v) in &cfg.settings {
             conf.push_str(&format!("{k} = '{v}'\n"));
         }
-        let conf_path = data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", conf_path.display()));
-        text.push_str(&conf);
-        std::fs::write(&conf_path, text)
-            .unwrap_or_else(|e| panic!("write {}: {e}", conf_path.display()));
-        PgCluster {
-            install: install.clone(),
-            log: base.join("server.log"),
-            sock: base.join("sock"),
-            data,
-            base,
-            port: 0,
-            running: false,
-        }
+        PgCluster::at(install, base, &conf)
     }
 
     /// A streaming standby of the running `primary`, made with `pg_basebackup -R -X stream` into
@@ -231,17 +217,25 @@ impl PgCluster {
                 "--no-sync",
             ],
         );
+        let conf = format!(
+            "\n# standby\nunix_socket_directories = '{}'\n",
+            base.join("sock").display()
+        );
+        PgCluster::at(&primary.install, base, &conf)
+    }
+
+    /// The (stopped) cluster whose private directory is `base`, after appending `conf` to its
+    /// `postgresql.conf`.
+    fn at(install: &PgInstall, base: PathBuf, conf: &str) -> PgCluster {
+        let data = base.join("data");
         let conf_path = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path)
             .unwrap_or_else(|e| panic!("read {}: {e}", conf_path.display()));
-        text.push_str(&format!(
-            "\n# standby\nunix_socket_directories = '{}'\n",
-            base.join("sock").display()
-        ));
+        text.push_str(conf);
         std::fs::write(&conf_path, text)
             .unwrap_or_else(|e| panic!("write {}: {e}", conf_path.display()));
         PgCluster {
-            install: primary.install.clone(),
+            install: install.clone(),
             log: base.join("server.log"),
             sock: base.join("sock"),
             data,

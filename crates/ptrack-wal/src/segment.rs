@@ -334,6 +334,18 @@ pub enum ScanEnd {
     },
 }
 
+impl ScanEnd {
+    /// Whether every record that starts before `to` was read: the scan reached `to`, or valid
+    /// WAL (or the available segments) ended at or after it.
+    pub fn covers(&self, to: Lsn) -> bool {
+        match self {
+            ScanEnd::ReachedTo => true,
+            ScanEnd::EndOfWal(e) => e.lsn >= to,
+            ScanEnd::MissingSegment { at, .. } => *at >= to,
+        }
+    }
+}
+
 /// Decodes every record of `wal` with `lsn` in `[from, to)` (from the first segment's first
 /// record when `from` is `None`; to the end of WAL when `to` is `None`), calling `on_record`, and
 /// `on_abandoned` for records abandoned by an overwrite-contrecord page.
@@ -517,7 +529,7 @@ where
         prev_last = p.last.or(prev_last);
         abandoned.extend(p.abandoned);
         let range_end = bounds[k + 1];
-        let ended_early = p.end != ScanEnd::ReachedTo;
+        let ended_early = !p.end.covers(range_end);
         final_end = p.end.clone();
         kept.push((p.acc, range_end));
         if ended_early {
