@@ -1,0 +1,17 @@
+//! The core of the `ptrack` extension, free of PostgreSQL: everything here is plain Rust that the
+//! extension (`ptrack-ext`) calls from its hooks, worker and SQL functions, and that tests and
+//! tools can drive on their own.
+//!
+//! * [`hash`]: PostgreSQL's `hash_bytes_extended` and ptrack's 20-byte block key;
+//! * [`map`]: the two-slot LSN map over shared atomics, its summary levels and its file image;
+//! * [`pagemap`]: the `ptrack_get_pagemapset` scan and its datapagemap bitmaps;
+//! * [`follow`]: the WAL follower that turns records of `pg_wal` into marks.
+#![deny(clippy::unwrap_used, clippy::panic)]
+
+pub mod follow;
+pub mod hash;
+pub mod map;
+pub mod pagemap;
+
+pub use map::{LoadError, Map, MapIdentity, MapLayout};
+pub use pagemap::{Row, ScanConfig, ScanStats, Strategy, pagemapset};

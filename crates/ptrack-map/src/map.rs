@@ -1,0 +1,477 @@
+//! The ptrack map: a header and an array of LSN slots, kept in shared memory as 64-bit atomics
+//! and persisted as `global/ptrack.map`. Mirrors ptrack's `engine.h: PtrackMapHdr` and
+//! `engine.c: ptrack_mark_block` (spec ptrack.md §3.1–3.2) with two additions:
+//!
+//! * a header that names the cluster (system identifier) and the WAL position the map is complete
+//!   up to (`tracked_lsn` and its timeline), since ptrack-ext learns of changes from WAL;
+//! * two *summary levels* in the same slot array: marking block `b` of a fork also raises the
+//!   slots of the key `(fork + 16, b >> 10)` (its 1024-block chunk) and `(fork + 32, segno)` (its
+//!   segment file). A scan skips a whole segment file or chunk whose summary slots are below the
+//!   start LSN without hashing its blocks. Summary keys are ordinary keys, so collisions only raise
+//!   slots: false positives, never false negatives.
+//!
+//! A block is reported for start LSN `S` only when both of its slots are `>= S`. Slots are only
+//! raised (`fetch_max`), never lowered.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ptrack_types::{BlockNumber, ForkNumber, Lsn, RelFileLocator, TimeLineId};
+
+use crate::hash::{BlockKey, slots};
+
+/// Words of the header, before the slots.
+pub const HEADER_WORDS: usize = 8;
+/// Bytes of the header.
+pub const HEADER_BYTES: usize = HEADER_WORDS * 8;
+/// Bytes of the trailing CRC-32C in the file.
+pub const CRC_BYTES: usize = 4;
+/// `"PTRKMAP\0"`, little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PTRKMAP\0");
+/// File format version.
+pub const FORMAT_VERSION: u32 = 1;
+/// Largest `ptrack.map_size` in MB (32 GB, as the original).
+pub const MAX_MAP_SIZE_MB: u32 = 32 * 1024;
+/// Blocks per summary chunk (`1 << CHUNK_SHIFT`).
+pub const CHUNK_SHIFT: u32 = 10;
+/// Fork offset of the chunk-level keys.
+pub const CHUNK_FORK_OFFSET: i32 = 16;
+/// Fork offset of the segment-level keys.
+pub const SEGMENT_FORK_OFFSET: i32 = 32;
+
+const W_MAGIC: usize = 0;
+const W_VERSION: usize = 1;
+const W_SYSID: usize = 2;
+const W_INIT_LSN: usize = 3;
+const W_TRACKED_LSN: usize = 4;
+const W_TRACKED_TLI: usize = 5;
+const W_NSLOTS: usize = 6;
+const W_MAJOR: usize = 7;
+
+/// Sizes derived from `ptrack.map_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapLayout {
+    /// Number of LSN slots.
+    pub slots: u64,
+}
+
+impl MapLayout {
+    /// The layout for a map of `mb` megabytes: the file (header, slots, CRC) fits in `mb` MiB.
+    /// `None` for 0 (tracking off) or above [`MAX_MAP_SIZE_MB`].
+    pub fn for_size_mb(mb: u32) -> Option<MapLayout> {
+        if mb == 0 || mb > MAX_MAP_SIZE_MB {
+            return None;
+        }
+        let bytes = u64::from(mb) << 20;
+        Some(MapLayout {
+            slots: (bytes - (HEADER_BYTES + CRC_BYTES) as u64) / 8,
+        })
+    }
+
+    /// 64-bit words in shared memory (header and slots).
+    pub fn words(&self) -> usize {
+        HEADER_WORDS + self.slots as usize
+    }
+
+    /// Bytes of shared memory.
+    pub fn shmem_bytes(&self) -> usize {
+        self.words() * 8
+    }
+
+    /// Bytes of the file.
+    pub fn file_bytes(&self) -> u64 {
+        self.shmem_bytes() as u64 + CRC_BYTES as u64
+    }
+}
+
+/// Identity written into a fresh map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapIdentity {
+    /// The cluster's system identifier.
+    pub system_identifier: u64,
+    /// Major version of the cluster.
+    pub major: u32,
+}
+
+/// A map over shared 64-bit words (shared memory in the extension, a `Vec` in tests and tools).
+#[derive(Debug, Clone, Copy)]
+pub struct Map<'a> {
+    words: &'a [AtomicU64],
+    nslots: u64,
+}
+
+/// Why a byte image cannot be loaded as a map. The messages are the original's (spec §1.6), so
+/// that clients and tests grepping the server log keep working.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// Wrong size: a resize, or a truncated file.
+    #[error("ptrack init: unexpected \"{path}\" file size {size} != {expected}, deleting")]
+    Size {
+        /// File.
+        path: String,
+        /// Size found.
+        size: u64,
+        /// Size this `ptrack.map_size` needs.
+        expected: u64,
+    },
+    /// Not a ptrack-ext map.
+    #[error("ptrack read map: wrong map format of file \"{path}\"")]
+    Magic {
+        /// File.
+        path: String,
+    },
+    /// Another format version.
+    #[error(
+        "ptrack read map: map format version {found} in the file \"{path}\" is incompatible with file format of extension {FORMAT_VERSION}"
+    )]
+    Version {
+        /// File.
+        path: String,
+        /// Version found.
+        found: u64,
+    },
+    /// CRC mismatch.
+    #[error("ptrack read map: incorrect checksum of file \"{path}\"")]
+    Checksum {
+        /// File.
+        path: String,
+    },
+    /// A map of another cluster (copied in, or from before `initdb`/`pg_upgrade`).
+    #[error(
+        "ptrack read map: file \"{path}\" belongs to another cluster (system identifier {found}, this cluster {expected})"
+    )]
+    ForeignCluster {
+        /// File.
+        path: String,
+        /// Identifier in the file.
+        found: u64,
+        /// This cluster's.
+        expected: u64,
+    },
+    /// Slot count in the header does not match the size.
+    #[error("ptrack init: broken map file \"{path}\", deleting")]
+    Broken {
+        /// File.
+        path: String,
+    },
+}
+
+impl<'a> Map<'a> {
+    /// A view of `words` (at least the header; the slot count comes from the length).
+    pub fn new(words: &'a [AtomicU64]) -> Map<'a> {
+        Map {
+            nslots: words.len().saturating_sub(HEADER_WORDS).max(1) as u64,
+            words,
+        }
+    }
+
+    /// Fresh words for `layout` (tests and offline tools).
+    pub fn alloc(layout: MapLayout) -> Vec<AtomicU64> {
+        (0..layout.words()).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    /// Number of slots.
+    pub fn slot_count(&self) -> u64 {
+        self.nslots
+    }
+
+    fn w(&self, i: usize) -> &AtomicU64 {
+        &self.words[i]
+    }
+
+    fn slot(&self, i: usize) -> &AtomicU64 {
+        &self.words[HEADER_WORDS + i]
+    }
+
+    /// Zeroes every slot and writes a fresh header: `init_lsn` and `tracked_lsn` 0 (the tracker
+    /// sets both when it picks its start).
+    pub fn reset(&self, id: MapIdentity) {
+        for s in &self.words[HEADER_WORDS..] {
+            s.store(0, Ordering::Relaxed);
+        }
+        self.w(W_MAGIC).store(MAGIC, Ordering::Relaxed);
+        self.w(W_VERSION)
+            .store(u64::from(FORMAT_VERSION), Ordering::Relaxed);
+        self.w(W_SYSID)
+            .store(id.system_identifier, Ordering::Relaxed);
+        self.w(W_INIT_LSN).store(0, Ordering::Relaxed);
+        self.w(W_TRACKED_LSN).store(0, Ordering::Relaxed);
+        self.w(W_TRACKED_TLI).store(0, Ordering::Relaxed);
+        self.w(W_NSLOTS).store(self.nslots, Ordering::Relaxed);
+        self.w(W_MAJOR)
+            .store(u64::from(id.major), Ordering::Release);
+    }
+
+    /// The cluster the map belongs to.
+    pub fn system_identifier(&self) -> u64 {
+        self.w(W_SYSID).load(Ordering::Acquire)
+    }
+
+    /// The LSN from which the map is complete (0/0 before the tracker has started).
+    pub fn init_lsn(&self) -> Lsn {
+        Lsn(self.w(W_INIT_LSN).load(Ordering::Acquire))
+    }
+
+    /// Raises `init_lsn` to `lsn` (history before it is lost); returns the new value.
+    pub fn raise_init_lsn(&self, lsn: Lsn) -> Lsn {
+        Lsn(self
+            .w(W_INIT_LSN)
+            .fetch_max(lsn.0, Ordering::AcqRel)
+            .max(lsn.0))
+    }
+
+    /// Where the tracker resumes: every record before it has been marked.
+    pub fn tracked(&self) -> (Lsn, TimeLineId) {
+        (
+            Lsn(self.w(W_TRACKED_LSN).load(Ordering::Acquire)),
+            TimeLineId(self.w(W_TRACKED_TLI).load(Ordering::Acquire) as u32),
+        )
+    }
+
+    /// Records the tracker's position (only the tracker calls this).
+    pub fn set_tracked(&self, lsn: Lsn, tli: TimeLineId) {
+        self.w(W_TRACKED_TLI)
+            .store(u64::from(tli.0), Ordering::Release);
+        self.w(W_TRACKED_LSN).store(lsn.0, Ordering::Release);
+    }
+
+    fn raise_key(&self, key: BlockKey, lsn: u64) {
+        let (a, b) = slots(key.hash(), self.nslots);
+        self.slot(a).fetch_max(lsn, Ordering::AcqRel);
+        self.slot(b).fetch_max(lsn, Ordering::AcqRel);
+    }
+
+    /// Whether both slots of `key` are `>= start`; the second slot is read only when the first
+    /// passes.
+    pub fn key_changed(&self, key: BlockKey, start: Lsn) -> bool {
+        let (a, b) = slots(key.hash(), self.nslots);
+        self.slot(a).load(Ordering::Acquire) >= start.0
+            && self.slot(b).load(Ordering::Acquire) >= start.0
+    }
+
+    /// Marks `block` of a fork as changed at `lsn`, with its chunk and segment summary keys;
+    /// `relseg_blocks` is `RELSEG_SIZE`.
+    pub fn mark(
+        &self,
+        locator: RelFileLocator,
+        fork: ForkNumber,
+        block: BlockNumber,
+        lsn: Lsn,
+        relseg_blocks: u32,
+    ) {
+        let k = block_key(locator, fork, block);
+        self.raise_key(k, lsn.0);
+        self.raise_key(chunk_key(k), lsn.0);
+        self.raise_key(segment_key(k, block.0 / relseg_blocks.max(1)), lsn.0);
+    }
+
+    /// The whole image (header and slots) as file bytes with the CRC appended. Slots are read
+    /// one by one while others may raise them; the tracker, the only writer, calls this.
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.words.len() * 8 + CRC_BYTES);
+        for w in self.words {
+            out.extend_from_slice(&w.load(Ordering::Acquire).to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Loads a file image into this map after checking size, magic, version, CRC and cluster.
+    /// On error the map is left untouched.
+    pub fn load_file_bytes(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        id: MapIdentity,
+    ) -> Result<(), LoadError> {
+        let expected = self.words.len() as u64 * 8 + CRC_BYTES as u64;
+        if bytes.len() as u64 != expected {
+            return Err(LoadError::Size {
+                path: path.into(),
+                size: bytes.len() as u64,
+                expected,
+            });
+        }
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        if word(W_MAGIC) != MAGIC {
+            return Err(LoadError::Magic { path: path.into() });
+        }
+        if word(W_VERSION) != u64::from(FORMAT_VERSION) {
+            return Err(LoadError::Version {
+                path: path.into(),
+                found: word(W_VERSION),
+            });
+        }
+        let body = &bytes[..bytes.len() - CRC_BYTES];
+        let stored = u32::from_le_bytes([
+            bytes[body.len()],
+            bytes[body.len() + 1],
+            bytes[body.len() + 2],
+            bytes[body.len() + 3],
+        ]);
+        if crc32c::crc32c(body) != stored {
+            return Err(LoadError::Checksum { path: path.into() });
+        }
+        if word(W_NSLOTS) != self.nslots || word(W_MAJOR) != u64::from(id.major) {
+            return Err(LoadError::Broken { path: path.into() });
+        }
+        if word(W_SYSID) != id.system_identifier {
+            return Err(LoadError::ForeignCluster {
+                path: path.into(),
+                found: word(W_SYSID),
+                expected: id.system_identifier,
+            });
+        }
+        for (i, w) in self.words.iter().enumerate() {
+            w.store(word(i), Ordering::Relaxed);
+        }
+        std::sync::atomic::fence(Ordering::Release);
+        Ok(())
+    }
+}
+
+/// The key of a block.
+pub fn block_key(locator: RelFileLocator, fork: ForkNumber, block: BlockNumber) -> BlockKey {
+    BlockKey {
+        spc: locator.spc_oid.0,
+        db: locator.db_oid.0,
+        rel: locator.rel_number.0,
+        fork: i32::from(fork.as_u8()),
+        blk: block.0,
+    }
+}
+
+/// The chunk-level key of a block key.
+pub fn chunk_key(k: BlockKey) -> BlockKey {
+    BlockKey {
+        fork: k.fork + CHUNK_FORK_OFFSET,
+        blk: k.blk >> CHUNK_SHIFT,
+        ..k
+    }
+}
+
+/// The segment-level key of a block key in segment `segno`.
+pub fn segment_key(k: BlockKey, segno: u32) -> BlockKey {
+    BlockKey {
+        fork: k.fork + SEGMENT_FORK_OFFSET,
+        blk: segno,
+        ..k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ptrack_types::{Oid, RelFileNumber};
+
+    fn loc(rel: u32) -> RelFileLocator {
+        RelFileLocator {
+            spc_oid: Oid(1663),
+            db_oid: Oid(5),
+            rel_number: RelFileNumber(rel),
+        }
+    }
+
+    const ID: MapIdentity = MapIdentity {
+        system_identifier: 42,
+        major: 18,
+    };
+
+    #[test]
+    fn layout() {
+        assert_eq!(MapLayout::for_size_mb(0), None);
+        assert_eq!(MapLayout::for_size_mb(MAX_MAP_SIZE_MB + 1), None);
+        let l = MapLayout::for_size_mb(1).unwrap();
+        assert!(l.file_bytes() <= 1 << 20 && l.file_bytes() + 8 > 1 << 20);
+        assert_eq!(l.slots, ((1 << 20) - 68) / 8);
+    }
+
+    #[test]
+    fn mark_and_query() {
+        let l = MapLayout::for_size_mb(1).unwrap();
+        let words = Map::alloc(l);
+        let m = Map::new(&words);
+        m.reset(ID);
+        m.mark(
+            loc(16385),
+            ForkNumber::Main,
+            BlockNumber(7),
+            Lsn(1000),
+            131072,
+        );
+        let k = block_key(loc(16385), ForkNumber::Main, BlockNumber(7));
+        assert!(m.key_changed(k, Lsn(1000)));
+        assert!(m.key_changed(chunk_key(k), Lsn(1000)));
+        assert!(m.key_changed(segment_key(k, 0), Lsn(1000)));
+        assert!(!m.key_changed(k, Lsn(1001)));
+        // Values are only raised.
+        m.mark(
+            loc(16385),
+            ForkNumber::Main,
+            BlockNumber(7),
+            Lsn(10),
+            131072,
+        );
+        assert!(m.key_changed(k, Lsn(1000)));
+        assert_eq!(m.raise_init_lsn(Lsn(50)), Lsn(50));
+        assert_eq!(m.raise_init_lsn(Lsn(20)), Lsn(50));
+    }
+
+    #[test]
+    fn file_round_trip_and_every_failure() {
+        let l = MapLayout::for_size_mb(1).unwrap();
+        let words = Map::alloc(l);
+        let m = Map::new(&words);
+        m.reset(ID);
+        m.raise_init_lsn(Lsn(77));
+        m.set_tracked(Lsn(99), TimeLineId(3));
+        m.mark(loc(1), ForkNumber::Fsm, BlockNumber(2), Lsn(88), 131072);
+        let bytes = m.to_file_bytes();
+        assert_eq!(bytes.len() as u64, l.file_bytes());
+
+        let words2 = Map::alloc(l);
+        let m2 = Map::new(&words2);
+        m2.load_file_bytes("f", &bytes, ID).unwrap();
+        assert_eq!(m2.init_lsn(), Lsn(77));
+        assert_eq!(m2.tracked(), (Lsn(99), TimeLineId(3)));
+        assert_eq!(m2.to_file_bytes(), bytes);
+
+        // The original's corruption test: 12 bytes at offset 42.
+        let mut bad = bytes.clone();
+        bad[42..54].copy_from_slice(b"corruptbytes");
+        assert!(matches!(
+            m2.load_file_bytes("f", &bad, ID),
+            Err(LoadError::Checksum { .. })
+        ));
+        let mut bad = bytes.clone();
+        bad[0] ^= 1;
+        assert!(matches!(
+            m2.load_file_bytes("f", &bad, ID),
+            Err(LoadError::Magic { .. })
+        ));
+        assert!(matches!(
+            m2.load_file_bytes("f", &bytes[..bytes.len() - 8], ID),
+            Err(LoadError::Size { .. })
+        ));
+        let other = MapIdentity {
+            system_identifier: 43,
+            major: 18,
+        };
+        let e = m2
+            .load_file_bytes("/d/global/ptrack.map", &bytes, other)
+            .unwrap_err();
+        assert!(matches!(e, LoadError::ForeignCluster { .. }));
+        assert!(e.to_string().contains("another cluster"));
+        let e = LoadError::Checksum {
+            path: "/d/global/ptrack.map".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "ptrack read map: incorrect checksum of file \"/d/global/ptrack.map\""
+        );
+    }
+}
