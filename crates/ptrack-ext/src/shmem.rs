@@ -1,0 +1,198 @@
+//! The map in shared memory and its file: size request, creation and load at startup, save.
+//! Mirrors ptrack's `engine.c: ptrackMapInit, ptrackMapReadFromFile, ptrackCheckpoint,
+//! ptrackCleanFiles` (spec ptrack.md §3.4–3.6). Loading checks size, magic, version, CRC-32C and
+//! the cluster's system identifier (through `ptrack-map`); any failure logs the original's
+//! WARNING, deletes the file and starts a fresh map whose `init_lsn` the tracker sets.
+
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use pgrx::prelude::*;
+use ptrack_map::{Map, MapIdentity, MapLayout};
+
+/// State shared with the tracker that is not saved.
+#[repr(C)]
+pub struct Runtime {
+    /// 1 once the tracker has chosen its start (and `init_lsn`).
+    pub ready: AtomicU64,
+    /// Every record ending at or before this LSN has been marked.
+    pub caught_up: AtomicU64,
+    /// The tracker's latch (a pointer into its PGPROC), 0 when not running.
+    pub tracker_latch: AtomicU64,
+}
+
+static MAP_WORDS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
+static MAP_LEN: AtomicU64 = AtomicU64::new(0);
+static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
+
+static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
+#[cfg(not(any(feature = "pg13", feature = "pg14")))]
+static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
+
+fn layout() -> Option<MapLayout> {
+    MapLayout::for_size_mb(u32::try_from(crate::MAP_SIZE.get()).unwrap_or(0))
+}
+
+/// The map, when tracking is on and shared memory is attached.
+pub fn map() -> Option<Map<'static>> {
+    let p = MAP_WORDS.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the pointer and length were set from ShmemInitStruct, which lives as long as the
+    // process.
+    let words = unsafe { std::slice::from_raw_parts(p, MAP_LEN.load(Ordering::Acquire) as usize) };
+    Some(Map::new(words))
+}
+
+/// The runtime state, when tracking is on.
+pub fn runtime() -> Option<&'static Runtime> {
+    // SAFETY: set from ShmemInitStruct and never freed.
+    unsafe { RUNTIME.load(Ordering::Acquire).as_ref() }
+}
+
+/// This cluster's identity from `global/pg_control`.
+pub fn identity() -> Result<(MapIdentity, ptrack_page::control::ControlFile), String> {
+    let c = ptrack_page::control::read_control_file(&crate::pgdata())
+        .map_err(|e| format!("ptrack: cannot read global/pg_control: {e}"))?;
+    Ok((
+        MapIdentity {
+            system_identifier: c.system_identifier,
+            major: c.major.number(),
+        },
+        c,
+    ))
+}
+
+/// Deletes `global/ptrack.map` and `global/ptrack.map.tmp` (tracking turned off).
+pub fn remove_map_files() {
+    let path = crate::map_path();
+    for p in [format!("{path}.tmp"), path] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {
+                if let Some(dir) = std::path::Path::new(&p).parent()
+                    && let Ok(d) = std::fs::File::open(dir)
+                {
+                    let _ = d.sync_all();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warning!("ptrack: could not remove file \"{p}\": {e}"),
+        }
+    }
+}
+
+/// Writes the map to `global/ptrack.map` through `ptrack.map.tmp`, fsync, rename, directory
+/// fsync. Failures are reported, not fatal: the previous file stays valid.
+pub fn save(map: &Map<'_>) -> Result<(), String> {
+    let path = crate::map_path();
+    ptrack_durable::write_file(std::path::Path::new(&path), &map.to_file_bytes())
+        .map_err(|e| format!("ptrack: could not write \"{path}\": {e}"))
+}
+
+fn runtime_bytes() -> usize {
+    std::mem::size_of::<Runtime>()
+}
+
+fn request_space() {
+    if let Some(l) = layout() {
+        // SAFETY: called from the shmem request hook (or _PG_init before PG15).
+        unsafe { pg_sys::RequestAddinShmemSpace(l.shmem_bytes() + runtime_bytes()) };
+    }
+}
+
+#[cfg(not(any(feature = "pg13", feature = "pg14")))]
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    // SAFETY: chaining to the previous hook as PostgreSQL requires.
+    unsafe {
+        if let Some(prev) = PREV_SHMEM_REQUEST {
+            prev();
+        }
+    }
+    request_space();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_startup() {
+    // SAFETY: chaining to the previous hook as PostgreSQL requires.
+    unsafe {
+        if let Some(prev) = PREV_SHMEM_STARTUP {
+            prev();
+        }
+    }
+    let Some(l) = layout() else { return };
+    let mut found = false;
+    // SAFETY: ShmemInitStruct under AddinShmemInitLock, as every extension does.
+    let (words, rt) = unsafe {
+        pg_sys::LWLockAcquire(
+            &raw mut (*pg_sys::MainLWLockArray.add(21)).lock,
+            pg_sys::LWLockMode::LW_EXCLUSIVE,
+        );
+        let words = pg_sys::ShmemInitStruct(c"ptrack map".as_ptr(), l.shmem_bytes(), &mut found)
+            as *mut AtomicU64;
+        let mut rt_found = false;
+        let rt = pg_sys::ShmemInitStruct(c"ptrack runtime".as_ptr(), runtime_bytes(), &mut rt_found)
+            as *mut Runtime;
+        if !rt_found {
+            std::ptr::write_bytes(rt as *mut u8, 0, runtime_bytes());
+        }
+        pg_sys::LWLockRelease(&raw mut (*pg_sys::MainLWLockArray.add(21)).lock);
+        (words, rt)
+    };
+    MAP_LEN.store(l.words() as u64, Ordering::Release);
+    MAP_WORDS.store(words, Ordering::Release);
+    RUNTIME.store(rt, Ordering::Release);
+    if !found {
+        load_or_reset();
+    }
+}
+
+/// Fills a new shared map from `global/ptrack.map`, or resets it (with the original's WARNING).
+fn load_or_reset() {
+    let Some(map) = map() else { return };
+    let (id, _) = match identity() {
+        Ok(x) => x,
+        Err(e) => error!("{e}"),
+    };
+    let path = crate::map_path();
+    match std::fs::read(&path) {
+        Ok(bytes) => match map.load_file_bytes(&path, &bytes, id) {
+            Ok(()) => {
+                log!(
+                    "ptrack: loaded map \"{path}\": init_lsn {}, tracked up to {}",
+                    map.init_lsn(),
+                    map.tracked().0
+                );
+                return;
+            }
+            Err(e) => {
+                ereport!(
+                    WARNING,
+                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                    e.to_string(),
+                    format!("Deleting file \"{path}\" and reinitializing ptrack map.")
+                );
+                remove_map_files();
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => error!("ptrack read map: failed to open map file \"{path}\": {e}"),
+    }
+    map.reset(id);
+}
+
+/// Installs the shared-memory hooks (called from `_PG_init` when tracking is on).
+pub fn install_hooks() {
+    // SAFETY: hooks are installed once, from _PG_init in the postmaster.
+    unsafe {
+        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(shmem_startup);
+        #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+        {
+            PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+            pg_sys::shmem_request_hook = Some(shmem_request);
+        }
+    }
+    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    request_space();
+}

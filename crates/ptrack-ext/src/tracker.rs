@@ -1,0 +1,256 @@
+//! The tracker: a background worker that follows WAL up to the flush position (the replay
+//! position during recovery) and marks every changed block, through `ptrack-map`'s follower.
+//! It takes the place of the core patch's `mdwrite`/`mdextend`/`copydir` hooks (spec ptrack.md
+//! §4) and of `engine.c: ptrackCheckpoint`: the map is saved each time a checkpoint record is
+//! passed, and at shutdown.
+//!
+//! Where it starts: the position saved in the map when that position lies on the current
+//! timeline's history, else (fresh, foreign or unusable map) the redo point of the last
+//! checkpoint in `pg_control`, which becomes `init_lsn`. When WAL it needs is gone, it moves
+//! `init_lsn` forward to where it can resume and logs a WARNING: never a silent gap.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::prelude::*;
+use ptrack_map::Map;
+use ptrack_map::follow::{ApplyContext, Follower, Outcome, apply_record, read_history, resume_point};
+use ptrack_types::{Lsn, TimeLineId};
+use ptrack_wal::DecoderConfig;
+
+use crate::shmem;
+
+/// How long the worker sleeps when there is no new WAL (waiters set its latch).
+const IDLE_WAIT: Duration = Duration::from_millis(20);
+
+/// Registers the worker (from `_PG_init`).
+pub fn register() {
+    BackgroundWorkerBuilder::new("ptrack tracker")
+        .set_type("ptrack tracker")
+        .set_library("ptrack")
+        .set_function("ptrack_tracker_main")
+        .enable_shmem_access(None)
+        .set_start_time(BgWorkerStartTime::PostmasterStart)
+        .set_restart_time(Some(Duration::from_secs(1)))
+        .load();
+}
+
+/// The server's durable WAL position and timeline: flush position on a primary, replay position
+/// during recovery.
+pub fn wal_position() -> (Lsn, TimeLineId) {
+    let mut tli: pg_sys::TimeLineID = 0;
+    // SAFETY: plain calls into xlog.c, valid in any process attached to shared memory.
+    let lsn = unsafe {
+        if pg_sys::RecoveryInProgress() {
+            pg_sys::GetXLogReplayRecPtr(&mut tli)
+        } else {
+            pg_sys::GetFlushRecPtr(&mut tli)
+        }
+    };
+    (Lsn(lsn), TimeLineId(tli))
+}
+
+struct Tracker {
+    map: Map<'static>,
+    ctx: ApplyContext,
+    cfg: DecoderConfig,
+    pg_wal: PathBuf,
+    follower: Follower,
+}
+
+fn redo_point() -> Result<(Lsn, TimeLineId), String> {
+    let (_, c) = shmem::identity()?;
+    Ok((c.redo, c.timeline))
+}
+
+impl Tracker {
+    fn start() -> Result<Tracker, String> {
+        let map = shmem::map().ok_or("ptrack: map not in shared memory")?;
+        let (_, control) = shmem::identity()?;
+        let root = crate::pgdata();
+        let pg_wal = root.join("pg_wal");
+        let ctx = ApplyContext {
+            root,
+            ts_version_dir: control.major.tablespace_dir(control.catalog_version_no),
+            major: control.major,
+            blcksz: control.blcksz,
+            relseg_blocks: control.relseg_size,
+        };
+        let cfg = DecoderConfig {
+            seg_size: control.xlog_seg_size,
+            xlog_blcksz: control.xlog_blcksz,
+            blcksz: control.blcksz,
+            system_identifier: Some(control.system_identifier),
+            major: Some(control.major),
+        };
+        // Wait until the server knows its WAL position (recovery may not have begun yet).
+        let (mut target, mut tli) = wal_position();
+        while target.0 == 0 || tli.0 == 0 {
+            if !BackgroundWorker::wait_latch(Some(IDLE_WAIT)) {
+                return Err("ptrack tracker: shutdown before start".into());
+            }
+            (target, tli) = wal_position();
+        }
+        let history = read_history(&pg_wal, tli).unwrap_or_default();
+        let (saved, saved_tli) = map.tracked();
+        let resume = if saved.0 == 0 {
+            None
+        } else {
+            match resume_point(&history, tli, saved_tli, saved) {
+                Some(p) if p <= target => Some(p),
+                Some(p) => {
+                    warning!(
+                        "ptrack: map was saved at {p}, beyond this server's WAL end {target}; it is not used: init_lsn moves forward and a full backup is needed before the next incremental one"
+                    );
+                    None
+                }
+                None => {
+                    warning!(
+                        "ptrack: map was saved on timeline {saved_tli}, which is not in the history of timeline {tli}; it is not used: init_lsn moves forward and a full backup is needed before the next incremental one"
+                    );
+                    None
+                }
+            }
+        };
+        let start = match resume {
+            Some(p) => p,
+            None => {
+                let (redo, _) = redo_point()?;
+                map.raise_init_lsn(redo);
+                redo
+            }
+        };
+        log!(
+            "ptrack tracker: following WAL from {start} on timeline {tli}, init_lsn {}",
+            map.init_lsn()
+        );
+        let follower = Follower::new(&pg_wal, cfg, start, tli, history);
+        Ok(Tracker {
+            map,
+            ctx,
+            cfg,
+            pg_wal,
+            follower,
+        })
+    }
+
+    fn save(&self) {
+        let pos = self.follower.position();
+        self.map.set_tracked(pos, self.follower.timeline_of(pos));
+        if let Err(e) = shmem::save(&self.map) {
+            warning!("{e}");
+        }
+    }
+
+    /// Reads what is new; true when it did some work.
+    fn step(&mut self) -> Result<bool, String> {
+        let (target, tli) = wal_position();
+        if tli != self.follower.timeline() {
+            let history = read_history(&self.pg_wal, tli).unwrap_or_default();
+            self.follower.set_timeline(tli, history);
+        }
+        let before = self.follower.read_up_to();
+        let mut checkpoint = false;
+        let map = self.map;
+        let ctx = &self.ctx;
+        let outcome = self.follower.advance(target, &mut |r| {
+            let a = apply_record(&map, r, ctx);
+            if let Some(why) = a.untrusted {
+                let new = map.raise_init_lsn(r.end_lsn);
+                warning!(
+                    "ptrack: {why}; changes before {new} cannot be tracked: init_lsn moved to {new}, a full backup is needed before the next incremental one"
+                );
+            }
+            checkpoint = a.checkpoint;
+            !checkpoint
+        });
+        match outcome {
+            Outcome::CaughtUp => {
+                if checkpoint {
+                    self.save();
+                    return Ok(true);
+                }
+                if let Some(rt) = shmem::runtime() {
+                    rt.caught_up.fetch_max(target.0, Ordering::AcqRel);
+                }
+            }
+            Outcome::Gap { at, why } => {
+                let (redo, _) = redo_point()?;
+                if redo <= at {
+                    return Err(format!(
+                        "ptrack tracker: cannot read WAL at {at}: {why}; retrying (changes after {at} are not tracked yet)"
+                    ));
+                }
+                let new = self.map.raise_init_lsn(redo);
+                warning!(
+                    "ptrack: WAL needed to track changes is gone ({why}); changes between {at} and {redo} are lost to ptrack: init_lsn moved to {new}, a full backup is needed before the next incremental one"
+                );
+                let history = read_history(&self.pg_wal, tli).unwrap_or_default();
+                self.follower = Follower::new(&self.pg_wal, self.cfg, redo, tli, history);
+                self.save();
+                return Ok(true);
+            }
+        }
+        Ok(self.follower.read_up_to() > before)
+    }
+}
+
+/// The worker's entry point.
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn ptrack_tracker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let Some(rt) = shmem::runtime() else { return };
+    // SAFETY: MyProc is this process's PGPROC, in shared memory, valid while it runs.
+    let latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch } as u64;
+    rt.tracker_latch.store(latch, Ordering::Release);
+    let mut tracker = match Tracker::start() {
+        Ok(t) => t,
+        Err(e) => {
+            rt.tracker_latch.store(0, Ordering::Release);
+            error!("{e}");
+        }
+    };
+    rt.ready.store(1, Ordering::Release);
+    loop {
+        if BackgroundWorker::sigterm_received() {
+            break;
+        }
+        match tracker.step() {
+            Ok(true) => {
+                pg_sys::check_for_interrupts!();
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warning!("{e}");
+                if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+                    break;
+                }
+                continue;
+            }
+        }
+        if !BackgroundWorker::wait_latch(Some(IDLE_WAIT)) {
+            break;
+        }
+    }
+    // Catch up with what is durable, then save: the next start resumes here.
+    let _ = tracker.step();
+    tracker.save();
+    rt.tracker_latch.store(0, Ordering::Release);
+    rt.ready.store(0, Ordering::Release);
+    log!("ptrack tracker: saved map at {}", tracker.follower.position());
+}
+
+/// Wakes the tracker (a backend waiting for it).
+pub fn wake() {
+    let Some(rt) = shmem::runtime() else { return };
+    let latch = rt.tracker_latch.load(Ordering::Acquire);
+    if latch != 0 {
+        // SAFETY: the latch lives in the tracker's PGPROC in shared memory; SetLatch on a latch
+        // of an exited process is harmless.
+        unsafe { pg_sys::SetLatch(latch as *mut pg_sys::Latch) };
+    }
+}
