@@ -280,6 +280,14 @@ impl PgCluster {
     /// Starts the server and waits until it accepts connections. Retries on another port when the
     /// chosen one was taken in the meantime.
     pub fn start(&mut self) {
+        if let Err(e) = self.try_start() {
+            panic!("pg_ctl start (PG{}) failed:\n{e}", self.install.major);
+        }
+    }
+
+    /// Like [`PgCluster::start`], but returns pg_ctl's output and the server log when the server
+    /// does not start (tests of settings that must refuse to start).
+    pub fn try_start(&mut self) -> Result<(), String> {
         assert!(!self.running, "server already running");
         let mut last = String::new();
         for _ in 0..5 {
@@ -296,7 +304,7 @@ impl PgCluster {
                 .unwrap_or_else(|e| panic!("run pg_ctl: {e}"));
             if out.status.success() {
                 self.running = true;
-                return;
+                return Ok(());
             }
             last = format!(
                 "{}{}\n--- server log ---\n{}",
@@ -308,7 +316,61 @@ impl PgCluster {
                 break;
             }
         }
-        panic!("pg_ctl start (PG{}) failed:\n{last}", self.install.major);
+        Err(last)
+    }
+
+    /// Appends settings to `postgresql.conf` (later lines win); they apply at the next start.
+    pub fn append_conf(&self, settings: &[(&str, &str)]) {
+        let conf_path = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", conf_path.display()));
+        for (k, v) in settings {
+            text.push_str(&format!("{k} = '{v}'\n"));
+        }
+        std::fs::write(&conf_path, text)
+            .unwrap_or_else(|e| panic!("write {}: {e}", conf_path.display()));
+    }
+
+    /// Stops (fast) and starts again.
+    pub fn restart(&mut self) {
+        self.stop(StopMode::Fast);
+        self.start();
+    }
+
+    /// The postmaster's PID (from `postmaster.pid`), while running.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// PIDs of the postmaster's children whose process title contains `title` (for example a
+    /// background worker's type), read from `/proc`.
+    pub fn child_pids(&self, title: &str) -> Vec<i32> {
+        let Some(pm) = self.postmaster_pid() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: the fields after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if ppid == Some(pm) && String::from_utf8_lossy(&cmd).contains(title) {
+                out.push(pid);
+            }
+        }
+        out
     }
 
     /// Stops the server.
@@ -383,6 +445,52 @@ impl PgCluster {
             .next()
             .and_then(|r| r.into_iter().next())
             .unwrap_or_else(|| panic!("no rows from {sql}"))
+    }
+
+    /// Runs SQL in database `db` and returns the rows of the last statement (or the server's
+    /// error message) together with every notice and warning the server sent.
+    pub fn sql_with_notices(
+        &self,
+        db: &str,
+        sql: &str,
+    ) -> (Result<Vec<Vec<String>>, String>, Vec<String>) {
+        assert!(self.running, "server not running");
+        let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = notices.clone();
+        let mut cfg = postgres::Config::new();
+        cfg.host_path(&self.sock)
+            .port(self.port)
+            .user("postgres")
+            .dbname(db)
+            .notice_callback(move |n| {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(format!("{}:  {}", n.severity(), n.message()));
+                }
+            });
+        let mut client = cfg
+            .connect(NoTls)
+            .unwrap_or_else(|e| panic!("connect to PG{} db {db}: {e}", self.install.major));
+        let result = client
+            .simple_query(sql)
+            .map(|msgs| {
+                msgs.into_iter()
+                    .filter_map(|m| match m {
+                        SimpleQueryMessage::Row(r) => Some(
+                            (0..r.len())
+                                .map(|i| r.get(i).unwrap_or("").to_string())
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .map_err(|e| {
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string())
+            });
+        drop(client);
+        let notices = notices.lock().map(|v| v.clone()).unwrap_or_default();
+        (result, notices)
     }
 
     /// Runs SQL for its effect in database `postgres`.

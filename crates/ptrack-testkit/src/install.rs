@@ -94,6 +94,31 @@ pub fn require_pg(major: u32) -> Option<PgInstall> {
     None
 }
 
+/// Like [`require_pg`], and also requires the ptrack extension to be installed in that server
+/// (`scripts/install-ext` builds and installs it; `scripts/test` runs it first).
+pub fn require_ptrack(major: u32) -> Option<PgInstall> {
+    let install = require_pg(major)?;
+    let libdir = std::process::Command::new(install.bin("pg_config"))
+        .arg("--pkglibdir")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let so = std::path::Path::new(&libdir).join("ptrack.so");
+    if so.exists() {
+        return Some(install);
+    }
+    let msg = format!(
+        "the ptrack extension is not installed for PostgreSQL {major} ({} missing); run scripts/install-ext",
+        so.display()
+    );
+    if ci() {
+        panic!("CI=true and {msg}");
+    }
+    eprintln!("\n*** SKIPPED: {msg} ***\n");
+    None
+}
+
 /// Like [`require_pg`] for the optional majors (13, 14, 16, 17): skips loudly, even in CI.
 pub fn optional_pg(major: u32) -> Option<PgInstall> {
     if CI_MAJORS.contains(&major) {

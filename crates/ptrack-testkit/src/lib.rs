@@ -17,5 +17,5 @@ pub mod cluster;
 mod install;
 
 pub use cluster::{ClusterConfig, PgCluster, StopMode};
-pub use install::{PgInstall, ci, optional_pg, require_pg, run_as_postgres};
+pub use install::{PgInstall, ci, optional_pg, require_pg, require_ptrack, run_as_postgres};
 pub use ptrack_page::damage::{DamageKind, damage_block};
