@@ -61,8 +61,28 @@ pub fn pagemapset(c: &PgCluster, lsn: &str) -> BTreeMap<String, Vec<u32>> {
         .collect()
 }
 
-/// Per relation segment file (PGDATA-relative path), the CRC-32C of each block.
+/// Per relation segment file (PGDATA-relative path), the CRC-32C of each block; an *empty*
+/// page (all zeros, or an initialised page with nothing after its header) is recorded as
+/// [`EMPTY`].
 pub type Snapshot = BTreeMap<String, Vec<u32>>;
+
+/// Snapshot value of an empty page.
+pub const EMPTY: u32 = 0;
+
+/// Whether a page is all zeros, or a page header of an initialised page (`pd_lower` = 24,
+/// `pd_upper` = `pd_special` = page size) followed by zeros: what PostgreSQL writes when it
+/// extends a relation, FSM or VM without WAL.
+pub fn is_empty_page(p: &[u8]) -> bool {
+    if p.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([p[o], p[o + 1]]) as usize;
+    p.len() > 24
+        && u16_at(12) == 24
+        && u16_at(14) == p.len()
+        && u16_at(16) == p.len()
+        && p[24..].iter().all(|&b| b == 0)
+}
 
 /// Reads every block of every relation file of a (quiescent) cluster.
 pub fn snapshot(c: &PgCluster) -> Snapshot {
@@ -77,7 +97,16 @@ pub fn snapshot(c: &PgCluster) -> Snapshot {
         };
         out.insert(
             f.rel_path,
-            bytes.chunks_exact(bs).map(crc32c::crc32c).collect(),
+            bytes
+                .chunks_exact(bs)
+                .map(|p| {
+                    if is_empty_page(p) {
+                        EMPTY
+                    } else {
+                        crc32c::crc32c(p).max(1)
+                    }
+                })
+                .collect(),
         );
     }
     out
@@ -90,8 +119,8 @@ pub struct Comparison {
     pub changed: u64,
     /// Changed blocks ptrack did not report: data loss for an incremental backup.
     pub missed: Vec<(String, u32)>,
-    /// New blocks that are all zeros (relation extension, not WAL-logged; a backup recreates
-    /// them from the file size).
+    /// New blocks that are empty pages (relation, FSM or VM extension without WAL; PostgreSQL
+    /// treats them like absent blocks and a backup recreates them from the file size).
     pub new_zero: u64,
     /// Reported blocks that did not change.
     pub false_positives: u64,
@@ -104,7 +133,6 @@ pub fn compare(
     before: &Snapshot,
     after: &Snapshot,
     reported: &BTreeMap<String, Vec<u32>>,
-    zero_crc: u32,
 ) -> Comparison {
     let mut cmp = Comparison::default();
     for (path, blocks) in after {
@@ -119,7 +147,7 @@ pub fn compare(
             if was == Some(crc) {
                 continue;
             }
-            if was.is_none() && *crc == zero_crc {
+            if was.is_none() && *crc == EMPTY {
                 cmp.new_zero += 1;
                 continue;
             }

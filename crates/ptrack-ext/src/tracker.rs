@@ -13,17 +13,21 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
 use pgrx::prelude::*;
 use ptrack_map::Map;
-use ptrack_map::follow::{ApplyContext, Follower, Outcome, apply_record, read_history, resume_point};
+use ptrack_map::follow::{
+    ApplyContext, Follower, Outcome, apply_record, read_history, resume_point,
+};
 use ptrack_types::{Lsn, TimeLineId};
 use ptrack_wal::DecoderConfig;
 
 use crate::shmem;
 
 /// How long the worker sleeps when there is no new WAL (waiters set its latch).
-const IDLE_WAIT: Duration = Duration::from_millis(20);
+const IDLE_WAIT: Duration = Duration::from_millis(5);
 
 /// Registers the worker (from `_PG_init`).
 pub fn register() {
@@ -52,12 +56,20 @@ pub fn wal_position() -> (Lsn, TimeLineId) {
     (Lsn(lsn), TimeLineId(tli))
 }
 
+/// Redo pointer of the checkpoint in progress or last completed (`GetRedoRecPtr`).
+fn current_redo() -> Lsn {
+    // SAFETY: reads XLogCtl->RedoRecPtr under its spinlock.
+    Lsn(unsafe { pg_sys::GetRedoRecPtr() })
+}
+
 struct Tracker {
     map: Map<'static>,
     ctx: ApplyContext,
     cfg: DecoderConfig,
     pg_wal: PathBuf,
     follower: Follower,
+    /// Redo pointer of the newest checkpoint the map was saved after.
+    saved_redo: Lsn,
 }
 
 fn redo_point() -> Result<(Lsn, TimeLineId), String> {
@@ -85,32 +97,40 @@ impl Tracker {
             system_identifier: Some(control.system_identifier),
             major: Some(control.major),
         };
-        // Wait until the server knows its WAL position (recovery may not have begun yet).
-        let (mut target, mut tli) = wal_position();
-        while target.0 == 0 || tli.0 == 0 {
-            if !BackgroundWorker::wait_latch(Some(IDLE_WAIT)) {
-                return Err("ptrack tracker: shutdown before start".into());
-            }
-            (target, tli) = wal_position();
-        }
-        let history = read_history(&pg_wal, tli).unwrap_or_default();
+        // Wait until the server knows its WAL position (recovery may not have begun yet) and,
+        // during recovery, until replay has passed the saved position.
         let (saved, saved_tli) = map.tracked();
-        let resume = if saved.0 == 0 {
-            None
-        } else {
+        let (tli, history, resume) = loop {
+            let (target, tli) = wal_position();
+            if target.0 == 0 || tli.0 == 0 {
+                if !BackgroundWorker::wait_latch(Some(IDLE_WAIT)) {
+                    return Err("ptrack tracker: shutdown before start".into());
+                }
+                continue;
+            }
+            let history = read_history(&pg_wal, tli).unwrap_or_default();
+            if saved.0 == 0 {
+                break (tli, history, None);
+            }
             match resume_point(&history, tli, saved_tli, saved) {
-                Some(p) if p <= target => Some(p),
+                Some(p) if p <= target => break (tli, history, Some(p)),
+                // SAFETY: reads recovery state from shared memory.
+                Some(_) if unsafe { pg_sys::RecoveryInProgress() } => {
+                    if !BackgroundWorker::wait_latch(Some(IDLE_WAIT)) {
+                        return Err("ptrack tracker: shutdown before start".into());
+                    }
+                }
                 Some(p) => {
                     warning!(
                         "ptrack: map was saved at {p}, beyond this server's WAL end {target}; it is not used: init_lsn moves forward and a full backup is needed before the next incremental one"
                     );
-                    None
+                    break (tli, history, None);
                 }
                 None => {
                     warning!(
                         "ptrack: map was saved on timeline {saved_tli}, which is not in the history of timeline {tli}; it is not used: init_lsn moves forward and a full backup is needed before the next incremental one"
                     );
-                    None
+                    break (tli, history, None);
                 }
             }
         };
@@ -133,11 +153,13 @@ impl Tracker {
             cfg,
             pg_wal,
             follower,
+            saved_redo: Lsn(0),
         })
     }
 
-    fn save(&self) {
+    fn save(&mut self) {
         let pos = self.follower.position();
+        self.saved_redo = current_redo().min(pos);
         self.map.set_tracked(pos, self.follower.timeline_of(pos));
         if let Err(e) = shmem::save(&self.map) {
             warning!("{e}");
@@ -168,7 +190,12 @@ impl Tracker {
         });
         match outcome {
             Outcome::CaughtUp => {
-                if checkpoint {
+                // Save after a checkpoint record, and as soon as the tracker has passed the redo
+                // point of a checkpoint in progress: that checkpoint ends by removing the WAL
+                // before its redo point, and a crash after that must not find the saved position
+                // in removed WAL.
+                let redo = current_redo();
+                if checkpoint || (redo > self.saved_redo && self.follower.position() >= redo) {
                     self.save();
                     return Ok(true);
                 }
@@ -241,7 +268,10 @@ pub extern "C-unwind" fn ptrack_tracker_main(_arg: pg_sys::Datum) {
     tracker.save();
     rt.tracker_latch.store(0, Ordering::Release);
     rt.ready.store(0, Ordering::Release);
-    log!("ptrack tracker: saved map at {}", tracker.follower.position());
+    log!(
+        "ptrack tracker: saved map at {}",
+        tracker.follower.position()
+    );
 }
 
 /// Wakes the tracker (a backend waiting for it).

@@ -493,6 +493,11 @@ impl PgCluster {
         (result, notices)
     }
 
+    /// Runs SQL for its effect in database `db`.
+    pub fn execute_db(&self, db: &str, sql: &str) {
+        self.query_db(db, sql);
+    }
+
     /// Runs SQL for its effect in database `postgres`.
     pub fn execute(&self, sql: &str) {
         self.query(sql);

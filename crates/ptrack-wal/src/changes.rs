@@ -321,11 +321,19 @@ pub fn special_changes(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Ch
                             });
                         }
                     }
-                    if flags & 4 != 0 {
+                    if flags & SMGR_TRUNCATE_FSM != 0 {
                         out.push(Change::Limit {
                             locator,
                             fork: ForkNumber::Fsm,
                             limit: BlockNumber(0),
+                        });
+                        // FreeSpaceMapPrepareTruncateRel clears the tail of the leaf page
+                        // holding the new end (without WAL during recovery).
+                        out.push(Change::Block {
+                            locator,
+                            fork: ForkNumber::Fsm,
+                            block: fsm_leaf_block(BlockNumber(blkno), blcksz),
+                            implied: true,
                         });
                     }
                 }
@@ -356,6 +364,24 @@ pub fn special_changes(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Ch
         RM_HEAP_ID | RM_HEAP2_ID => {
             understood = false;
             implied_vm_blocks(r, blcksz, &mut out);
+            implied_fsm_blocks(r, blcksz, &mut out);
+        }
+        RM_SPGIST_ID => {
+            understood = false;
+            // spgutils.c: SpGistUpdateMetaPage rewrites the metapage's last-used-page cache
+            // after inserts and vacuum without WAL: mark it with every SP-GiST record.
+            let mut seen: Vec<RelFileLocator> = Vec::new();
+            for b in &r.blocks {
+                if b.fork == ForkNumber::Main && !seen.contains(&b.locator) {
+                    seen.push(b.locator);
+                    out.push(Change::Block {
+                        locator: b.locator,
+                        fork: ForkNumber::Main,
+                        block: BlockNumber(0),
+                        implied: true,
+                    });
+                }
+            }
         }
         _ => understood = false,
     }
@@ -366,6 +392,62 @@ pub fn special_changes(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Ch
         });
     }
     out
+}
+
+/// `freespace.c`: slots of one FSM leaf page (`SlotsPerFSMPage`): the page's node array
+/// (`BLCKSZ - MAXALIGN(SizeOfPageHeaderData) - offsetof(FSMPageData, fp_nodes)`) minus its
+/// non-leaf nodes (`BLCKSZ / 2 - 1`).
+fn fsm_slots_per_page(blcksz: u32) -> u32 {
+    (blcksz - 24 - 4) - (blcksz / 2 - 1)
+}
+
+/// `freespace.c: fsm_get_location` + `fsm_logical_to_physical`: the FSM blocks on the path from
+/// the leaf holding heap block `heap`'s slot up to the root, leaf first. PostgreSQL up to 15
+/// creates missing pages of that path as initialised pages without WAL (`fsm_extend`), so all of
+/// them are implied when the leaf changes.
+pub fn fsm_path(heap: BlockNumber, blcksz: u32) -> Vec<BlockNumber> {
+    let slots = u64::from(fsm_slots_per_page(blcksz));
+    // FSM_TREE_DEPTH: enough levels of `slots` to address 2^32 heap blocks.
+    let depth = if slots >= 1626 { 3 } else { 4 };
+    let physical = |level: u32, logpageno: u64| {
+        let mut leafno = logpageno * slots.pow(level);
+        let mut pages = 0u64;
+        for _ in 0..depth {
+            pages += leafno + 1;
+            leafno /= slots;
+        }
+        BlockNumber((pages - u64::from(level) - 1) as u32)
+    };
+    let mut logpageno = u64::from(heap.0) / slots;
+    let mut out = Vec::with_capacity(depth as usize);
+    for level in 0..depth {
+        out.push(physical(level, logpageno));
+        logpageno /= slots;
+    }
+    out
+}
+
+/// The FSM block holding the leaf slot of heap block `heap`.
+pub fn fsm_leaf_block(heap: BlockNumber, blcksz: u32) -> BlockNumber {
+    fsm_path(heap, blcksz)[0]
+}
+
+/// FSM leaf pages of the heap blocks a heap record touches: redo (`heap_xlog_*` →
+/// `XLogRecordPageWithFreeSpace`) and the primary's free-space updates rewrite them, in
+/// recovery without any WAL.
+fn implied_fsm_blocks(r: &Record, blcksz: u32, out: &mut Vec<Change>) {
+    for b in &r.blocks {
+        if b.fork == ForkNumber::Main {
+            for block in fsm_path(b.block, blcksz) {
+                out.push(Change::Block {
+                    locator: b.locator,
+                    fork: ForkNumber::Fsm,
+                    block,
+                    implied: true,
+                });
+            }
+        }
+    }
 }
 
 /// Spec §3.5: VM pages whose bits a heap record clears, whether or not it registered them.
@@ -411,6 +493,29 @@ fn implied_vm_blocks(r: &Record, blcksz: u32, out: &mut Vec<Change>) {
 
 #[cfg(test)]
 mod tests {
+
+    /// FSM layout of an 8 kB-page cluster: block 0 is the root, 1 the first level-1 page, 2 the
+    /// first leaf; leaf k covers heap blocks [4069k, 4069(k+1)) and the next level-1 page comes
+    /// after 4069 leaves.
+    #[test]
+    fn fsm_leaf_addresses() {
+        assert_eq!(fsm_leaf_block(BlockNumber(0), 8192), BlockNumber(2));
+        assert_eq!(fsm_leaf_block(BlockNumber(4068), 8192), BlockNumber(2));
+        assert_eq!(fsm_leaf_block(BlockNumber(4069), 8192), BlockNumber(3));
+        assert_eq!(
+            fsm_leaf_block(BlockNumber(4069 * 4069), 8192),
+            BlockNumber(4069 + 3)
+        );
+        assert_eq!(
+            fsm_path(BlockNumber(0), 8192),
+            [BlockNumber(2), BlockNumber(1), BlockNumber(0)]
+        );
+        // The second level-1 page follows the first subtree's 4069 leaves.
+        assert_eq!(
+            fsm_path(BlockNumber(4069 * 4069), 8192),
+            [BlockNumber(4072), BlockNumber(4071), BlockNumber(0)]
+        );
+    }
     use super::*;
     use crate::record::decode_record;
 

@@ -38,6 +38,7 @@ pub const RM_DBASE_ID: u8 = 4;
 pub const RM_TBLSPC_ID: u8 = 5;
 pub const RM_HEAP2_ID: u8 = 9;
 pub const RM_HEAP_ID: u8 = 10;
+pub const RM_SPGIST_ID: u8 = 16;
 pub const RM_MAX_BUILTIN_ID: u8 = 21;
 pub const RM_MIN_CUSTOM_ID: u8 = 128;
 
@@ -92,6 +93,7 @@ pub const XLOG_SMGR_CREATE: u8 = 0x10;
 pub const XLOG_SMGR_TRUNCATE: u8 = 0x20;
 pub const SMGR_TRUNCATE_HEAP: u32 = 1;
 pub const SMGR_TRUNCATE_VM: u32 = 2;
+pub const SMGR_TRUNCATE_FSM: u32 = 0x0004;
 
 // Database (PG15+ codes; PG13/14 use CREATE 0x00 and DROP 0x10).
 pub const XLOG_DBASE_CREATE_FILE_COPY: u8 = 0x00;
