@@ -23,7 +23,7 @@ fn wait_for(done: &dyn Fn() -> bool) -> bool {
         tracker::wake();
         pg_sys::check_for_interrupts!();
         // SAFETY: a plain sleep; interrupts are checked above.
-        unsafe { pg_sys::pg_usleep(1000) };
+        unsafe { pg_sys::pg_usleep(100) };
     }
     true
 }

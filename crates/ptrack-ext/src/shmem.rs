@@ -81,11 +81,11 @@ pub fn remove_map_files() {
     }
 }
 
-/// Writes the map to `global/ptrack.map` through `ptrack.map.tmp`, fsync, rename, directory
-/// fsync. Failures are reported, not fatal: the previous file stays valid.
-pub fn save(map: &Map<'_>) -> Result<(), String> {
-    let path = crate::map_path();
-    ptrack_durable::write_file(std::path::Path::new(&path), &map.to_file_bytes())
+/// Writes a map snapshot ([`Map::snapshot`]) to `global/ptrack.map` through `ptrack.map.tmp`,
+/// fsync, rename, directory fsync. Failures are reported, not fatal: the previous file stays
+/// valid. Touches no PostgreSQL state, so the tracker runs it on its writer thread.
+pub fn write_snapshot(path: &str, snapshot: Vec<u8>) -> Result<(), String> {
+    ptrack_durable::write_file(std::path::Path::new(path), &ptrack_map::map::seal(snapshot))
         .map_err(|e| format!("ptrack: could not write \"{path}\": {e}"))
 }
 

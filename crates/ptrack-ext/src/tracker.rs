@@ -62,6 +62,99 @@ fn current_redo() -> Lsn {
     Lsn(unsafe { pg_sys::GetRedoRecPtr() })
 }
 
+/// Saves map snapshots on a thread of its own, so that the tracker keeps reading WAL while a
+/// large map is written and fsynced; only the newest pending snapshot is written.
+struct Writer {
+    shared: std::sync::Arc<WriterShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct WriterShared {
+    state: std::sync::Mutex<WriterState>,
+    cond: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct WriterState {
+    pending: Option<Vec<u8>>,
+    busy: bool,
+    stop: bool,
+    errors: Vec<String>,
+}
+
+impl Writer {
+    fn start(path: String) -> Writer {
+        let shared = std::sync::Arc::new(WriterShared::default());
+        let s = shared.clone();
+        let thread = std::thread::spawn(move || {
+            // PostgreSQL's signal handlers belong to the main thread: block every signal here.
+            // SAFETY: sigfillset/pthread_sigmask on a local set, for this thread only.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut set);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            loop {
+                let snapshot = {
+                    let Ok(mut st) = s.state.lock() else { return };
+                    while st.pending.is_none() && !st.stop {
+                        // Wait for work; on stop, pending work is still written first.
+                        st = match s.cond.wait(st) {
+                            Ok(g) => g,
+                            Err(_) => return,
+                        };
+                    }
+                    let Some(snap) = st.pending.take() else {
+                        return;
+                    };
+                    st.busy = true;
+                    snap
+                };
+                let result = shmem::write_snapshot(&path, snapshot);
+                if let Ok(mut st) = s.state.lock() {
+                    st.busy = false;
+                    if let Err(e) = result {
+                        st.errors.push(e);
+                    }
+                    s.cond.notify_all();
+                }
+            }
+        });
+        Writer {
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a snapshot (replacing one not yet written); returns write errors seen since the
+    /// last call, for the tracker to log.
+    fn submit(&self, snapshot: Vec<u8>) -> Vec<String> {
+        let Ok(mut st) = self.shared.state.lock() else {
+            return vec!["ptrack: map writer thread failed".into()];
+        };
+        st.pending = Some(snapshot);
+        self.shared.cond.notify_all();
+        std::mem::take(&mut st.errors)
+    }
+
+    /// Writes what is pending and stops the thread.
+    fn finish(mut self) -> Vec<String> {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.stop = true;
+            self.shared.cond.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.shared
+            .state
+            .lock()
+            .map(|mut st| std::mem::take(&mut st.errors))
+            .unwrap_or_default()
+    }
+}
+
 struct Tracker {
     map: Map<'static>,
     ctx: ApplyContext,
@@ -70,6 +163,7 @@ struct Tracker {
     follower: Follower,
     /// Redo pointer of the newest checkpoint the map was saved after.
     saved_redo: Lsn,
+    writer: Option<Writer>,
 }
 
 fn redo_point() -> Result<(Lsn, TimeLineId), String> {
@@ -154,6 +248,7 @@ impl Tracker {
             pg_wal,
             follower,
             saved_redo: Lsn(0),
+            writer: Some(Writer::start(crate::map_path())),
         })
     }
 
@@ -161,8 +256,20 @@ impl Tracker {
         let pos = self.follower.position();
         self.saved_redo = current_redo().min(pos);
         self.map.set_tracked(pos, self.follower.timeline_of(pos));
-        if let Err(e) = shmem::save(&self.map) {
-            warning!("{e}");
+        if let Some(w) = &self.writer {
+            for e in w.submit(self.map.snapshot()) {
+                warning!("{e}");
+            }
+        }
+    }
+
+    /// Saves synchronously and stops the writer (at exit).
+    fn save_and_finish(&mut self) {
+        self.save();
+        if let Some(w) = self.writer.take() {
+            for e in w.finish() {
+                warning!("{e}");
+            }
         }
     }
 
@@ -265,7 +372,7 @@ pub extern "C-unwind" fn ptrack_tracker_main(_arg: pg_sys::Datum) {
     }
     // Catch up with what is durable, then save: the next start resumes here.
     let _ = tracker.step();
-    tracker.save();
+    tracker.save_and_finish();
     rt.tracker_latch.store(0, Ordering::Release);
     rt.ready.store(0, Ordering::Release);
     log!(

@@ -11,6 +11,7 @@
 //! (through [`ptrack_wal::changes_of`]), plus every block of every file of a database created by
 //! file copy.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -51,8 +52,13 @@ pub struct Follower {
     decoder: WalDecoder,
     tli: TimeLineId,
     history: Vec<HistoryEntry>,
-    open: Option<(String, File)>,
+    /// Segment files opened ahead of reading, by name: a file opened before a checkpoint
+    /// recycles or removes it stays readable.
+    open: BTreeMap<String, (u64, File)>,
 }
+
+/// Most segment files held open ahead of the read position.
+const MAX_PINNED: usize = 64;
 
 /// `TTTTTTTTXXXXXXXXYYYYYYYY` for timeline `tli` and segment `segno`.
 pub fn segment_file_name(tli: TimeLineId, segno: u64, seg_size: u64) -> String {
@@ -99,7 +105,38 @@ impl Follower {
             ),
             tli,
             history,
-            open: None,
+            open: BTreeMap::new(),
+        }
+    }
+
+    fn open_segment(&self, name: &str) -> io::Result<File> {
+        match File::open(self.pg_wal.join(name)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                File::open(self.pg_wal.join(format!("{name}.partial")))
+            }
+            r => r,
+        }
+    }
+
+    /// Opens the segment files from the read position up to `target` that are not open yet
+    /// (at most [`MAX_PINNED`]), and closes those behind the read position. Called before reading
+    /// so that WAL a checkpoint removes while the follower is behind is still read.
+    pub fn pin_segments(&mut self, target: Lsn) {
+        let seg = self.seg_size;
+        let first = self.decoder.fed_up_to().0 / seg;
+        self.open.retain(|_, (segno, _)| *segno >= first);
+        let last = target.0.saturating_sub(1) / seg;
+        for segno in first..=last.max(first) {
+            if self.open.len() >= MAX_PINNED {
+                break;
+            }
+            let lsn = Lsn(segno * seg);
+            let name = segment_file_name(self.timeline_of(lsn), segno, seg);
+            if !self.open.contains_key(&name)
+                && let Ok(f) = self.open_segment(&name)
+            {
+                self.open.insert(name, (segno, f));
+            }
         }
     }
 
@@ -160,6 +197,7 @@ impl Follower {
             if fed >= target {
                 return Outcome::CaughtUp;
             }
+
             match self.read_piece(fed, target) {
                 Ok(bytes) => self.decoder.feed(&bytes),
                 Err(why) => return Outcome::Gap { at: fed, why },
@@ -178,21 +216,18 @@ impl Follower {
         }
         let tli = self.timeline_of(from);
         let name = segment_file_name(tli, segno, seg);
-        if self.open.as_ref().is_none_or(|(n, _)| *n != name) {
-            let plain = self.pg_wal.join(&name);
-            let file = match File::open(&plain) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    File::open(self.pg_wal.join(format!("{name}.partial"))).map_err(|_| {
-                        format!("WAL segment {name} needed for {from} is no longer in pg_wal")
-                    })?
+        if !self.open.contains_key(&name) {
+            let file = self.open_segment(&name).map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    format!("WAL segment {name} needed for {from} is no longer in pg_wal")
+                } else {
+                    format!("cannot open WAL segment {name}: {e}")
                 }
-                Err(e) => return Err(format!("cannot open WAL segment {}: {e}", plain.display())),
-            };
-            self.open = Some((name.clone(), file));
+            })?;
+            self.open.insert(name.clone(), (segno, file));
         }
         let mut buf = vec![0u8; (end - from.0) as usize];
-        let Some((_, file)) = &self.open else {
+        let Some((_, file)) = self.open.get(&name) else {
             return Err(format!("WAL segment {name} not open"));
         };
         file.read_exact_at(&mut buf, from.0 % seg)

@@ -267,12 +267,16 @@ impl<'a> Map<'a> {
     /// The whole image (header and slots) as file bytes with the CRC appended. Slots are read
     /// one by one while others may raise them; the tracker, the only writer, calls this.
     pub fn to_file_bytes(&self) -> Vec<u8> {
+        seal(self.snapshot())
+    }
+
+    /// The header and slots as little-endian bytes, without the CRC (see [`seal`]): the cheap
+    /// part of a save, done by the tracker; sealing and writing can happen elsewhere.
+    pub fn snapshot(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.words.len() * 8 + CRC_BYTES);
         for w in self.words {
             out.extend_from_slice(&w.load(Ordering::Acquire).to_le_bytes());
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -332,6 +336,13 @@ impl<'a> Map<'a> {
         std::sync::atomic::fence(Ordering::Release);
         Ok(())
     }
+}
+
+/// Appends the CRC-32C to a [`Map::snapshot`], giving the file image.
+pub fn seal(mut snapshot: Vec<u8>) -> Vec<u8> {
+    let crc = crc32c::crc32c(&snapshot);
+    snapshot.extend_from_slice(&crc.to_le_bytes());
+    snapshot
 }
 
 /// The key of a block.

@@ -24,7 +24,11 @@ fn remove_wal_before(c: &PgCluster, lsn_text: &str) {
             segs.push(c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())"));
         }
         c.execute("CHECKPOINT");
-        if segs.len() == 2 && segs.iter().all(|s| !c.datadir().join("pg_wal").join(s).exists()) {
+        if segs.len() == 2
+            && segs
+                .iter()
+                .all(|s| !c.datadir().join("pg_wal").join(s).exists())
+        {
             return;
         }
     }
@@ -32,7 +36,9 @@ fn remove_wal_before(c: &PgCluster, lsn_text: &str) {
 }
 
 fn corrupt_map(major: u32) {
-    let Some(pg) = require_ptrack(major) else { return };
+    let Some(pg) = require_ptrack(major) else {
+        return;
+    };
     let mut c = started(&pg);
     let init = c.query_one("SELECT ptrack_init_lsn()");
     c.stop(StopMode::Immediate);
@@ -70,7 +76,9 @@ fn corrupt_map_pg18() {
 
 /// A map copied from another cluster (same major, same size) is not loaded.
 fn foreign_map(major: u32) {
-    let Some(pg) = require_ptrack(major) else { return };
+    let Some(pg) = require_ptrack(major) else {
+        return;
+    };
     let mut a = started(&pg);
     let mut b = started(&pg);
     let init_b = b.query_one("SELECT ptrack_init_lsn()");
@@ -82,7 +90,11 @@ fn foreign_map(major: u32) {
     )
     .unwrap();
     b.start();
-    assert!(b.log().contains("belongs to another cluster"), "{}", b.log());
+    assert!(
+        b.log().contains("belongs to another cluster"),
+        "{}",
+        b.log()
+    );
     let init = b.query_one("SELECT ptrack_init_lsn()");
     assert!(lsn(&init) > lsn(&init_b), "init_lsn {init_b} -> {init}");
 }
@@ -100,7 +112,9 @@ fn foreign_map_pg18() {
 /// ptrack unloaded for a while (bug §6.2 #10): changes made meanwhile are either followed from
 /// WAL or, when that WAL is gone, init_lsn moves past them with a WARNING.
 fn stale_map(major: u32) {
-    let Some(pg) = require_ptrack(major) else { return };
+    let Some(pg) = require_ptrack(major) else {
+        return;
+    };
     let mut c = started(&pg);
     let init = c.query_one("SELECT ptrack_init_lsn()");
     c.stop(StopMode::Fast);
@@ -113,9 +127,13 @@ fn stale_map(major: u32) {
     c.append_conf(&[("shared_preload_libraries", "ptrack")]);
     c.start();
     let init2 = c.query_one("SELECT ptrack_init_lsn()");
-    assert!(lsn(&init2) > lsn(&before), "init_lsn {init} -> {init2}, changes from {before}");
     assert!(
-        c.log().contains("WARNING:  ptrack: WAL needed to track changes is gone"),
+        lsn(&init2) > lsn(&before),
+        "init_lsn {init} -> {init2}, changes from {before}"
+    );
+    assert!(
+        c.log()
+            .contains("WARNING:  ptrack: WAL needed to track changes is gone"),
         "{}",
         c.log()
     );
@@ -133,7 +151,9 @@ fn stale_map_pg18() {
 
 /// ptrack unloaded briefly, WAL still there: the tracker follows it, nothing is lost.
 fn unloaded_with_wal_kept(major: u32) {
-    let Some(pg) = require_ptrack(major) else { return };
+    let Some(pg) = require_ptrack(major) else {
+        return;
+    };
     let mut c = started(&pg);
     let init = c.query_one("SELECT ptrack_init_lsn()");
     c.stop(StopMode::Fast);
@@ -146,7 +166,10 @@ fn unloaded_with_wal_kept(major: u32) {
     c.start();
     assert_eq!(c.query_one("SELECT ptrack_init_lsn()"), init);
     let t = c.relation_path("postgres", "t");
-    assert!(pagemapset(&c, &before).contains_key(&t), "update made while unloaded missing");
+    assert!(
+        pagemapset(&c, &before).contains_key(&t),
+        "update made while unloaded missing"
+    );
 }
 
 #[test]
@@ -161,7 +184,9 @@ fn unloaded_with_wal_kept_pg18() {
 
 /// The tracker stopped (SIGSTOP) while checkpoints remove the WAL it has not read yet.
 fn wal_removed_under_tracker(major: u32) {
-    let Some(pg) = require_ptrack(major) else { return };
+    let Some(pg) = require_ptrack(major) else {
+        return;
+    };
     let c = started(&pg);
     let pids = c.child_pids("ptrack tracker");
     assert_eq!(pids.len(), 1, "tracker pids {pids:?}");
@@ -187,9 +212,13 @@ fn wal_removed_under_tracker(major: u32) {
     let refused = r.as_ref().is_err_and(|e| e.contains("WAL was lost"));
     assert!(warned || refused, "{r:?} {notices:?}");
     let init = c.query_one("SELECT ptrack_init_lsn()");
-    assert!(lsn(&init) > lsn(&before), "init_lsn {init}, changes from {before}");
     assert!(
-        c.log().contains("WARNING:  ptrack: WAL needed to track changes is gone"),
+        lsn(&init) > lsn(&before),
+        "init_lsn {init}, changes from {before}"
+    );
+    assert!(
+        c.log()
+            .contains("WARNING:  ptrack: WAL needed to track changes is gone"),
         "{}",
         c.log()
     );
