@@ -8,7 +8,9 @@ use std::io::{self, Write};
 use std::path::Path;
 
 /// Writes `bytes` to `path` durably. The temporary file is `<path>.tmp`; a leftover one from an
-/// interrupted earlier write is replaced. Any fsync failure is returned, never retried.
+/// interrupted earlier write is unlinked first and the new one created afresh (a new inode), so a
+/// concurrent reader of the old one, such as `pg_basebackup` copying the data directory, never
+/// sees it truncated under it. Any fsync failure is returned, never retried.
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
@@ -17,12 +19,12 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = Path::new(&tmp_name);
+    match std::fs::remove_file(tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).open(tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }

@@ -240,3 +240,53 @@ fn file_copy_unlogged_public_pg15() {
 fn file_copy_unlogged_public_pg18() {
     file_copy_unlogged_public(18);
 }
+
+/// On a streaming standby the tracker follows the replay position: a table created on the
+/// primary is in the standby's pagemapset once replayed, and `ptrack_get_pagemapset` on the
+/// standby waits for the tracker to reach the replay position at the call.
+fn standby(major: u32) {
+    let Some(pg) = require_ptrack(major) else {
+        return;
+    };
+    let mut primary = ptrack_cluster(&pg, 8, true);
+    primary.start();
+    primary.execute("CREATE EXTENSION ptrack; CHECKPOINT");
+    let mut standby = PgCluster::standby_of(&primary);
+    standby.start();
+    let start = primary.query_one("SELECT pg_current_wal_flush_lsn()");
+    primary.execute("CREATE TABLE on_primary AS SELECT generate_series(1, 20000) AS g");
+    let path = primary.relation_path("postgres", "on_primary");
+    let target = primary.query_one("SELECT pg_current_wal_flush_lsn()");
+    standby.wait_for_lsn(
+        "SELECT pg_last_wal_replay_lsn()",
+        &target,
+        "standby replay",
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(standby.query_one("SELECT pg_is_in_recovery()"), "t");
+    let init = standby.query_one("SELECT ptrack_init_lsn()");
+    assert!(
+        lsn(&init) <= lsn(&start),
+        "standby init_lsn {init} after {start}"
+    );
+    let set = pagemapset(&standby, &start);
+    let blocks: usize = primary
+        .query_one("SELECT pg_relation_size('on_primary') / 8192")
+        .parse()
+        .unwrap();
+    assert!(
+        set.get(&path).is_some_and(|b| b.len() >= blocks * 9 / 10),
+        "{path} ({blocks} blocks) not reported on the standby: {:?}",
+        set.get(&path).map(Vec::len)
+    );
+}
+
+#[test]
+fn standby_pg15() {
+    standby(15);
+}
+
+#[test]
+fn standby_pg18() {
+    standby(18);
+}
