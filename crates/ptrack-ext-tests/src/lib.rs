@@ -64,7 +64,13 @@ pub fn pagemapset(c: &PgCluster, lsn: &str) -> BTreeMap<String, Vec<u32>> {
 /// Per relation segment file (PGDATA-relative path), the CRC-32C of each block; an *empty*
 /// page (all zeros, or an initialised page with nothing after its header) is recorded as
 /// [`EMPTY`].
-pub type Snapshot = BTreeMap<String, Vec<u32>>;
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Per file, per block: CRC-32C or [`EMPTY`].
+    pub crcs: BTreeMap<String, Vec<u32>>,
+    /// Per file, the bytes of block 0 (to tell hint-only metapage changes apart).
+    pub first_blocks: BTreeMap<String, Vec<u8>>,
+}
 
 /// Snapshot value of an empty page.
 pub const EMPTY: u32 = 0;
@@ -90,12 +96,16 @@ pub fn snapshot(c: &PgCluster) -> Snapshot {
     let bs = dd.blcksz();
     let (files, errors) = dd.relation_files();
     assert!(errors.is_empty(), "walk errors: {errors:?}");
-    let mut out = Snapshot::new();
+    let mut out = Snapshot::default();
     for f in files {
         let Ok(bytes) = std::fs::read(&f.abs_path) else {
             continue;
         };
-        out.insert(
+        if bytes.len() >= bs {
+            out.first_blocks
+                .insert(f.rel_path.clone(), bytes[..bs].to_vec());
+        }
+        out.crcs.insert(
             f.rel_path,
             bytes
                 .chunks_exact(bs)
@@ -122,10 +132,34 @@ pub struct Comparison {
     /// New blocks that are empty pages (relation, FSM or VM extension without WAL; PostgreSQL
     /// treats them like absent blocks and a backup recreates them from the file size).
     pub new_zero: u64,
+    /// SP-GiST metapages whose only change is the last-used-pages cache, which
+    /// `SpGistUpdateMetaPage` rewrites without WAL (also after a VACUUM that logs nothing for
+    /// the index); a stale cache is harmless and pg_probackup's own tests exclude it too.
+    pub spgist_cache: u64,
     /// Reported blocks that did not change.
     pub false_positives: u64,
     /// Reported blocks in total.
     pub reported: u64,
+}
+
+/// `SPGIST_MAGIC_NUMBER`, the first field of the SP-GiST metapage data.
+const SPGIST_MAGIC: u32 = 0xBA0B_ABEE;
+
+/// Whether two versions of a page are SP-GiST metapages that differ only in the checksum
+/// (bytes 8–9) and the last-used-pages cache (from byte 28, after the magic, up to `pd_lower`).
+pub fn spgist_cache_only(before: &[u8], after: &[u8]) -> bool {
+    let u32_at = |p: &[u8], o: usize| u32::from_le_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]);
+    let pd_lower = |p: &[u8]| u16::from_le_bytes([p[12], p[13]]) as usize;
+    if before.len() != after.len() || before.len() < 32 {
+        return false;
+    }
+    if u32_at(before, 24) != SPGIST_MAGIC || u32_at(after, 24) != SPGIST_MAGIC {
+        return false;
+    }
+    let cache_end = pd_lower(before).max(pd_lower(after)).min(before.len());
+    (0..before.len())
+        .filter(|&i| !(8..10).contains(&i) && !(28..cache_end).contains(&i))
+        .all(|i| before[i] == after[i])
 }
 
 /// Compares snapshots `before` and `after` with a pagemapset since `before`.
@@ -135,8 +169,8 @@ pub fn compare(
     reported: &BTreeMap<String, Vec<u32>>,
 ) -> Comparison {
     let mut cmp = Comparison::default();
-    for (path, blocks) in after {
-        let old = before.get(path);
+    for (path, blocks) in &after.crcs {
+        let old = before.crcs.get(path);
         let rep: std::collections::HashSet<u32> = reported
             .get(path)
             .map(|v| v.iter().copied().collect())
@@ -151,6 +185,15 @@ pub fn compare(
                 cmp.new_zero += 1;
                 continue;
             }
+            if i == 0
+                && !rep.contains(&0)
+                && let (Some(b), Some(a)) =
+                    (before.first_blocks.get(path), after.first_blocks.get(path))
+                && spgist_cache_only(b, a)
+            {
+                cmp.spgist_cache += 1;
+                continue;
+            }
             cmp.changed += 1;
             if !rep.contains(&i) {
                 cmp.missed.push((path.clone(), i));
@@ -159,7 +202,7 @@ pub fn compare(
     }
     for (path, blocks) in reported {
         cmp.reported += blocks.len() as u64;
-        let (Some(a), Some(b)) = (after.get(path), before.get(path)) else {
+        let (Some(a), Some(b)) = (after.crcs.get(path), before.crcs.get(path)) else {
             continue;
         };
         for &i in blocks {
@@ -174,4 +217,27 @@ pub fn compare(
 /// Parses `X/X`.
 pub fn lsn(s: &str) -> Lsn {
     s.parse().unwrap_or_else(|e| panic!("bad LSN {s:?}: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(cache: u8, other: u8) -> Vec<u8> {
+        let mut p = vec![0u8; 8192];
+        p[12..14].copy_from_slice(&100u16.to_le_bytes()); // pd_lower
+        p[24..28].copy_from_slice(&SPGIST_MAGIC.to_le_bytes());
+        p[40] = cache;
+        p[200] = other;
+        p
+    }
+
+    #[test]
+    fn spgist_cache_only_accepts_the_cache_and_nothing_else() {
+        assert!(spgist_cache_only(&meta(1, 0), &meta(2, 0)));
+        assert!(!spgist_cache_only(&meta(1, 0), &meta(1, 7)));
+        let mut not_spgist = meta(1, 0);
+        not_spgist[24] = 0;
+        assert!(!spgist_cache_only(&not_spgist, &meta(2, 0)));
+    }
 }

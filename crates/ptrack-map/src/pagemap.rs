@@ -115,55 +115,17 @@ impl PageMap {
     }
 }
 
-fn read_names(dir: &Path) -> Result<Option<Vec<String>>, ScanError> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        // A database or tablespace dropped while we walk: nothing of it to back up.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(None),
-        Err(source) => {
-            return Err(ScanError {
-                path: dir.display().to_string(),
-                source,
-            });
-        }
-    };
-    let mut names = Vec::new();
-    for e in rd {
-        let e = e.map_err(|source| ScanError {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        if let Ok(n) = e.file_name().into_string() {
-            names.push(n);
-        }
-    }
-    names.sort();
-    Ok(Some(names))
-}
-
-/// PGDATA-relative directories that can hold relation files: `global`, `base/<db>`,
-/// `pg_tblspc/<spc>/<version dir>/<db>`.
+/// PGDATA-relative directories that can hold relation files ([`ptrack_page::datadir::relation_dirs`]);
+/// any directory that cannot be read is an error: the scan refuses rather than omit its changes.
 pub fn relation_dirs(root: &Path, ts_version_dir: &str) -> Result<Vec<String>, ScanError> {
-    let digits = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
-    let mut dirs = vec!["global".to_string()];
-    for n in read_names(&root.join("base"))?.unwrap_or_default() {
-        if digits(&n) {
-            dirs.push(format!("base/{n}"));
-        }
+    let (dirs, errors) = ptrack_page::datadir::relation_dirs(root, ts_version_dir);
+    match errors.into_iter().next() {
+        Some(e) => Err(ScanError {
+            path: root.join(&e.path).display().to_string(),
+            source: io::Error::other(e.message),
+        }),
+        None => Ok(dirs),
     }
-    for spc in read_names(&root.join("pg_tblspc"))?.unwrap_or_default() {
-        if !digits(&spc) {
-            continue;
-        }
-        let parent = format!("pg_tblspc/{spc}/{ts_version_dir}");
-        for db in read_names(&root.join(&parent))?.unwrap_or_default() {
-            if digits(&db) {
-                dirs.push(format!("{parent}/{db}"));
-            }
-        }
-    }
-    Ok(dirs)
 }
 
 /// The relation segment files of one directory, with the relation numbers that have an
@@ -172,8 +134,26 @@ pub fn relation_files_in(
     root: &Path,
     dir: &str,
 ) -> Result<Vec<(String, RelFileSegment)>, ScanError> {
+    let names = match ptrack_page::datadir::read_dir_names(root, dir) {
+        Ok(n) => n,
+        // A database or tablespace dropped while we walk: nothing of it to back up.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Vec::new()
+        }
+        Err(source) => {
+            return Err(ScanError {
+                path: root.join(dir).display().to_string(),
+                source,
+            });
+        }
+    };
     let mut out = Vec::new();
-    for name in read_names(&root.join(dir))?.unwrap_or_default() {
+    for name in names {
         let rel = format!("{dir}/{name}");
         if let PathKind::Relation(seg) = classify_path(&rel) {
             out.push((rel, seg));

@@ -164,26 +164,14 @@ impl DataDir {
     /// (a dropped database or table) is not an error.
     pub fn relation_files(&self) -> (Vec<RelFile>, Vec<FileError>) {
         let mut files = Vec::new();
-        let mut errors = Vec::new();
-        let mut dirs: Vec<String> = vec!["global".into()];
-        for (parent, expect) in [("base".to_string(), true)].into_iter().chain(
-            self.tablespace_dirs(&mut errors)
-                .into_iter()
-                .map(|d| (d, false)),
-        ) {
-            match self.read_dir_names(&parent) {
-                Ok(names) => dirs.extend(names.into_iter().map(|n| format!("{parent}/{n}"))),
-                Err(e) if !expect && e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(self.io_error(&parent, &e)),
-            }
-        }
+        let (dirs, mut errors) = relation_dirs(&self.root, &self.tablespace_version_dir());
         for dir in dirs {
-            let names = match self.read_dir_names(&dir) {
+            let names = match read_dir_names(&self.root, &dir) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && self.online => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotADirectory => continue,
                 Err(e) => {
-                    errors.push(self.io_error(&dir, &e));
+                    errors.push(io_error(&dir, &e));
                     continue;
                 }
             };
@@ -202,49 +190,68 @@ impl DataDir {
                     }),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound && self.online => {}
-                    Err(e) => errors.push(self.io_error(&rel_path, &e)),
+                    Err(e) => errors.push(io_error(&rel_path, &e)),
                 }
             }
         }
         files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
         (files, errors)
     }
+}
 
-    /// `pg_tblspc/<oid>/PG_<major>_<catver>` for every tablespace that has one.
-    fn tablespace_dirs(&self, errors: &mut Vec<FileError>) -> Vec<String> {
-        let vdir = self.tablespace_version_dir();
-        match self.read_dir_names("pg_tblspc") {
-            Ok(names) => names
+/// The names in directory `root/rel`, sorted (names that are not UTF-8 are skipped: PostgreSQL
+/// names its files in ASCII).
+pub fn read_dir_names(root: &Path, rel: &str) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root.join(rel))? {
+        let entry = entry?;
+        if let Ok(n) = entry.file_name().into_string() {
+            names.push(n);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn io_error(rel: &str, e: &io::Error) -> FileError {
+    FileError {
+        path: rel.to_string(),
+        message: io_message(e),
+    }
+}
+
+/// The PGDATA-relative directories that can hold relation files: `global`, `base/<db>` and
+/// `pg_tblspc/<spc>/<ts_version_dir>/<db>` (symlinked or in-place tablespaces), sorted within each
+/// parent. A missing `base` or unreadable directory is an error; a tablespace without this
+/// version's directory, or a database directory that vanished, is not.
+pub fn relation_dirs(root: &Path, ts_version_dir: &str) -> (Vec<String>, Vec<FileError>) {
+    let digits = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    let mut errors = Vec::new();
+    let mut parents = vec![("base".to_string(), true)];
+    match read_dir_names(root, "pg_tblspc") {
+        Ok(names) => parents.extend(
+            names
                 .into_iter()
-                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-                .map(|n| format!("pg_tblspc/{n}/{vdir}"))
-                .collect(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                errors.push(self.io_error("pg_tblspc", &e));
-                Vec::new()
-            }
+                .filter(|n| digits(n))
+                .map(|n| (format!("pg_tblspc/{n}/{ts_version_dir}"), false)),
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => errors.push(io_error("pg_tblspc", &e)),
+    }
+    let mut dirs = vec!["global".to_string()];
+    for (parent, required) in parents {
+        match read_dir_names(root, &parent) {
+            Ok(names) => dirs.extend(
+                names
+                    .into_iter()
+                    .filter(|n| digits(n))
+                    .map(|n| format!("{parent}/{n}")),
+            ),
+            Err(e) if !required && e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(io_error(&parent, &e)),
         }
     }
-
-    fn read_dir_names(&self, rel: &str) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(self.root.join(rel))? {
-            let entry = entry?;
-            if let Ok(n) = entry.file_name().into_string() {
-                names.push(n);
-            }
-        }
-        names.sort();
-        Ok(names)
-    }
-
-    fn io_error(&self, rel: &str, e: &io::Error) -> FileError {
-        FileError {
-            path: rel.to_string(),
-            message: io_message(e),
-        }
-    }
+    (dirs, errors)
 }
 
 /// An I/O error as one lower-case line without the `(os error N)` tail.

@@ -109,6 +109,25 @@ fn foreign_map_pg18() {
     foreign_map(18);
 }
 
+/// Restarts without ptrack preloaded, updates table `t` (and, when `remove_wal`, checkpoints
+/// until that WAL is gone), restarts with ptrack again. Returns `init_lsn` before and the flush
+/// LSN before the update.
+fn unloaded_update(c: &mut PgCluster, remove_wal: bool) -> (String, String) {
+    let init = c.query_one("SELECT ptrack_init_lsn()");
+    c.stop(StopMode::Fast);
+    c.append_conf(&[("shared_preload_libraries", "")]);
+    c.start();
+    let before = c.query_one("SELECT pg_current_wal_flush_lsn()");
+    c.execute("UPDATE t SET g = -g WHERE g < 100");
+    if remove_wal {
+        remove_wal_before(c, &before);
+    }
+    c.stop(StopMode::Fast);
+    c.append_conf(&[("shared_preload_libraries", "ptrack")]);
+    c.start();
+    (init, before)
+}
+
 /// ptrack unloaded for a while (bug §6.2 #10): changes made meanwhile are either followed from
 /// WAL or, when that WAL is gone, init_lsn moves past them with a WARNING.
 fn stale_map(major: u32) {
@@ -116,16 +135,7 @@ fn stale_map(major: u32) {
         return;
     };
     let mut c = started(&pg);
-    let init = c.query_one("SELECT ptrack_init_lsn()");
-    c.stop(StopMode::Fast);
-    c.append_conf(&[("shared_preload_libraries", "")]);
-    c.start();
-    let before = c.query_one("SELECT pg_current_wal_flush_lsn()");
-    c.execute("UPDATE t SET g = -g WHERE g < 100");
-    remove_wal_before(&c, &before);
-    c.stop(StopMode::Fast);
-    c.append_conf(&[("shared_preload_libraries", "ptrack")]);
-    c.start();
+    let (init, before) = unloaded_update(&mut c, true);
     let init2 = c.query_one("SELECT ptrack_init_lsn()");
     assert!(
         lsn(&init2) > lsn(&before),
@@ -155,15 +165,7 @@ fn unloaded_with_wal_kept(major: u32) {
         return;
     };
     let mut c = started(&pg);
-    let init = c.query_one("SELECT ptrack_init_lsn()");
-    c.stop(StopMode::Fast);
-    c.append_conf(&[("shared_preload_libraries", "")]);
-    c.start();
-    let before = c.query_one("SELECT pg_current_wal_flush_lsn()");
-    c.execute("UPDATE t SET g = -g WHERE g < 100");
-    c.stop(StopMode::Fast);
-    c.append_conf(&[("shared_preload_libraries", "ptrack")]);
-    c.start();
+    let (init, before) = unloaded_update(&mut c, false);
     assert_eq!(c.query_one("SELECT ptrack_init_lsn()"), init);
     let t = c.relation_path("postgres", "t");
     assert!(

@@ -134,6 +134,7 @@ fn no_false_negatives(major: u32) {
     c.execute(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts.display()));
     let (mut changed, mut reported, mut fps, mut zeros) = (0u64, 0u64, 0u64, 0u64);
     let mut lost = 0u32;
+    let mut spgist = 0u64;
     for r in 0..ROUNDS {
         c.execute("CHECKPOINT");
         let start = c.query_one("SELECT pg_current_wal_flush_lsn()");
@@ -171,12 +172,13 @@ fn no_false_negatives(major: u32) {
         let set = pagemapset(&c, &start);
         let cmp = compare(&before, &after, &set);
         eprintln!(
-            "PG{major} round {r}{}: {what}: {} changed, {} reported, {} false positives, {} new empty pages",
+            "PG{major} round {r}{}: {what}: {} changed, {} reported, {} false positives, {} new empty pages, {} SP-GiST cache-only metapages",
             if crash { " (immediate stop)" } else { "" },
             cmp.changed,
             cmp.reported,
             cmp.false_positives,
-            cmp.new_zero
+            cmp.new_zero,
+            cmp.spgist_cache
         );
         if !cmp.missed.is_empty() {
             for (path, blk) in cmp.missed.iter().take(5) {
@@ -208,13 +210,14 @@ fn no_false_negatives(major: u32) {
         reported += cmp.reported;
         fps += cmp.false_positives;
         zeros += cmp.new_zero;
+        spgist += cmp.spgist_cache;
     }
     assert!(
         lost <= 2,
         "PG{major}: history lost in {lost} of {ROUNDS} rounds: too few rounds verified"
     );
     eprintln!(
-        "PG{major}: {} rounds verified ({lost} lost history after a crash, warned), 0 misses; {changed} changed blocks, {reported} reported, false-positive rate {:.1}% ({fps} blocks); {zeros} new empty pages",
+        "PG{major}: {} rounds verified ({lost} lost history after a crash, warned), 0 misses; {changed} changed blocks, {reported} reported, false-positive rate {:.1}% ({fps} blocks); {zeros} new empty pages; {spgist} SP-GiST cache-only metapages",
         ROUNDS - lost,
         100.0 * fps as f64 / reported.max(1) as f64
     );
