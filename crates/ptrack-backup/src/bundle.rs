@@ -1,0 +1,493 @@
+//! Bundles: the files holding a backup's stored pages, whole files and page indexes. Each backup
+//! worker appends to its own bundle, so a backup writes a handful of large files, each fsynced
+//! once. Layout (docs/formats.md): a 16-byte header (`PTRKBNDL`, version u32 LE, compression u32
+//! LE), then records at the offsets the manifest and the page indexes give:
+//!
+//! * a page: the page compressed on its own (or raw when that is not smaller);
+//! * a whole file: the content compressed as one block;
+//! * a page index: [`PageEntry::SIZE`]-byte entries (block, flags, pd_checksum, pd_lsn, offset,
+//!   length, CRC-32C of the page), its own CRC-32C kept in the manifest.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{IndexRef, Stored};
+use crate::{Error, Result};
+
+/// Bundle magic.
+pub const MAGIC: &[u8; 8] = b"PTRKBNDL";
+/// Bundle format version.
+pub const VERSION: u32 = 1;
+/// Header bytes.
+pub const HEADER_SIZE: u64 = 16;
+
+/// How stored pages and files are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Stored as is.
+    None,
+    /// LZ4 block format (`lz4_flex`).
+    Lz4,
+    /// Zstandard, level 1.
+    Zstd,
+}
+
+impl Compression {
+    fn code(self) -> u32 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 1,
+            Compression::Zstd => 2,
+        }
+    }
+
+    fn from_code(c: u32) -> Option<Compression> {
+        Some(match c {
+            0 => Compression::None,
+            1 => Compression::Lz4,
+            2 => Compression::Zstd,
+            _ => return None,
+        })
+    }
+
+    /// Name as given on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// The page is stored compressed.
+pub const FLAG_COMPRESSED: u16 = 1;
+/// The page is all zeros; nothing is stored for it.
+pub const FLAG_ZERO: u16 = 2;
+/// The page failed verification and was kept because of `--allow-corruption`.
+pub const FLAG_CORRUPT: u16 = 4;
+
+/// One stored page in a page index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageEntry {
+    /// Block number within the segment file.
+    pub block: u32,
+    /// `FLAG_*` bits.
+    pub flags: u16,
+    /// `pd_checksum` as stored in the page.
+    pub checksum: u16,
+    /// `pd_lsn`.
+    pub lsn: u64,
+    /// Offset in the bundle.
+    pub offset: u64,
+    /// Stored length.
+    pub len: u32,
+    /// CRC-32C of the (uncompressed) page.
+    pub crc: u32,
+}
+
+impl PageEntry {
+    /// Encoded size.
+    pub const SIZE: usize = 32;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.block.to_le_bytes());
+        out.extend_from_slice(&self.flags.to_le_bytes());
+        out.extend_from_slice(&self.checksum.to_le_bytes());
+        out.extend_from_slice(&self.lsn.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&self.crc.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> PageEntry {
+        let u32at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
+        let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
+        PageEntry {
+            block: u32at(0),
+            flags: u16::from_le_bytes([b[4], b[5]]),
+            checksum: u16::from_le_bytes([b[6], b[7]]),
+            lsn: u64at(8),
+            offset: u64at(16),
+            len: u32at(24),
+            crc: u32at(28),
+        }
+    }
+}
+
+/// The name of bundle `n` in a backup directory.
+pub fn bundle_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("bundle.{n}"))
+}
+
+/// Compresses with a reusable context.
+pub struct Compressor {
+    kind: Compression,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    buf: Vec<u8>,
+}
+
+impl Compressor {
+    /// A compressor of `kind`.
+    pub fn new(kind: Compression) -> Compressor {
+        let zstd = (kind == Compression::Zstd)
+            .then(|| zstd::bulk::Compressor::new(1).expect("zstd level 1"));
+        Compressor {
+            kind,
+            zstd,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Compresses `data`; `None` when compression does not make it smaller.
+    fn compress(&mut self, data: &[u8]) -> Option<&[u8]> {
+        let n = match self.kind {
+            Compression::None => return None,
+            Compression::Lz4 => {
+                self.buf
+                    .resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
+                lz4_flex::block::compress_into(data, &mut self.buf).ok()?
+            }
+            Compression::Zstd => {
+                self.buf
+                    .resize(zstd::zstd_safe::compress_bound(data.len()), 0);
+                self.zstd
+                    .as_mut()?
+                    .compress_to_buffer(data, &mut self.buf)
+                    .ok()?
+            }
+        };
+        (n < data.len()).then(|| &self.buf[..n])
+    }
+}
+
+/// Appends records to one bundle.
+pub struct BundleWriter {
+    number: u32,
+    out: BufWriter<ptrack_durable::StagedFile>,
+    pos: u64,
+    comp: Compressor,
+    path: PathBuf,
+}
+
+impl BundleWriter {
+    /// Starts `bundle.<number>` in `dir`.
+    pub fn create(dir: &Path, number: u32, kind: Compression) -> Result<BundleWriter> {
+        let path = bundle_path(dir, number);
+        let f =
+            ptrack_durable::StagedFile::create(&path).map_err(|e| Error::io(&path, "create", e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, f);
+        let mut h = Vec::with_capacity(16);
+        h.extend_from_slice(MAGIC);
+        h.extend_from_slice(&VERSION.to_le_bytes());
+        h.extend_from_slice(&kind.code().to_le_bytes());
+        out.write_all(&h)
+            .map_err(|e| Error::io(&path, "write", e))?;
+        Ok(BundleWriter {
+            number,
+            out,
+            pos: HEADER_SIZE,
+            comp: Compressor::new(kind),
+            path,
+        })
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<Stored> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, "write", e))?;
+        let s = Stored {
+            bundle: self.number,
+            offset: self.pos,
+            len: bytes.len() as u64,
+        };
+        self.pos += bytes.len() as u64;
+        Ok(s)
+    }
+
+    /// Stores a page; returns its index entry (block and verification flags filled by the caller).
+    pub fn put_page(&mut self, page: &[u8], block: u32) -> Result<PageEntry> {
+        let crc = crc32c::crc32c(page);
+        let lsn = ptrack_page::page::PageHeader::parse(page).map_or(0, |h| h.lsn.0);
+        let checksum = u16::from_le_bytes([page[8], page[9]]);
+        if page.iter().all(|&b| b == 0) {
+            return Ok(PageEntry {
+                block,
+                flags: FLAG_ZERO,
+                checksum,
+                lsn,
+                offset: 0,
+                len: 0,
+                crc,
+            });
+        }
+        // Split borrows: compress into the compressor's buffer, then append it.
+        let (flags, s) = match self.comp.compress(page) {
+            Some(c) => {
+                let c = c.to_vec();
+                (FLAG_COMPRESSED, self.append(&c)?)
+            }
+            None => (0, self.append(page)?),
+        };
+        Ok(PageEntry {
+            block,
+            flags,
+            checksum,
+            lsn,
+            offset: s.offset,
+            len: s.len as u32,
+            crc,
+        })
+    }
+
+    /// Stores a whole file's content.
+    pub fn put_blob(&mut self, data: &[u8]) -> Result<Stored> {
+        match self.comp.compress(data) {
+            Some(c) => {
+                let c = c.to_vec();
+                self.append(&c)
+            }
+            None => self.append(data),
+        }
+    }
+
+    /// Stores a page index.
+    pub fn put_index(&mut self, entries: &[PageEntry]) -> Result<IndexRef> {
+        let mut b = Vec::with_capacity(entries.len() * PageEntry::SIZE);
+        for e in entries {
+            e.encode(&mut b);
+        }
+        let at = self.append(&b)?;
+        Ok(IndexRef {
+            at,
+            count: entries.len() as u32,
+            crc: crc32c::crc32c(&b),
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.pos
+    }
+
+    /// Makes the bundle durable; returns its size.
+    pub fn finish(self) -> Result<u64> {
+        let path = self.path.clone();
+        let f = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&path, "write", e.into_error()))?;
+        f.commit().map_err(|e| Error::io(&path, "fsync", e))?;
+        Ok(self.pos)
+    }
+}
+
+/// Reads records from a backup's bundles.
+pub struct BundleReader {
+    dir: PathBuf,
+    kind: Compression,
+    files: Vec<Option<File>>,
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    buf: Vec<u8>,
+}
+
+impl BundleReader {
+    /// A reader for the bundles in backup directory `dir`.
+    pub fn new(dir: &Path, kind: Compression) -> BundleReader {
+        BundleReader {
+            dir: dir.into(),
+            kind,
+            files: Vec::new(),
+            zstd: None,
+            buf: Vec::new(),
+        }
+    }
+
+    fn file(&mut self, n: u32) -> Result<&File> {
+        let i = n as usize;
+        if self.files.len() <= i {
+            self.files.resize_with(i + 1, || None);
+        }
+        if self.files[i].is_none() {
+            let p = bundle_path(&self.dir, n);
+            let f = File::open(&p).map_err(|e| Error::io(&p, "open", e))?;
+            let mut h = [0u8; 16];
+            f.read_exact_at(&mut h, 0)
+                .map_err(|e| Error::io(&p, "read", e))?;
+            if &h[..8] != MAGIC
+                || u32::from_le_bytes(h[8..12].try_into().expect("4")) != VERSION
+                || Compression::from_code(u32::from_le_bytes(h[12..16].try_into().expect("4")))
+                    != Some(self.kind)
+            {
+                return Err(Error::Corrupt(format!(
+                    "\"{}\": not a version {VERSION} {} bundle (bad header)",
+                    p.display(),
+                    self.kind.name()
+                )));
+            }
+            self.files[i] = Some(f);
+        }
+        Ok(self.files[i].as_ref().expect("opened"))
+    }
+
+    fn read_range(&mut self, s: Stored) -> Result<Vec<u8>> {
+        let len = usize::try_from(s.len).map_err(|_| Error::Corrupt("huge record".into()))?;
+        if len > 1 << 31 {
+            return Err(Error::Corrupt(format!(
+                "record of {len} bytes in bundle.{} is implausible",
+                s.bundle
+            )));
+        }
+        let mut out = vec![0u8; len];
+        let f = self.file(s.bundle)?;
+        f.read_exact_at(&mut out, s.offset)
+            .map_err(|e| Error::io(&bundle_path(&self.dir, s.bundle), "read", e))?;
+        Ok(out)
+    }
+
+    fn decompress(&mut self, data: &[u8], size: usize, out: &mut Vec<u8>) -> bool {
+        out.resize(size, 0);
+        let n = match self.kind {
+            Compression::None => return false,
+            Compression::Lz4 => lz4_flex::block::decompress_into(data, out).ok(),
+            Compression::Zstd => {
+                if self.zstd.is_none() {
+                    self.zstd = zstd::bulk::Decompressor::new().ok();
+                }
+                self.zstd
+                    .as_mut()
+                    .and_then(|z| z.decompress_to_buffer(data, out.as_mut_slice()).ok())
+            }
+        };
+        n == Some(size)
+    }
+
+    /// Reads and checks a page index.
+    pub fn index(&mut self, r: &IndexRef) -> Result<Vec<PageEntry>> {
+        let b = self.read_range(r.at)?;
+        if b.len() != r.count as usize * PageEntry::SIZE || crc32c::crc32c(&b) != r.crc {
+            return Err(Error::Corrupt(format!(
+                "page index at bundle.{} offset {} fails its checksum",
+                r.at.bundle, r.at.offset
+            )));
+        }
+        Ok(b.chunks_exact(PageEntry::SIZE)
+            .map(PageEntry::decode)
+            .collect())
+    }
+
+    /// Reads page `e` of an index stored in `bundle` (a part's pages are in its index's bundle)
+    /// into `out` (BLCKSZ bytes) and checks its CRC.
+    pub fn page(
+        &mut self,
+        bundle: u32,
+        e: &PageEntry,
+        blcksz: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        if e.flags & FLAG_ZERO != 0 {
+            out.clear();
+            out.resize(blcksz, 0);
+        } else {
+            let raw = self.read_range(Stored {
+                bundle,
+                offset: e.offset,
+                len: u64::from(e.len),
+            })?;
+            if e.flags & FLAG_COMPRESSED != 0 {
+                let mut tmp = std::mem::take(&mut self.buf);
+                let ok = self.decompress(&raw, blcksz, &mut tmp);
+                *out = tmp;
+                if !ok {
+                    return Err(Error::Corrupt(format!(
+                        "block {}: stored page does not decompress",
+                        e.block
+                    )));
+                }
+            } else {
+                *out = raw;
+            }
+        }
+        if out.len() != blcksz || crc32c::crc32c(out) != e.crc {
+            return Err(Error::Corrupt(format!(
+                "block {}: stored page fails its CRC-32C",
+                e.block
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads a whole file stored at `s` with `size` bytes and CRC-32C `crc`.
+    pub fn blob(&mut self, s: Stored, size: u64, crc: u32) -> Result<Vec<u8>> {
+        let raw = self.read_range(s)?;
+        let data = if raw.len() as u64 == size {
+            raw
+        } else {
+            let size = usize::try_from(size).map_err(|_| Error::Corrupt("huge file".into()))?;
+            let mut out = Vec::new();
+            if !self.decompress(&raw, size, &mut out) {
+                return Err(Error::Corrupt(format!(
+                    "stored file at bundle.{} offset {} does not decompress to {size} bytes",
+                    s.bundle, s.offset
+                )));
+            }
+            out
+        };
+        if crc32c::crc32c(&data) != crc {
+            return Err(Error::Corrupt(format!(
+                "stored file at bundle.{} offset {} fails its CRC-32C",
+                s.bundle, s.offset
+            )));
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_blobs_and_indexes_round_trip_in_every_compression() {
+        for kind in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let d = tempfile::tempdir().unwrap();
+            let mut w = BundleWriter::create(d.path(), 3, kind).unwrap();
+            let mut page = vec![0u8; 8192];
+            page[0..8].copy_from_slice(&[0, 0, 0, 1, 0x10, 0, 0, 0]);
+            page[8000..8100].fill(7);
+            let zero = vec![0u8; 8192];
+            let e1 = w.put_page(&page, 5).unwrap();
+            let e2 = w.put_page(&zero, 6).unwrap();
+            assert_eq!(e2.flags, FLAG_ZERO);
+            let blob = b"hello hello hello hello hello hello".to_vec();
+            let s = w.put_blob(&blob).unwrap();
+            let idx = w.put_index(&[e1, e2]).unwrap();
+            w.finish().unwrap();
+            let mut r = BundleReader::new(d.path(), kind);
+            let got = r.index(&idx).unwrap();
+            assert_eq!(got, vec![e1, e2]);
+            let mut out = Vec::new();
+            r.page(3, &got[0], 8192, &mut out).unwrap();
+            assert_eq!(out, page);
+            r.page(3, &got[1], 8192, &mut out).unwrap();
+            assert_eq!(out, zero);
+            assert_eq!(
+                r.blob(s, blob.len() as u64, crc32c::crc32c(&blob)).unwrap(),
+                blob
+            );
+            assert!(r.blob(s, blob.len() as u64, 1).is_err());
+            let mut bad = idx;
+            bad.crc ^= 1;
+            assert!(r.index(&bad).is_err());
+            let mut wrong = BundleReader::new(d.path(), Compression::None);
+            if kind != Compression::None {
+                assert!(wrong.index(&idx).is_err());
+            }
+        }
+    }
+}

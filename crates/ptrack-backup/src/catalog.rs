@@ -1,0 +1,187 @@
+//! An instance's catalog: one record per backup (ID, mode, parent, status, LSNs, times, sizes).
+//! Stored as the `catalog` document of [`crate::envelope`]; the per-file detail of a backup is in
+//! its manifest ([`crate::manifest`]). Statuses follow pg_probackup's: a backup is RUNNING while
+//! it is taken, OK once its manifest is durable, ERROR when it failed or was interrupted, CORRUPT
+//! when validation found damage.
+
+use ptrack_types::Lsn;
+use serde::{Deserialize, Serialize};
+
+/// Catalog document format version.
+pub const CATALOG_VERSION: u32 = 1;
+
+/// Where a backup is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    /// Being taken (or its process died; the next command holding the lock marks it ERROR).
+    Running,
+    /// Complete and durable.
+    Ok,
+    /// Failed or interrupted; never used for restore or as a parent.
+    Error,
+    /// Validation found damage.
+    Corrupt,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Running => "RUNNING",
+            Status::Ok => "OK",
+            Status::Error => "ERROR",
+            Status::Corrupt => "CORRUPT",
+        })
+    }
+}
+
+/// How the changed pages were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every page.
+    Full,
+    /// Pages the ptrack extension reports changed since the parent's start LSN.
+    Ptrack,
+    /// Every page read; kept when its LSN is at or after the parent's start LSN.
+    Delta,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Full => "FULL",
+            Mode::Ptrack => "PTRACK",
+            Mode::Delta => "DELTA",
+        })
+    }
+}
+
+/// One backup's catalog record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupInfo {
+    /// Short sortable ID (base 36 of the start time in seconds).
+    pub id: String,
+    /// Mode.
+    pub mode: Mode,
+    /// The backup this one is incremental to.
+    pub parent: Option<String>,
+    /// Status.
+    pub status: Status,
+    /// Start LSN (`pg_backup_start`): the redo point of the backup's checkpoint.
+    pub start_lsn: Lsn,
+    /// Stop LSN (`pg_backup_stop`), once known.
+    pub stop_lsn: Option<Lsn>,
+    /// Timeline at the start.
+    pub timeline: Option<u32>,
+    /// Start, Unix seconds.
+    pub start_time: i64,
+    /// End, Unix seconds.
+    pub end_time: Option<i64>,
+    /// Bytes of the cluster's files at backup time.
+    pub data_bytes: u64,
+    /// Bytes this backup stores (bundles, compressed, WAL included).
+    pub stored_bytes: u64,
+    /// Bytes of WAL stored (uncompressed).
+    pub wal_bytes: u64,
+    /// Compression of stored pages and files.
+    pub compression: String,
+    /// PostgreSQL major version.
+    pub pg_major: u32,
+    /// CRC-32C of the manifest document, recorded when the backup became OK.
+    pub manifest_crc: Option<u32>,
+    /// Why it failed or what validation found.
+    pub error: Option<String>,
+    /// The ptrack version that wrote it.
+    pub program_version: String,
+}
+
+/// The catalog document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Every backup of the instance, in ID order.
+    pub backups: Vec<BackupInfo>,
+}
+
+impl Catalog {
+    /// The record of `id`.
+    pub fn get(&self, id: &str) -> Option<&BackupInfo> {
+        self.backups.iter().find(|b| b.id == id)
+    }
+
+    /// The mutable record of `id`.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut BackupInfo> {
+        self.backups.iter_mut().find(|b| b.id == id)
+    }
+
+    /// The newest backup with status OK.
+    pub fn latest_ok(&self) -> Option<&BackupInfo> {
+        self.backups.iter().rev().find(|b| b.status == Status::Ok)
+    }
+
+    /// The chain from `id` back to its full backup, newest first. Errors name the missing or
+    /// unusable link.
+    pub fn chain(&self, id: &str) -> Result<Vec<&BackupInfo>, String> {
+        let mut out: Vec<&BackupInfo> = Vec::new();
+        let mut cur = id.to_string();
+        loop {
+            let b = self.get(&cur).ok_or_else(|| match out.last() {
+                None => format!("backup {cur} is not in the catalog"),
+                Some(child) => format!(
+                    "backup {} needs its parent {cur}, which is missing from the catalog",
+                    child.id
+                ),
+            })?;
+            if out.iter().any(|o| o.id == b.id) || out.len() > 100_000 {
+                return Err(format!("backup chain of {id} loops at {cur}"));
+            }
+            out.push(b);
+            match (&b.parent, b.mode) {
+                (None, Mode::Full) => return Ok(out),
+                (Some(p), Mode::Ptrack | Mode::Delta) => cur = p.clone(),
+                _ => return Err(format!("backup {} has an inconsistent parent link", b.id)),
+            }
+        }
+    }
+}
+
+/// Base 36 digits used in IDs.
+const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// A backup ID for Unix time `secs`: base 36, upper case, padded to 7 characters so that IDs sort
+/// as their times do.
+pub fn backup_id(secs: i64) -> String {
+    let mut n = secs.max(0) as u64;
+    let mut s = Vec::new();
+    while n > 0 {
+        s.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+    }
+    while s.len() < 7 {
+        s.push(b'0');
+    }
+    s.reverse();
+    String::from_utf8(s).expect("ascii")
+}
+
+/// Whether `s` looks like a backup ID (so that it can safely name a directory).
+pub fn is_backup_id(s: &str) -> bool {
+    (1..=16).contains(&s.len()) && s.bytes().all(|b| DIGITS.contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_like_times() {
+        let a = backup_id(1_790_000_000);
+        let b = backup_id(1_790_000_001);
+        let c = backup_id(2_500_000_000);
+        assert_eq!(a.len(), 7);
+        assert!(a < b && b < c, "{a} {b} {c}");
+        assert!(is_backup_id(&a));
+        assert!(!is_backup_id("../x"));
+        assert!(!is_backup_id(""));
+    }
+}

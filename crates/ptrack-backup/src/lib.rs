@@ -1,0 +1,66 @@
+//! ptrack's backups: the repository on a local directory (catalog, manifests, bundles), taking
+//! full, ptrack and delta backups of a running cluster, restoring a backup chain, validating
+//! stored backups. The command line (`ptrack-cli`) only parses options and prints.
+//!
+//! Mirrors the protocol of PostgreSQL's non-exclusive base backup
+//! (`src/backend/access/transam/xlog.c: do_pg_backup_start/stop`, `xlogfuncs.c`) and the file
+//! selection of `src/backend/backup/basebackup.c` (what a base backup leaves out).
+
+pub mod backup;
+pub mod bundle;
+pub mod catalog;
+pub mod conn;
+pub mod envelope;
+pub mod manifest;
+pub mod pages;
+pub mod parallel;
+pub mod repo;
+pub mod restore;
+pub mod server;
+pub mod validate;
+pub mod walk;
+
+use std::path::Path;
+
+/// Errors of the backup library. Every message names the file, backup, LSN or option at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O failure on a named file.
+    #[error("could not {op} \"{path}\": {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A repository document or stored file that fails its checks.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A request that cannot be carried out (bad option, missing backup, refused mode).
+    #[error("{0}")]
+    Refused(String),
+    /// The database server said no.
+    #[error("{0}")]
+    Server(String),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, op: &'static str, source: std::io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shorthand for [`Error::Refused`].
+pub fn refused(msg: impl Into<String>) -> Error {
+    Error::Refused(msg.into())
+}

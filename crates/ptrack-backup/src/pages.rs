@@ -1,0 +1,254 @@
+//! Reading a relation segment for a backup: which pages to keep, verification of every page read
+//! with the `ptrack verify` rules (`ptrack_page::verify`), and re-reads of failing pages that a
+//! concurrent write may have torn (as `src/backend/backup/basebackup.c: verify_page_checksum`
+//! and pg_probackup's `prepare_page` do). Whole files are read and compared with the parent's.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use ptrack_page::page::PageHeader;
+use ptrack_page::verify::{PageCheck, verify_page};
+use ptrack_types::Lsn;
+use serde::Serialize;
+
+use crate::bundle::{BundleWriter, FLAG_CORRUPT};
+use crate::manifest::{IndexRef, Stored};
+use crate::{Error, Result};
+
+/// Re-reads of a failing page before it is called damaged (pg_probackup tries up to 300).
+pub const MAX_REREADS: u32 = 100;
+/// Blocks read per system call.
+const BATCH: u32 = 128;
+
+/// Which blocks of a range to read and which of those to keep.
+#[derive(Debug, Clone)]
+pub struct Select {
+    /// Segment-relative blocks to read, sorted; `None` reads every block of the range.
+    pub blocks: Option<Vec<u32>>,
+    /// Keep only pages whose LSN is at or after this (all-zero and new pages are always kept).
+    pub since: Option<Lsn>,
+    /// Pages at or after this segment-relative block are always kept (new since the parent).
+    pub new_from: u32,
+}
+
+/// A damaged page.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Damaged {
+    /// PGDATA-relative path.
+    pub path: String,
+    /// Block within the segment file.
+    pub block_in_file: u32,
+    /// Block within the fork.
+    pub block: u32,
+    /// `pd_lsn` as read.
+    pub lsn: Lsn,
+    /// What is wrong.
+    pub problems: Vec<String>,
+}
+
+/// What reading one part produced.
+#[derive(Debug, Default)]
+pub struct PartResult {
+    /// Its page index, when any page was kept.
+    pub index: Option<IndexRef>,
+    /// Pages kept.
+    pub pages: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Blocks present when the file turned out shorter than listed (concurrent truncation).
+    pub short_at: Option<u32>,
+    /// Damaged pages.
+    pub damaged: Vec<Damaged>,
+}
+
+/// One piece of a segment file to read.
+#[derive(Debug, Clone)]
+pub struct Part<'a> {
+    /// PGDATA-relative path.
+    pub rel: &'a str,
+    /// First block (segment-relative).
+    pub start: u32,
+    /// End block (exclusive).
+    pub end: u32,
+    /// Block number of the segment's first block within the fork.
+    pub base_block: u32,
+    /// Checks to apply.
+    pub check: PageCheck,
+}
+
+fn read_blocks(f: &File, buf: &mut [u8], first: u32, blcksz: usize) -> io::Result<usize> {
+    let mut got = 0;
+    let off = u64::from(first) * blcksz as u64;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], off + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got / blcksz)
+}
+
+/// Verifies `page` (block `in_file` of the part), re-reading it while it fails and keeps
+/// changing. Returns the problems of the final bytes (empty: good); `page` holds those bytes.
+/// `None` when the block is gone (file truncated meanwhile).
+fn checked(
+    f: &File,
+    page: &mut [u8],
+    in_file: u32,
+    abs: u32,
+    check: PageCheck,
+) -> io::Result<Option<Vec<String>>> {
+    let mut problems = verify_page(page, abs, check);
+    if problems.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let blcksz = page.len();
+    let mut next = vec![0u8; blcksz];
+    for attempt in 1..=MAX_REREADS {
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(attempt.min(10))));
+        if read_blocks(f, &mut next, in_file, blcksz)? == 0 {
+            return Ok(None);
+        }
+        if next == page {
+            break;
+        }
+        page.copy_from_slice(&next);
+        problems = verify_page(page, abs, check);
+        if problems.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+    }
+    Ok(Some(problems.iter().map(|p| p.to_string()).collect()))
+}
+
+/// Reads a part of `root/rel`, verifies every page read and stores the kept ones in `w`.
+pub fn copy_part(
+    root: &Path,
+    part: &Part,
+    sel: &Select,
+    w: &mut BundleWriter,
+    blcksz: usize,
+) -> Result<PartResult> {
+    let path = root.join(part.rel);
+    let mut r = PartResult::default();
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            r.short_at = Some(0);
+            return Ok(r);
+        }
+        Err(e) => return Err(Error::io(&path, "open", e)),
+    };
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; BATCH as usize * blcksz];
+    // Runs of consecutive blocks to read.
+    let runs: Vec<(u32, u32)> = match &sel.blocks {
+        None => vec![(part.start, part.end)],
+        Some(list) => {
+            let mut runs: Vec<(u32, u32)> = Vec::new();
+            for &b in list.iter().filter(|&&b| b >= part.start && b < part.end) {
+                match runs.last_mut() {
+                    Some((_, e)) if *e == b => *e += 1,
+                    _ => runs.push((b, b + 1)),
+                }
+            }
+            runs
+        }
+    };
+    'runs: for (s, e) in runs {
+        let mut b = s;
+        while b < e {
+            let n = (e - b).min(BATCH);
+            let want = n as usize * blcksz;
+            let got = read_blocks(&f, &mut buf[..want], b, blcksz)
+                .map_err(|e| Error::io(&path, "read", e))?;
+            r.bytes_read += (got * blcksz) as u64;
+            for i in 0..got {
+                let in_file = b + i as u32;
+                let page = &mut buf[i * blcksz..(i + 1) * blcksz];
+                let abs = part.base_block + in_file;
+                let Some(problems) = checked(&f, page, in_file, abs, part.check)
+                    .map_err(|e| Error::io(&path, "read", e))?
+                else {
+                    r.short_at = Some(in_file);
+                    break 'runs;
+                };
+                let hdr = PageHeader::parse(page);
+                let lsn = hdr.map_or(Lsn::INVALID, |h| h.lsn);
+                let keep = match sel.since {
+                    None => true,
+                    Some(since) => {
+                        in_file >= sel.new_from
+                            || !problems.is_empty()
+                            || hdr.is_none_or(|h| h.is_new())
+                            || lsn >= since
+                    }
+                };
+                if !keep {
+                    continue;
+                }
+                let mut entry = w.put_page(page, in_file)?;
+                if !problems.is_empty() {
+                    entry.flags |= FLAG_CORRUPT;
+                    r.damaged.push(Damaged {
+                        path: part.rel.to_string(),
+                        block_in_file: in_file,
+                        block: abs,
+                        lsn,
+                        problems,
+                    });
+                }
+                entries.push(entry);
+            }
+            if got < n as usize {
+                r.short_at = Some(b + got as u32);
+                break 'runs;
+            }
+            b += n;
+        }
+    }
+    r.pages = entries.len() as u64;
+    if !entries.is_empty() {
+        r.index = Some(w.put_index(&entries)?);
+    }
+    Ok(r)
+}
+
+/// A whole file read for a backup.
+#[derive(Debug)]
+pub struct WholeResult {
+    /// Bytes.
+    pub size: u64,
+    /// CRC-32C.
+    pub crc: u32,
+    /// Where it was stored; `None` when identical to the parent's.
+    pub stored: Option<Stored>,
+}
+
+/// Reads `root/rel` whole and stores it unless it equals `parent` (size, CRC). `None` when the
+/// file vanished.
+pub fn copy_whole(
+    root: &Path,
+    rel: &str,
+    parent: Option<(u64, u32)>,
+    w: &mut BundleWriter,
+) -> Result<Option<WholeResult>> {
+    let path = root.join(rel);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, "read", e)),
+    };
+    let crc = crc32c::crc32c(&data);
+    let size = data.len() as u64;
+    let stored = if parent == Some((size, crc)) {
+        None
+    } else {
+        Some(w.put_blob(&data)?)
+    };
+    Ok(Some(WholeResult { size, crc, stored }))
+}

@@ -1,0 +1,257 @@
+//! The SQL a backup runs in its one session: the non-exclusive base backup functions
+//! (`pg_backup_start`/`pg_backup_stop` from PG15, `pg_start_backup`/`pg_stop_backup` with
+//! `exclusive => false` in PG13 and 14; `src/backend/access/transam/xlogfuncs.c`), a temporary
+//! physical replication slot that keeps the backup's WAL from being recycled, and the ptrack API
+//! driven as pg_probackup does (ptrack spec §1.7): version from `pg_extension`, `SHOW
+//! ptrack.map_size`, `ptrack_init_lsn()`, `ptrack_get_pagemapset(lsn)`, all schema-qualified.
+
+use std::str::FromStr;
+
+use ptrack_types::Lsn;
+
+use crate::conn::ConnOptions;
+use crate::{Error, Result, refused};
+
+/// The server's message for a failed statement or connection.
+pub fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// The ptrack extension as installed in the connected database.
+#[derive(Debug, Clone)]
+pub struct PtrackExt {
+    /// Schema holding its functions.
+    pub schema: String,
+    /// `extversion`.
+    pub version: String,
+}
+
+/// What `pg_backup_stop` returns.
+#[derive(Debug, Clone)]
+pub struct StopInfo {
+    /// Stop LSN.
+    pub lsn: Lsn,
+    /// Content of `backup_label`.
+    pub label: String,
+    /// Content of `tablespace_map` (empty when there are no tablespaces).
+    pub tablespace_map: String,
+}
+
+/// One backup session.
+pub struct Session {
+    client: postgres::Client,
+    /// Server major version.
+    pub major: u32,
+    /// Whether the server is a standby.
+    pub in_recovery: bool,
+    dbname: String,
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+impl Session {
+    /// Connects and reads the version.
+    pub fn open(opts: &ConnOptions) -> Result<Session> {
+        let dbname = opts.resolve()?.dbname;
+        let mut client = opts.connect()?;
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, pg_is_in_recovery()",
+                &[],
+            )
+            .map_err(|e| Error::Server(pg_message(&e)))?;
+        let num: i32 = row.get(0);
+        Ok(Session {
+            client,
+            major: (num / 10000) as u32,
+            in_recovery: row.get(1),
+            dbname,
+        })
+    }
+
+    fn text(&mut self, sql: &str) -> Result<String> {
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .map_err(|e| Error::Server(format!("{}: {}", sql, pg_message(&e))))?;
+        Ok(row.get(0))
+    }
+
+    fn lsn(&mut self, sql: &str) -> Result<Lsn> {
+        let t = self.text(sql)?;
+        Lsn::from_str(&t).map_err(|_| Error::Server(format!("{sql}: unexpected LSN {t:?}")))
+    }
+
+    /// `pg_control_system().system_identifier`.
+    pub fn system_identifier(&mut self) -> Result<u64> {
+        let t = self.text("SELECT system_identifier::text FROM pg_control_system()")?;
+        t.parse()
+            .map_err(|_| Error::Server(format!("unexpected system identifier {t:?}")))
+    }
+
+    /// Creates a temporary physical slot that reserves WAL from the last checkpoint's redo point
+    /// (which precedes the backup's start) until the session ends. Returns a warning instead when
+    /// the server will not (no free slot, no REPLICATION privilege).
+    pub fn reserve_wal(&mut self, name: &str) -> Option<String> {
+        match self.client.execute(
+            "SELECT pg_create_physical_replication_slot($1, true, true)",
+            &[&name],
+        ) {
+            Ok(_) => None,
+            Err(e) => Some(format!(
+                "could not create a temporary replication slot to keep the backup's WAL ({}); \
+                 WAL recycled during the backup will make it fail",
+                pg_message(&e)
+            )),
+        }
+    }
+
+    /// Starts a non-exclusive backup with an immediate checkpoint; returns the start LSN.
+    pub fn backup_start(&mut self, label: &str) -> Result<Lsn> {
+        let sql = if self.major >= 15 {
+            format!("SELECT pg_backup_start('{label}', true)::text")
+        } else {
+            format!("SELECT pg_start_backup('{label}', true, false)::text")
+        };
+        self.lsn(&sql)
+    }
+
+    /// Ends the backup (without waiting for archiving: the backup stores its own WAL).
+    pub fn backup_stop(&mut self) -> Result<StopInfo> {
+        let sql = if self.major >= 15 {
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+        } else {
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
+        };
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .map_err(|e| Error::Server(format!("pg_backup_stop: {}", pg_message(&e))))?;
+        let lsn: String = row.get(0);
+        Ok(StopInfo {
+            lsn: Lsn::from_str(&lsn)
+                .map_err(|_| Error::Server(format!("pg_backup_stop returned LSN {lsn:?}")))?,
+            label: row.get(1),
+            tablespace_map: row.get::<_, Option<String>>(2).unwrap_or_default(),
+        })
+    }
+
+    /// The position WAL is durable up to (flush on a primary, receive on a standby).
+    pub fn wal_durable_lsn(&mut self) -> Result<Lsn> {
+        if self.in_recovery {
+            self.lsn("SELECT coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text")
+        } else {
+            self.lsn("SELECT pg_current_wal_flush_lsn()::text")
+        }
+    }
+
+    /// Finds the ptrack extension and checks it is enabled (spec §1.7 steps 1–2).
+    pub fn ptrack(&mut self) -> Result<PtrackExt> {
+        let rows = self
+            .client
+            .query(
+                "SELECT extnamespace::regnamespace::text, extversion FROM pg_catalog.pg_extension WHERE extname = 'ptrack'",
+                &[],
+            )
+            .map_err(|e| Error::Server(pg_message(&e)))?;
+        let Some(row) = rows.first() else {
+            return Err(refused(format!(
+                "--mode ptrack needs the ptrack extension, which is not installed in database \"{}\": \
+                 add ptrack to shared_preload_libraries, set ptrack.map_size, restart, and run CREATE EXTENSION ptrack \
+                 (or use --mode delta)",
+                self.dbname
+            )));
+        };
+        let ext = PtrackExt {
+            schema: row.get(0),
+            version: row.get(1),
+        };
+        let numeric = parse_ext_version(&ext.version);
+        if numeric.is_none_or(|v| v < 200) {
+            return Err(refused(format!(
+                "ptrack extension version {} is too old: version 2.0 or later is needed",
+                ext.version
+            )));
+        }
+        let guc = if numeric == Some(200) {
+            "ptrack_map_size"
+        } else {
+            "ptrack.map_size"
+        };
+        let size = self.text(&format!("SHOW {guc}")).map_err(|e| {
+            refused(format!(
+                "ptrack is installed but not loaded ({e}); add it to shared_preload_libraries and restart"
+            ))
+        })?;
+        if size == "0" || size == "-1" {
+            return Err(refused(format!(
+                "Ptrack is disabled ({guc} = {size}): set it to a size in MB and restart the server, or use --mode delta"
+            )));
+        }
+        Ok(ext)
+    }
+
+    /// `ptrack_init_lsn()`.
+    pub fn ptrack_init_lsn(&mut self, ext: &PtrackExt) -> Result<Lsn> {
+        self.lsn(&format!(
+            "SELECT {}.ptrack_init_lsn()::text",
+            quote_ident(&ext.schema)
+        ))
+    }
+
+    /// `ptrack_get_pagemapset(since)`: (segment path, bitmap of segment-relative blocks).
+    pub fn ptrack_pagemapset(
+        &mut self,
+        ext: &PtrackExt,
+        since: Lsn,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let sql = format!(
+            "SELECT path, pagemap FROM {}.ptrack_get_pagemapset('{since}') ORDER BY 1",
+            quote_ident(&ext.schema)
+        );
+        let rows = self.client.query(&sql, &[]).map_err(|e| {
+            Error::Server(format!(
+                "ptrack_get_pagemapset('{since}'): {}",
+                pg_message(&e)
+            ))
+        })?;
+        if rows.first().is_some_and(|r| r.len() != 2) {
+            return Err(Error::Server(
+                "ptrack_get_pagemapset returned an unexpected row shape".into(),
+            ));
+        }
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+/// Parses an extension version as pg_probackup does (`%u.%2u` → major*100 + minor).
+pub fn parse_ext_version(v: &str) -> Option<u32> {
+    let (a, b) = v.split_once('.')?;
+    if b.is_empty()
+        || b.len() > 2
+        || !a.bytes().all(|c| c.is_ascii_digit())
+        || !b.bytes().all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(a.parse::<u32>().ok()? * 100 + b.parse::<u32>().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_versions() {
+        assert_eq!(parse_ext_version("2.4"), Some(204));
+        assert_eq!(parse_ext_version("2.10"), Some(210));
+        assert_eq!(parse_ext_version("1.7"), Some(107));
+        assert_eq!(parse_ext_version("2.4beta"), None);
+        assert_eq!(parse_ext_version("2"), None);
+    }
+}
