@@ -173,13 +173,13 @@ pub fn run_backup(
             }
         )));
     }
-    if let Some(i) = &existing {
-        if i.info.pg_major != info.pg_major || i.info.blcksz != info.blcksz {
-            return Err(refused(format!(
-                "cluster {sysid} was backed up as PostgreSQL {} with {}-byte blocks; it is now {} with {}: take backups into a new repository",
-                i.info.pg_major, i.info.blcksz, info.pg_major, info.blcksz
-            )));
-        }
+    if let Some(i) = &existing
+        && (i.info.pg_major != info.pg_major || i.info.blcksz != info.blcksz)
+    {
+        return Err(refused(format!(
+            "cluster {sysid} was backed up as PostgreSQL {} with {}-byte blocks; it is now {} with {}: take backups into a new repository",
+            i.info.pg_major, i.info.blcksz, info.pg_major, info.blcksz
+        )));
     }
     let ptrack = if opts.mode == Mode::Ptrack {
         Some(session.ptrack()?)
@@ -294,14 +294,14 @@ pub fn run_backup(
 pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<Manifest> {
     let path = instance.backup_dir(&b.id).join("manifest");
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
-    if let Some(crc) = b.manifest_crc {
-        if crc32c::crc32c(&bytes) != crc {
-            return Err(Error::Corrupt(format!(
-                "manifest of backup {} (\"{}\") is not the one recorded in the catalog (CRC-32C differs)",
-                b.id,
-                path.display()
-            )));
-        }
+    if let Some(crc) = b.manifest_crc
+        && crc32c::crc32c(&bytes) != crc
+    {
+        return Err(Error::Corrupt(format!(
+            "manifest of backup {} (\"{}\") is not the one recorded in the catalog (CRC-32C differs)",
+            b.id,
+            path.display()
+        )));
     }
     let m: Manifest = envelope::decode(
         &bytes,

@@ -78,13 +78,13 @@ impl Repository {
                     root.display()
                 )));
             }
-        } else if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                return Err(refused(format!(
-                    "parent directory \"{}\" does not exist",
-                    parent.display()
-                )));
-            }
+        } else if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(refused(format!(
+                "parent directory \"{}\" does not exist",
+                parent.display()
+            )));
         }
         ptrack_durable::create_private_dir(root).map_err(|e| Error::io(root, "create", e))?;
         set_private(root, 0o700)?;
@@ -120,10 +120,10 @@ impl Repository {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, "read", e))? {
             let e = e.map_err(|e| Error::io(&self.root, "read", e))?;
-            if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) {
-                if e.path().join("instance").exists() {
-                    out.push(id);
-                }
+            if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok())
+                && e.path().join("instance").exists()
+            {
+                out.push(id);
             }
         }
         out.sort_unstable();

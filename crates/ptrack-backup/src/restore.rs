@@ -425,10 +425,10 @@ fn write_data(
                 .index(p)
                 .map_err(|e| Error::Corrupt(format!("backup {}: \"{rel}\": {e}", b.id)))?;
             for e in idx {
-                if let Some(slot) = slots.get_mut(e.block as usize) {
-                    if slot.is_none() {
-                        *slot = Some((k, p.at.bundle, e));
-                    }
+                if let Some(slot) = slots.get_mut(e.block as usize)
+                    && slot.is_none()
+                {
+                    *slot = Some((k, p.at.bundle, e));
                 }
             }
         }

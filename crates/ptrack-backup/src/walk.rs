@@ -115,10 +115,11 @@ fn walk_dir(root: &Path, dir: &Path, rel: &str, out: &mut Vec<(String, Item)>) -
             if is_temp_rel_filename(&name) {
                 continue;
             }
-            if let Some((num, fork, _)) = parse_rel_filename(&name) {
-                if fork != ForkNumber::Init && unlogged.contains(&num.0) {
-                    continue;
-                }
+            if let Some((num, fork, _)) = parse_rel_filename(&name)
+                && fork != ForkNumber::Init
+                && unlogged.contains(&num.0)
+            {
+                continue;
             }
         }
         let meta = match std::fs::symlink_metadata(&path) {

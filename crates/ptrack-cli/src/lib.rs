@@ -1,7 +1,7 @@
 //! The `ptrack` command line: argument parsing, output and exit codes. Thin by design: every
 //! decision about pages and files is made in the library crates; this crate translates.
 //!
-//! Exit codes: 0 success, 1 problems found (verify), 2 error. Errors print one line,
+//! Exit codes: 0 success, 1 problems found (verify, validate), 2 error. Errors print one line,
 //! `ptrack: error: …`, naming the file, LSN or option at fault.
 
 use std::ffi::OsString;
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod backups;
 mod debug;
 mod summarize;
 mod verify;
@@ -41,6 +42,18 @@ enum Command {
     /// reported when two consecutive reads give the same failing bytes.
     /// Exit status: 0 clean, 1 damaged blocks found, 2 error.
     Verify(VerifyArgs),
+    /// Create a backup repository in an empty or new directory.
+    Init(backups::InitArgs),
+    /// Take a backup of a running cluster: full, or incremental (ptrack, delta) to the newest OK
+    /// backup. Every page read is verified. Exit status: 0 done, 2 error (nothing is marked OK).
+    Backup(backups::BackupArgs),
+    /// Restore a backup (with its chain) into a new data directory.
+    Restore(backups::RestoreArgs),
+    /// Re-check stored backups: pages, files, chain links, WAL. Exit status: 0 clean, 1 problems
+    /// found (the backup is marked CORRUPT), 2 error.
+    Validate(backups::ValidateArgs),
+    /// List backups.
+    Show(backups::ShowArgs),
     /// Read WAL: block references, change summaries, statistics.
     #[command(subcommand)]
     Wal(wal::WalCommand),
@@ -83,6 +96,11 @@ where
     };
     let result = match cli.command {
         Command::Verify(a) => verify::run(&a),
+        Command::Init(a) => backups::init(&a),
+        Command::Backup(a) => backups::backup(&a),
+        Command::Restore(a) => backups::restore(&a),
+        Command::Validate(a) => backups::validate(&a),
+        Command::Show(a) => backups::show(&a),
         Command::Wal(w) => wal::run(&w),
         Command::Debug(d) => debug::run(&d),
     };

@@ -29,7 +29,7 @@ struct JsonReport<'a> {
     report: &'a ScanReport,
 }
 
-fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     let (v, unit) = match b {
         0..1024 => return format!("{b} B"),
         1024..1_048_576 => (b as f64 / 1024.0, "KiB"),

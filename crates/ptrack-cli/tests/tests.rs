@@ -1,6 +1,8 @@
 //! Integration tests of the `ptrack` binary against real PostgreSQL servers started through
 //! `ptrack-testkit` (one test target, modules per command, as ripgrep does).
 
+mod backup;
+mod backup_util;
 mod bad_input;
 mod control;
 mod util;

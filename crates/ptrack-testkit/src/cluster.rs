@@ -249,6 +249,41 @@ impl PgCluster {
         }
     }
 
+    /// A new private directory (owned by `postgres`) for a data directory a test creates itself,
+    /// such as a restore target: restore into `<dir>/data`, then [`PgCluster::adopt`].
+    pub fn new_cluster_dir() -> PathBuf {
+        new_base_dir(&std::env::temp_dir())
+    }
+
+    /// Takes over `<base>/data` (made by a restore): everything under `base` and `extra` (for
+    /// example tablespace directories) is handed to `postgres`, and the server gets its own
+    /// socket directory. Not started.
+    pub fn adopt(install: &PgInstall, base: PathBuf, extra: &[&Path]) -> PgCluster {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            for p in std::iter::once(base.as_path()).chain(extra.iter().copied()) {
+                check(
+                    &format!("chown -R postgres {}", p.display()),
+                    Command::new("chown")
+                        .arg("-R")
+                        .arg("postgres:")
+                        .arg(p)
+                        .output(),
+                );
+            }
+        }
+        let conf = format!(
+            "\n# adopted\nunix_socket_directories = '{}'\n",
+            base.join("sock").display()
+        );
+        PgCluster::at(install, base, &conf)
+    }
+
+    /// The private directory holding `data/`, `sock/` and the log.
+    pub fn base_dir(&self) -> &Path {
+        &self.base
+    }
+
     /// `initdb` and start.
     pub fn start_new(install: &PgInstall, checksums: bool) -> PgCluster {
         let mut c = PgCluster::init(install, checksums);

@@ -1,0 +1,467 @@
+//! `ptrack init`, `backup`, `restore`, `validate`, `show`: options in, `ptrack_backup` calls,
+//! results out (text for people, `--json` for programs). No backup logic lives here.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use ptrack_backup::backup::{BackupOptions, Progress, damage_report, run_backup};
+use ptrack_backup::bundle::Compression;
+use ptrack_backup::catalog::Mode;
+use ptrack_backup::conn::ConnOptions;
+use ptrack_backup::repo::Repository;
+use ptrack_backup::restore::{RecoveryTarget, RestoreOptions, run_restore};
+use ptrack_backup::validate::run_validate;
+use ptrack_types::Lsn;
+
+use crate::verify::human_bytes;
+use crate::{EXIT_OK, EXIT_PROBLEMS};
+
+/// Connection options (libpq conventions; `PG*` environment variables and `~/.pgpass` apply).
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// Server host name or socket directory [env: PGHOST].
+    #[arg(short = 'h', long = "host")]
+    host: Option<String>,
+    /// Server port [env: PGPORT].
+    #[arg(short = 'p', long = "port")]
+    port: Option<u16>,
+    /// User name [env: PGUSER].
+    #[arg(short = 'U', long = "username")]
+    user: Option<String>,
+    /// Database to connect to (the one where ptrack is installed) [env: PGDATABASE].
+    #[arg(short = 'd', long = "dbname")]
+    dbname: Option<String>,
+}
+
+/// Options of `ptrack init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Repository directory to create (absent or empty).
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH")]
+    repo: PathBuf,
+}
+
+/// Backup mode.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Every page.
+    Full,
+    /// Pages the ptrack extension reports changed since the parent backup.
+    Ptrack,
+    /// Every page read, pages changed since the parent backup kept.
+    Delta,
+}
+
+/// Compression choice.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressArg {
+    /// Zstandard level 1.
+    Zstd,
+    /// LZ4.
+    Lz4,
+    /// None.
+    None,
+}
+
+/// Options of `ptrack backup`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct BackupArgs {
+    /// Print help (`-h` is the host, as in libpq tools).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Repository directory.
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH")]
+    repo: PathBuf,
+    /// Data directory of the running cluster to back up.
+    #[arg(short = 'D', long = "pgdata", env = "PGDATA")]
+    pgdata: PathBuf,
+    /// Backup mode; ptrack and delta backups are incremental to the newest OK backup.
+    #[arg(short = 'b', long = "mode", value_enum)]
+    mode: ModeArg,
+    /// Parallel readers.
+    #[arg(short = 'j', long = "jobs", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    jobs: u32,
+    /// Compression of stored pages and files.
+    #[arg(long = "compress", value_enum, default_value_t = CompressArg::Lz4)]
+    compress: CompressArg,
+    /// Record damaged pages in the manifest and finish the backup instead of failing.
+    #[arg(long)]
+    allow_corruption: bool,
+    /// Show progress on standard error (default when it is a terminal).
+    #[arg(long)]
+    progress: bool,
+    /// Print the result as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// Options of `ptrack restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Repository directory.
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH")]
+    repo: PathBuf,
+    /// New data directory (absent or empty).
+    #[arg(short = 'D', long = "pgdata")]
+    target: PathBuf,
+    /// Backup to restore (default: the newest OK backup).
+    #[arg(short = 'i', long = "backup-id")]
+    id: Option<String>,
+    /// Cluster (system identifier) when the repository holds several.
+    #[arg(long)]
+    instance: Option<u64>,
+    /// Relocate a tablespace: OLD=NEW (repeatable).
+    #[arg(short = 'T', long = "tablespace-mapping", value_parser = parse_mapping)]
+    mapping: Vec<(String, String)>,
+    /// Stop recovery at: immediate, lsn:X/X, time:TIMESTAMP, xid:XID, name:NAME. Without it the
+    /// server replays the backup's WAL and starts.
+    #[arg(long = "recovery-target", value_parser = parse_target)]
+    target_spec: Option<RecoveryTarget>,
+    /// restore_command for a WAL archive (recovery beyond the backup's own WAL).
+    #[arg(long)]
+    restore_command: Option<String>,
+    /// Parallel writers.
+    #[arg(short = 'j', long = "jobs", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    jobs: u32,
+    /// Show progress on standard error (default when it is a terminal).
+    #[arg(long)]
+    progress: bool,
+}
+
+/// Options of `ptrack validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Repository directory.
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH")]
+    repo: PathBuf,
+    /// Backup to validate with its parents (default: every OK or CORRUPT backup).
+    #[arg(short = 'i', long = "backup-id")]
+    id: Option<String>,
+    /// Cluster (system identifier) when the repository holds several.
+    #[arg(long)]
+    instance: Option<u64>,
+    /// Parallel readers.
+    #[arg(short = 'j', long = "jobs", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    jobs: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `ptrack show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Repository directory.
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH")]
+    repo: PathBuf,
+    /// Cluster (system identifier); default: every cluster in the repository.
+    #[arg(long)]
+    instance: Option<u64>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    let (a, b) = s.split_once('=').ok_or("expected OLD=NEW")?;
+    if a.is_empty() || b.is_empty() {
+        return Err("expected OLD=NEW with both directories given".into());
+    }
+    Ok((a.to_string(), b.to_string()))
+}
+
+fn parse_target(s: &str) -> Result<RecoveryTarget, String> {
+    if s == "immediate" {
+        return Ok(RecoveryTarget::Immediate);
+    }
+    let (k, v) = s
+        .split_once(':')
+        .ok_or("expected immediate, lsn:X/X, time:T, xid:N or name:N")?;
+    Ok(match k {
+        "lsn" => RecoveryTarget::Lsn(Lsn::from_str(v).map_err(|e| format!("bad LSN {v:?}: {e}"))?),
+        "time" => RecoveryTarget::Time(v.into()),
+        "xid" if v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty() => {
+            RecoveryTarget::Xid(v.into())
+        }
+        "name" if !v.is_empty() => RecoveryTarget::Name(v.into()),
+        _ => return Err(format!("unknown recovery target {s:?}")),
+    })
+}
+
+struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    fn new(on: bool) -> Bar {
+        if !(on || std::io::stderr().is_terminal()) {
+            return Bar(None);
+        }
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        Bar(Some(b))
+    }
+    fn done(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(total);
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(bytes);
+        }
+    }
+    fn step(&self, what: &str) {
+        if let Some(b) = &self.0 {
+            b.set_message(what.to_string());
+        }
+    }
+}
+
+/// `ptrack init`.
+pub fn init(a: &InitArgs) -> Result<u8> {
+    Repository::init(&a.repo)?;
+    println!("ptrack: repository initialised at \"{}\"", a.repo.display());
+    Ok(EXIT_OK)
+}
+
+/// `ptrack backup`.
+pub fn backup(a: &BackupArgs) -> Result<u8> {
+    let repo = Repository::open(&a.repo)?;
+    let opts = BackupOptions {
+        pgdata: a.pgdata.clone(),
+        mode: match a.mode {
+            ModeArg::Full => Mode::Full,
+            ModeArg::Ptrack => Mode::Ptrack,
+            ModeArg::Delta => Mode::Delta,
+        },
+        jobs: a.jobs as usize,
+        compression: match a.compress {
+            CompressArg::Zstd => Compression::Zstd,
+            CompressArg::Lz4 => Compression::Lz4,
+            CompressArg::None => Compression::None,
+        },
+        allow_corruption: a.allow_corruption,
+        conn: ConnOptions {
+            host: a.conn.host.clone(),
+            port: a.conn.port,
+            user: a.conn.user.clone(),
+            dbname: a.conn.dbname.clone(),
+        },
+    };
+    let bar = Bar::new(a.progress);
+    let started = std::time::Instant::now();
+    let r = run_backup(&repo, &opts, &bar);
+    bar.done();
+    let r = r?;
+    for w in &r.warnings {
+        eprintln!("ptrack: warning: {w}");
+    }
+    if !r.damaged.is_empty() {
+        eprintln!(
+            "ptrack: warning: {} damaged page(s) recorded (--allow-corruption):\n{}",
+            r.damaged.len(),
+            damage_report(&r.damaged)
+        );
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "backup": r.info, "files": r.files, "pages": r.pages, "damaged": r.damaged,
+                "warnings": r.warnings, "elapsed_seconds": started.elapsed().as_secs_f64(),
+            }))?
+        );
+    } else {
+        println!(
+            "ptrack: backup {} ({}) completed: start {} stop {}, {} of data, {} stored, {} pages, {:.1} s",
+            r.info.id,
+            r.info.mode,
+            r.info.start_lsn,
+            r.info.stop_lsn.unwrap_or_default(),
+            human_bytes(r.info.data_bytes),
+            human_bytes(r.info.stored_bytes),
+            r.pages,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+/// `ptrack restore`.
+pub fn restore(a: &RestoreArgs) -> Result<u8> {
+    let repo = Repository::open(&a.repo)?;
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        backup_id: a.id.clone(),
+        instance: a.instance,
+        tablespace_map: a.mapping.clone(),
+        recovery_target: a.target_spec.clone(),
+        restore_command: a.restore_command.clone(),
+        jobs: a.jobs as usize,
+    };
+    let bar = Bar::new(a.progress);
+    let started = std::time::Instant::now();
+    let r = run_restore(&repo, &opts, &bar);
+    bar.done();
+    let r = r?;
+    println!(
+        "ptrack: restored backup {} (chain {}) into \"{}\": {} files, {}, {:.1} s",
+        r.backup.id,
+        r.chain.join(" <- "),
+        a.target.display(),
+        r.files,
+        human_bytes(r.bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(EXIT_OK)
+}
+
+/// `ptrack validate`.
+pub fn validate(a: &ValidateArgs) -> Result<u8> {
+    let repo = Repository::open(&a.repo)?;
+    let checks = run_validate(&repo, a.instance, a.id.as_deref(), a.jobs as usize)?;
+    let bad = checks.iter().any(|c| !c.problems.is_empty());
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for c in &checks {
+            println!(
+                "backup {}: {} ({} pages, {} files, {} WAL segments checked{})",
+                c.id,
+                c.status,
+                c.pages,
+                c.files,
+                c.wal_segments,
+                if c.recorded_damage > 0 {
+                    format!(
+                        ", {} damaged pages recorded at backup time",
+                        c.recorded_damage
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            for p in &c.problems {
+                println!("  {p}");
+            }
+        }
+        if checks.is_empty() {
+            println!("ptrack: no backups to validate");
+        }
+    }
+    Ok(if bad { EXIT_PROBLEMS } else { EXIT_OK })
+}
+
+/// `ptrack show`.
+pub fn show(a: &ShowArgs) -> Result<u8> {
+    let repo = Repository::open(&a.repo)?;
+    let ids = match a.instance {
+        Some(i) => vec![i],
+        None => repo.instances()?,
+    };
+    let mut all = Vec::new();
+    for sysid in ids {
+        let inst = repo.only_instance(Some(sysid))?;
+        all.push((inst.info.clone(), inst.catalog()?));
+    }
+    if a.json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(i, c)| serde_json::json!({"instance": i, "backups": c.backups}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(EXIT_OK);
+    }
+    for (info, cat) in &all {
+        println!(
+            "Instance {} (PostgreSQL {}, {})",
+            info.system_identifier, info.pg_major, info.pgdata
+        );
+        println!(
+            "  {:<8} {:<7} {:<8} {:<14} {:<14} {:<20} {:>8} {:>10} {:>10}  STATUS",
+            "ID",
+            "MODE",
+            "PARENT",
+            "START LSN",
+            "STOP LSN",
+            "START TIME",
+            "SECONDS",
+            "DATA",
+            "STORED"
+        );
+        for b in cat.backups.iter().rev() {
+            println!(
+                "  {:<8} {:<7} {:<8} {:<14} {:<14} {:<20} {:>8} {:>10} {:>10}  {}",
+                b.id,
+                b.mode.to_string(),
+                b.parent.as_deref().unwrap_or("-"),
+                b.start_lsn.to_string(),
+                b.stop_lsn.map_or("-".into(), |l| l.to_string()),
+                format_time(b.start_time),
+                b.end_time
+                    .map_or("-".into(), |e| (e - b.start_time).to_string()),
+                human_bytes(b.data_bytes),
+                human_bytes(b.stored_bytes),
+                b.status
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// UTC `YYYY-MM-DD HH:MM:SS` for Unix seconds (civil-from-days, H. Hinnant's algorithm).
+fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_targets() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(1_795_000_000), "2026-11-18 09:46:40");
+        assert_eq!(parse_target("immediate"), Ok(RecoveryTarget::Immediate));
+        assert!(parse_target("lsn:zz").is_err());
+        assert!(parse_target("xid:abc").is_err());
+        assert_eq!(parse_mapping("/a=/b"), Ok(("/a".into(), "/b".into())));
+        assert!(parse_mapping("/a").is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! `ptrack backup/restore/validate/show` against real PG15 and PG18 servers: the paranoia chain
+//! (FULL → PTRACK → DELTA → PTRACK over pgbench and a DDL mix, every backup restored, started and
+//! compared with `pg_dumpall` taken at backup time, then amcheck'ed).
+
+use ptrack_testkit::{PgInstall, require_ptrack};
+
+use crate::backup_util::*;
+use crate::util::run;
+
+fn ddl_mix(c: &ptrack_testkit::PgCluster, ts_dir: &str, round: u32) {
+    c.execute(&format!("CREATE DATABASE fc{round} STRATEGY FILE_COPY"));
+    c.execute(&format!("CREATE DATABASE wl{round} STRATEGY WAL_LOG"));
+    c.execute_db(
+        &format!("wl{round}"),
+        "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 5000) g",
+    );
+    c.execute("TRUNCATE pgbench_history");
+    c.execute("VACUUM FULL pgbench_tellers");
+    c.execute(&format!(
+        "CREATE INDEX ix{round} ON pgbench_accounts (abalance)"
+    ));
+    c.execute(&format!(
+        "CREATE TABLE gone{round} AS SELECT g FROM generate_series(1, 1000) g"
+    ));
+    c.execute(&format!("DROP TABLE gone{round}"));
+    if round == 1 {
+        c.execute(&format!("CREATE TABLESPACE ts1 LOCATION '{ts_dir}'"));
+    }
+    c.execute(&format!("CREATE TABLE ts_t{round} TABLESPACE ts1 AS SELECT g, repeat('x', 200) AS f FROM generate_series(1, 3000) g"));
+    c.execute(&format!("UPDATE ts_t{round} SET f = 'y' WHERE g % 7 = 0"));
+    c.execute("DELETE FROM pgbench_accounts WHERE aid % 97 = 0");
+    c.execute("VACUUM pgbench_accounts");
+}
+
+fn paranoia_chain(install: PgInstall, checksums: bool) {
+    let c = ptrack_cluster(&install, checksums, 64);
+    c.pgbench_init(3);
+    let ts_dir = c.new_tablespace_dir("ts1");
+    let ts = ts_dir.display().to_string();
+    let (_d, repo) = new_repo();
+    let mut taken: Vec<(String, String)> = Vec::new();
+
+    let full = backup(&c, &repo, "full");
+    taken.push((full, dumpall(&c)));
+    c.run_tool("pgbench", &["-t", "300", "-c", "2", "postgres"]);
+    let p1 = backup(&c, &repo, "ptrack");
+    taken.push((p1, dumpall(&c)));
+    c.run_tool("pgbench", &["-t", "300", "-c", "2", "postgres"]);
+    ddl_mix(&c, &ts, 1);
+    let d1 = backup(&c, &repo, "delta");
+    taken.push((d1, dumpall(&c)));
+    c.run_tool("pgbench", &["-t", "200", "-c", "2", "postgres"]);
+    ddl_mix(&c, &ts, 2);
+    let p2 = backup(&c, &repo, "ptrack");
+    taken.push((p2.clone(), dumpall(&c)));
+
+    let v = run(&["validate", "-B", &repo]);
+    assert_eq!(v.code, 0, "validate:\n{}{}", v.stdout, v.stderr);
+    let shown = show(&repo);
+    assert_eq!(shown.len(), 4);
+    assert!(shown.iter().all(|b| b["status"] == "OK"));
+    assert_eq!(shown[3]["parent"], shown[2]["id"]);
+
+    for (i, (id, dump)) in taken.iter().enumerate() {
+        let tss = if i >= 2 { vec![ts.clone()] } else { vec![] };
+        let r = restore_and_start(&install, &repo, id, &tss);
+        let got = dumpall(&r);
+        if got != *dump {
+            let _ = std::fs::write(
+                format!("/tmp/ptrack-dump-{}-{i}-want.sql", install.major),
+                dump,
+            );
+            let _ = std::fs::write(
+                format!("/tmp/ptrack-dump-{}-{i}-got.sql", install.major),
+                &got,
+            );
+        }
+        assert!(
+            got == *dump,
+            "PG{} backup {id} (#{i}): restored pg_dumpall differs from the source's at backup time",
+            install.major
+        );
+        amcheck(&r);
+    }
+}
+
+#[test]
+fn paranoia_chain_pg18_checksums() {
+    if let Some(i) = require_ptrack(18) {
+        paranoia_chain(i, true);
+    }
+}
+
+#[test]
+fn paranoia_chain_pg15_no_checksums() {
+    if let Some(i) = require_ptrack(15) {
+        paranoia_chain(i, false);
+    }
+}

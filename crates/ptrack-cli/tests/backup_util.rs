@@ -1,0 +1,177 @@
+//! Helpers of the backup tests: a ptrack-enabled cluster, `ptrack backup/restore/validate/show`
+//! runs against it, restoring into a started cluster, and the oracles (`pg_dumpall`, amcheck).
+
+use std::path::{Path, PathBuf};
+
+use ptrack_testkit::{ClusterConfig, PgCluster, PgInstall};
+use serde_json::Value;
+
+use crate::util::{Run, run};
+
+/// A started cluster with ptrack preloaded (`map_mb` MB map; 0 disables it) and the extension
+/// created in `postgres`.
+pub fn ptrack_cluster(install: &PgInstall, checksums: bool, map_mb: u32) -> PgCluster {
+    let cfg = ClusterConfig::new(checksums)
+        .set("shared_preload_libraries", "ptrack")
+        .set("ptrack.map_size", &format!("{map_mb}MB"));
+    let mut c = PgCluster::init_with(install, &cfg);
+    c.start();
+    if map_mb > 0 {
+        c.execute("CREATE EXTENSION ptrack");
+    }
+    c
+}
+
+/// A new repository.
+pub fn new_repo() -> (tempfile::TempDir, String) {
+    let d = tempfile::tempdir().expect("tempdir");
+    let repo = d.path().join("repo").display().to_string();
+    let r = run(&["init", "-B", &repo]);
+    assert_eq!(r.code, 0, "init: {}", r.stderr);
+    (d, repo)
+}
+
+/// Connection arguments for `c`.
+pub fn conn_args(c: &PgCluster) -> Vec<String> {
+    vec![
+        "-h".into(),
+        c.socket_dir().display().to_string(),
+        "-p".into(),
+        c.port().to_string(),
+        "-U".into(),
+        "postgres".into(),
+        "-d".into(),
+        "postgres".into(),
+    ]
+}
+
+/// `ptrack backup --json` of `c` in `mode` with extra arguments.
+pub fn backup_with(c: &PgCluster, repo: &str, mode: &str, extra: &[&str]) -> Run {
+    let data = c.datadir().display().to_string();
+    let mut args: Vec<String> = ["backup", "-B", repo, "-D", &data, "-b", mode, "--json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(conn_args(c));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&a)
+}
+
+/// A backup that must succeed; returns its ID.
+pub fn backup(c: &PgCluster, repo: &str, mode: &str) -> String {
+    let r = backup_with(c, repo, mode, &[]);
+    assert_eq!(
+        r.code, 0,
+        "backup {mode} failed:\n{}\n{}",
+        r.stdout, r.stderr
+    );
+    let j = r.json();
+    assert_eq!(j["backup"]["status"], "OK");
+    j["backup"]["id"].as_str().expect("id").to_string()
+}
+
+/// `ptrack show --json`: the backups of the only instance.
+pub fn show(repo: &str) -> Vec<Value> {
+    let r = run(&["show", "-B", repo, "--json"]);
+    assert_eq!(r.code, 0, "show: {}", r.stderr);
+    r.json()[0]["backups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Status of backup `id`.
+pub fn status(repo: &str, id: &str) -> String {
+    show(repo)
+        .iter()
+        .find(|b| b["id"] == id)
+        .map(|b| b["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_else(|| panic!("backup {id} not shown"))
+}
+
+/// Restores backup `id` into a new directory and starts it (tablespaces relocated under the new
+/// directory). The server reaches consistency with the backup's own WAL.
+pub fn restore_and_start(
+    install: &PgInstall,
+    repo: &str,
+    id: &str,
+    tablespaces: &[String],
+) -> PgCluster {
+    let base = PgCluster::new_cluster_dir();
+    let data = base.join("data");
+    let mut args: Vec<String> = vec![
+        "restore".into(),
+        "-B".into(),
+        repo.into(),
+        "-D".into(),
+        data.display().to_string(),
+        "-i".into(),
+        id.into(),
+        "-j".into(),
+        "2".into(),
+    ];
+    let mut extra: Vec<PathBuf> = Vec::new();
+    for (i, old) in tablespaces.iter().enumerate() {
+        let new = base.join(format!("ts{i}"));
+        args.push("-T".into());
+        args.push(format!("{old}={}", new.display()));
+        extra.push(new);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&a);
+    assert_eq!(r.code, 0, "restore {id}: {}\n{}", r.stdout, r.stderr);
+    let extra_refs: Vec<&Path> = extra.iter().map(PathBuf::as_path).collect();
+    let mut c = PgCluster::adopt(install, base, &extra_refs);
+    c.start();
+    c
+}
+
+/// `pg_dumpall` of `c`, without the per-run `\restrict` keys and tablespace locations (a
+/// restore relocates them).
+pub fn dumpall(c: &PgCluster) -> String {
+    let out = c.run_tool("pg_dumpall", &["--no-sync"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .map(|l| match l.strip_prefix("CREATE TABLESPACE ") {
+            Some(rest) => rest.split(" LOCATION ").next().unwrap_or(rest),
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// amcheck over every database: `pg_amcheck --all` with heap and index checks where the
+/// installation has it, otherwise `bt_index_check` on every B-tree index.
+pub fn amcheck(c: &PgCluster) {
+    if c.install.has("pg_amcheck") {
+        let out = c
+            .tool("pg_amcheck")
+            .args([
+                "--all",
+                "--install-missing",
+                "--heapallindexed",
+                "--no-dependent-indexes",
+            ])
+            .output()
+            .expect("run pg_amcheck");
+        assert!(
+            out.status.success(),
+            "pg_amcheck failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    for db in c.query("SELECT datname FROM pg_database WHERE datallowconn") {
+        let db = &db[0];
+        c.execute_db(db, "CREATE EXTENSION IF NOT EXISTS amcheck");
+        let n = c.query_db(
+            db,
+            "SELECT count(bt_index_check(i.indexrelid, true)) FROM pg_index i JOIN pg_class r ON r.oid = i.indexrelid \
+             JOIN pg_am a ON a.oid = r.relam WHERE a.amname = 'btree' AND r.relpersistence <> 't' AND i.indisvalid",
+        );
+        assert!(!n.is_empty(), "amcheck in {db}");
+    }
+}
