@@ -97,3 +97,58 @@ fn paranoia_chain_pg15_no_checksums() {
         paranoia_chain(i, false);
     }
 }
+
+/// Backups taken while pgbench runs: after restoring the ptrack backup the pgbench invariants
+/// hold (the balances of accounts, tellers and branches each add up to the history's deltas).
+fn under_load(install: PgInstall) {
+    let c = ptrack_cluster(&install, true, 64);
+    c.pgbench_init(3);
+    let (_d, repo) = new_repo();
+    let mut bench = c.pgbench_spawn(&["-c", "2", "-T", "600"]);
+    let full = backup(&c, &repo, "full");
+    let p1 = backup(&c, &repo, "ptrack");
+    let d1 = backup(&c, &repo, "delta");
+    let _ = bench.kill();
+    let _ = bench.wait();
+    let v = run(&["validate", "-B", &repo]);
+    assert_eq!(v.code, 0, "validate:\n{}{}", v.stdout, v.stderr);
+    for id in [full, p1, d1] {
+        let r = restore_and_start(&install, &repo, &id, &[]);
+        let sums = r.query(
+            "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(tbalance) FROM pgbench_tellers), \
+             (SELECT sum(bbalance) FROM pgbench_branches), (SELECT coalesce(sum(delta), 0) FROM pgbench_history), \
+             (SELECT count(*) FROM pgbench_history)",
+        );
+        let row = &sums[0];
+        assert_eq!(
+            row[0], row[3],
+            "PG{} backup {id}: accounts vs history {row:?}",
+            install.major
+        );
+        assert_eq!(
+            row[1], row[3],
+            "PG{} backup {id}: tellers vs history {row:?}",
+            install.major
+        );
+        assert_eq!(
+            row[2], row[3],
+            "PG{} backup {id}: branches vs history {row:?}",
+            install.major
+        );
+        amcheck(&r);
+    }
+}
+
+#[test]
+fn under_load_pg18() {
+    if let Some(i) = require_ptrack(18) {
+        under_load(i);
+    }
+}
+
+#[test]
+fn under_load_pg15() {
+    if let Some(i) = require_ptrack(15) {
+        under_load(i);
+    }
+}

@@ -2,6 +2,7 @@
 //! `ptrack-testkit` (one test target, modules per command, as ripgrep does).
 
 mod backup;
+mod backup_faults;
 mod backup_util;
 mod bad_input;
 mod control;
