@@ -457,7 +457,7 @@ mod tests {
     #[test]
     fn times_and_targets() {
         assert_eq!(format_time(0), "1970-01-01 00:00:00");
-        assert_eq!(format_time(1_795_000_000), "2026-11-18 09:46:40");
+        assert_eq!(format_time(1_795_000_000), "2026-11-18 11:06:40");
         assert_eq!(parse_target("immediate"), Ok(RecoveryTarget::Immediate));
         assert!(parse_target("lsn:zz").is_err());
         assert!(parse_target("xid:abc").is_err());
