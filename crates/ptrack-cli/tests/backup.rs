@@ -152,3 +152,49 @@ fn under_load_pg15() {
         under_load(i);
     }
 }
+
+/// `--recovery-target immediate`: the restored server stops recovery at consistency, promotes to
+/// a new timeline and holds the data of the backup.
+#[test]
+fn restore_with_recovery_target_promotes() {
+    let Some(install) = require_ptrack(18) else {
+        return;
+    };
+    let c = ptrack_cluster(&install, true, 64);
+    c.pgbench_init(1);
+    let (_d, repo) = new_repo();
+    backup(&c, &repo, "full");
+    c.execute("CREATE TABLE after_full AS SELECT g FROM generate_series(1, 1000) g");
+    let id = backup(&c, &repo, "delta");
+    let want = c.query_one("SELECT count(*) FROM pgbench_accounts");
+    let base = ptrack_testkit::PgCluster::new_cluster_dir();
+    let data = base.join("data").display().to_string();
+    let r = run(&[
+        "restore",
+        "-B",
+        &repo,
+        "-D",
+        &data,
+        "-i",
+        &id,
+        "--recovery-target",
+        "immediate",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(base.join("data/recovery.signal").exists());
+    let mut rc = ptrack_testkit::PgCluster::adopt(&install, base, &[]);
+    rc.start();
+    rc.wait_for_lsn(
+        "SELECT CASE WHEN pg_is_in_recovery() THEN '0/0' ELSE '0/1' END",
+        "0/1",
+        "promotion",
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(rc.query_one("SELECT count(*) FROM pgbench_accounts"), want);
+    assert_eq!(rc.query_one("SELECT count(*) FROM after_full"), "1000");
+    let wal = rc.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    assert!(
+        wal.starts_with("00000002"),
+        "promoted onto timeline 2, WAL file {wal}"
+    );
+}
