@@ -198,3 +198,32 @@ fn restore_with_recovery_target_promotes() {
         "promoted onto timeline 2, WAL file {wal}"
     );
 }
+
+/// Full and delta backups of the other majors where installed (13 and 14 use the
+/// `pg_start_backup`/`pg_stop_backup` names): restored, started, same rows.
+#[test]
+fn full_and_delta_on_other_majors() {
+    for major in [13, 14, 16, 17] {
+        let Some(install) = ptrack_testkit::optional_pg(major) else {
+            continue;
+        };
+        let mut c = ptrack_testkit::PgCluster::init(&install, true);
+        c.start();
+        c.execute("CREATE TABLE t AS SELECT g, md5(g::text) AS v FROM generate_series(1, 20000) g");
+        let (_d, repo) = new_repo();
+        backup(&c, &repo, "full");
+        c.execute("UPDATE t SET v = 'changed' WHERE g % 10 = 0");
+        c.execute("CREATE TABLE u AS SELECT g FROM generate_series(1, 5000) g");
+        let id = backup(&c, &repo, "delta");
+        let want =
+            c.query("SELECT count(*), sum(length(v)) FROM t UNION ALL SELECT count(*), 0 FROM u");
+        let v = run(&["validate", "-B", &repo]);
+        assert_eq!(v.code, 0, "PG{major} validate:\n{}{}", v.stdout, v.stderr);
+        let r = restore_and_start(&install, &repo, &id, &[]);
+        assert_eq!(
+            r.query("SELECT count(*), sum(length(v)) FROM t UNION ALL SELECT count(*), 0 FROM u"),
+            want,
+            "PG{major}"
+        );
+    }
+}
