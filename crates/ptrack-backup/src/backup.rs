@@ -546,7 +546,6 @@ fn take(
         .map(|(i, e)| (e.path.clone(), i))
         .collect();
     let mut whole_entries = Vec::new();
-    let mut vanished: Vec<String> = Vec::new();
     for (item, done) in work.iter().zip(results) {
         match (item, done) {
             (Work::Data { rel, .. }, Done::Data(r)) => {
@@ -581,7 +580,8 @@ fn take(
                     stored: w.stored,
                 },
             }),
-            (Work::Whole { rel, .. }, Done::Whole(None)) => vanished.push(rel.to_string()),
+            // Vanished since the walk (dropped): WAL replay of the backup removes it anyway.
+            (Work::Whole { .. }, Done::Whole(None)) => {}
             _ => unreachable!("results are stored at their item's index"),
         }
     }
@@ -735,7 +735,6 @@ fn take(
     let mpath = dir.join("manifest");
     ptrack_durable::write_file(&mpath, &bytes).map_err(|e| Error::io(&mpath, "write", e))?;
     ptrack_durable::sync_dir(instance.dir()).map_err(|e| Error::io(instance.dir(), "fsync", e))?;
-    let _ = vanished;
     let info = BackupInfo {
         id: id.to_string(),
         mode: opts.mode,

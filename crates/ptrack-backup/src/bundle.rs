@@ -198,16 +198,23 @@ impl BundleWriter {
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<Stored> {
-        self.out
-            .write_all(bytes)
-            .map_err(|e| Error::io(&self.path, "write", e))?;
-        let s = Stored {
-            bundle: self.number,
-            offset: self.pos,
-            len: bytes.len() as u64,
-        };
-        self.pos += bytes.len() as u64;
-        Ok(s)
+        write_at_end(&mut self.out, &mut self.pos, self.number, &self.path, bytes)
+    }
+
+    /// Appends `data`, compressed when that makes it smaller (without copying the compressed
+    /// bytes); returns whether it was compressed and where it is.
+    fn append_compressed(&mut self, data: &[u8]) -> Result<(bool, Stored)> {
+        let BundleWriter {
+            number,
+            out,
+            pos,
+            comp,
+            path,
+        } = self;
+        match comp.compress(data) {
+            Some(c) => Ok((true, write_at_end(out, pos, *number, path, c)?)),
+            None => Ok((false, write_at_end(out, pos, *number, path, data)?)),
+        }
     }
 
     /// Stores a page; returns its index entry (block and verification flags filled by the caller).
@@ -226,17 +233,10 @@ impl BundleWriter {
                 crc,
             });
         }
-        // Split borrows: compress into the compressor's buffer, then append it.
-        let (flags, s) = match self.comp.compress(page) {
-            Some(c) => {
-                let c = c.to_vec();
-                (FLAG_COMPRESSED, self.append(&c)?)
-            }
-            None => (0, self.append(page)?),
-        };
+        let (compressed, s) = self.append_compressed(page)?;
         Ok(PageEntry {
             block,
-            flags,
+            flags: if compressed { FLAG_COMPRESSED } else { 0 },
             checksum,
             lsn,
             offset: s.offset,
@@ -247,13 +247,7 @@ impl BundleWriter {
 
     /// Stores a whole file's content.
     pub fn put_blob(&mut self, data: &[u8]) -> Result<Stored> {
-        match self.comp.compress(data) {
-            Some(c) => {
-                let c = c.to_vec();
-                self.append(&c)
-            }
-            None => self.append(data),
-        }
+        Ok(self.append_compressed(data)?.1)
     }
 
     /// Stores a page index.
@@ -285,6 +279,24 @@ impl BundleWriter {
         f.commit().map_err(|e| Error::io(&path, "fsync", e))?;
         Ok(self.pos)
     }
+}
+
+fn write_at_end(
+    out: &mut BufWriter<ptrack_durable::StagedFile>,
+    pos: &mut u64,
+    number: u32,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Stored> {
+    out.write_all(bytes)
+        .map_err(|e| Error::io(path, "write", e))?;
+    let s = Stored {
+        bundle: number,
+        offset: *pos,
+        len: bytes.len() as u64,
+    };
+    *pos += bytes.len() as u64;
+    Ok(s)
 }
 
 /// Reads records from a backup's bundles.

@@ -285,10 +285,6 @@ pub fn run_restore(
         .iter()
         .map(|(b, _)| instance.backup_dir(&b.id))
         .collect();
-    let tsmap: Vec<(String, String)> = links
-        .iter()
-        .map(|(p, old, new)| (p.clone(), format!("{old}\u{0}{new}")))
-        .collect();
     let written = crate::parallel::run(
         opts.jobs,
         jobs.len(),
@@ -308,7 +304,7 @@ pub fn run_restore(
                 Job::File { path, entry, wal } => {
                     let mut data = file_content(&chain, readers, entry, *wal)?;
                     if entry.path == "tablespace_map" && !*wal {
-                        data = remap_tablespace_map(&data, &tsmap);
+                        data = remap_tablespace_map(&data, &links);
                     }
                     let mut f = ptrack_durable::StagedFile::create(path)
                         .map_err(|e| Error::io(path, "create", e))?;
@@ -346,21 +342,19 @@ pub fn run_restore(
     })
 }
 
-/// Rewrites `tablespace_map` lines (`<oid> <path>`) for relocated tablespaces.
-fn remap_tablespace_map(data: &[u8], map: &[(String, String)]) -> Vec<u8> {
+/// Rewrites `tablespace_map` lines (`<oid> <path>`) for relocated tablespaces; `links` holds
+/// (`pg_tblspc/<oid>`, old location, new location).
+fn remap_tablespace_map(data: &[u8], links: &[(String, String, String)]) -> Vec<u8> {
     let text = String::from_utf8_lossy(data);
     let mut out = String::new();
     for line in text.lines() {
-        let mut l = line.to_string();
-        if let Some((oid, path)) = line.split_once(' ') {
-            for (link, pair) in map {
-                let (old, new) = pair.split_once('\u{0}').expect("pair");
-                if link.ends_with(&format!("/{oid}")) && path == old {
-                    l = format!("{oid} {new}");
-                }
-            }
-        }
-        out.push_str(&l);
+        let relocated = line.split_once(' ').and_then(|(oid, path)| {
+            links
+                .iter()
+                .find(|(link, old, _)| link.rsplit('/').next() == Some(oid) && path == old)
+                .map(|(_, _, new)| format!("{oid} {new}"))
+        });
+        out.push_str(relocated.as_deref().unwrap_or(line));
         out.push('\n');
     }
     out.into_bytes()

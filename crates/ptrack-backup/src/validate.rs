@@ -90,31 +90,21 @@ pub fn run_validate(
             recorded_damage: 0,
             problems: Vec::new(),
         };
-        // Chain link.
+        // Chain link: the parent must be there, OK (or found corrupt in this run) and older.
         if let Some(p) = &b.parent {
+            let found_corrupt = out
+                .iter()
+                .any(|c: &BackupCheck| &c.id == p && !c.problems.is_empty());
             match cat.get(p) {
                 None => problems.push(format!("parent backup {p} is missing from the catalog")),
+                Some(_) if found_corrupt => problems.push(format!("parent backup {p} is corrupt")),
                 Some(pb) if pb.status != Status::Ok => {
-                    let found = out
-                        .iter()
-                        .any(|c: &BackupCheck| &c.id == p && !c.problems.is_empty());
-                    if !found {
-                        problems.push(format!("parent backup {p} has status {}", pb.status));
-                    } else {
-                        problems.push(format!("parent backup {p} is corrupt"));
-                    }
+                    problems.push(format!("parent backup {p} has status {}", pb.status))
                 }
                 Some(pb) if pb.start_lsn > b.start_lsn => {
                     problems.push(format!("parent backup {p} starts after this backup"))
                 }
                 _ => {}
-            }
-            if out
-                .iter()
-                .any(|c: &BackupCheck| &c.id == p && !c.problems.is_empty())
-                && !problems.iter().any(|x| x.contains("corrupt"))
-            {
-                problems.push(format!("parent backup {p} is corrupt"));
             }
         }
         match read_manifest(&inst, &b) {

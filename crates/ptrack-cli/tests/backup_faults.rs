@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ptrack_testkit::{PgCluster, require_ptrack};
+use ptrack_testkit::{PgCluster, TestRng, require_ptrack};
 use serde_json::Value;
 
 use crate::backup_util::*;
@@ -75,23 +75,7 @@ fn sigkill_at_random_points_never_leaves_a_bad_ok_backup() {
         backup(&c, &repo, mode);
         took.push(t0.elapsed());
     }
-    let seed = std::env::var("PTRACK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("crash test seed {seed} (PTRACK_SEED to repeat)");
-    let mut rng = seed;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = TestRng::from_env("crash test");
     let data = c.datadir().display().to_string();
     let mut killed = 0;
     for trial in 0..24 {
@@ -109,7 +93,7 @@ fn sigkill_at_random_points_never_leaves_a_bad_ok_backup() {
             .spawn()
             .unwrap();
         let span = took[trial % 3].as_micros() as u64 * 9 / 10;
-        let delay = Duration::from_micros(next() % span.max(1));
+        let delay = Duration::from_micros(rng.below(span.max(1)));
         std::thread::sleep(delay);
         // SAFETY: kill on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -126,7 +110,7 @@ fn sigkill_at_random_points_never_leaves_a_bad_ok_backup() {
     let v = run(&["validate", "-B", &repo]);
     assert_eq!(
         v.code, 0,
-        "seed {seed}: an OK backup fails validation:\n{}{}",
+        "an OK backup fails validation (PTRACK_SEED printed above):\n{}{}",
         v.stdout, v.stderr
     );
     assert!(

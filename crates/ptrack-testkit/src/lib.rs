@@ -15,7 +15,9 @@
 
 pub mod cluster;
 mod install;
+mod rng;
 
 pub use cluster::{ClusterConfig, PgCluster, StopMode};
 pub use install::{PgInstall, ci, optional_pg, require_pg, require_ptrack, run_as_postgres};
 pub use ptrack_page::damage::{DamageKind, damage_block};
+pub use rng::TestRng;

@@ -7,27 +7,9 @@
 //! WAL-logged like every other change.
 
 use ptrack_ext_tests::{compare, lsn, pagemapset, ptrack_cluster, snapshot};
-use ptrack_testkit::{PgCluster, StopMode, require_ptrack};
+use ptrack_testkit::{PgCluster, StopMode, TestRng, require_ptrack};
 
 const ROUNDS: u32 = 20;
-
-/// xorshift64*: reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-}
 
 const AMS: [(&str, &str); 6] = [
     ("btree", "(id)"),
@@ -39,7 +21,7 @@ const AMS: [(&str, &str); 6] = [
 ];
 
 /// One round of changes; returns a one-line description.
-fn workload(c: &PgCluster, r: u32, rng: &mut Rng) -> String {
+fn workload(c: &PgCluster, r: u32, rng: &mut TestRng) -> String {
     let mut did = Vec::new();
     let tx = 50 + rng.below(400);
     c.run_tool(
@@ -114,18 +96,7 @@ fn no_false_negatives(major: u32) {
     let Some(pg) = require_ptrack(major) else {
         return;
     };
-    let seed = std::env::var("PTRACK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-                | 1
-        });
-    eprintln!("PG{major}: no-false-negative rounds with PTRACK_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = TestRng::from_env(&format!("PG{major}: no-false-negative rounds"));
     let mut c = ptrack_cluster(&pg, 8, true);
     c.start();
     c.execute("CREATE EXTENSION ptrack");
@@ -198,7 +169,8 @@ fn no_false_negatives(major: u32) {
         }
         assert!(
             cmp.missed.is_empty(),
-            "PG{major} round {r} (PTRACK_SEED={seed}): {} changed blocks not reported since {start}, first: {:?}",
+            "PG{major} round {r} (PTRACK_SEED={}): {} changed blocks not reported since {start}, first: {:?}",
+            rng.seed(),
             cmp.missed.len(),
             &cmp.missed[..cmp.missed.len().min(10)]
         );
