@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{IndexRef, Stored};
+use crate::paths::Digest;
 use crate::{Error, Result};
+
+/// Largest whole file a bundle record may hold (WAL segments are at most 1 GiB).
+const MAX_BLOB: usize = 1 << 31;
 
 /// Bundle magic.
 pub const MAGIC: &[u8; 8] = b"PTRKBNDL";
@@ -260,7 +264,7 @@ impl BundleWriter {
         Ok(IndexRef {
             at,
             count: entries.len() as u32,
-            crc: crc32c::crc32c(&b),
+            digest: Digest::of(&b),
         })
     }
 
@@ -327,7 +331,10 @@ impl BundleReader {
         }
         if self.files[i].is_none() {
             let p = bundle_path(&self.dir, n);
-            let f = File::open(&p).map_err(|e| Error::io(&p, "open", e))?;
+            if n > 4096 {
+                return Err(Error::Corrupt(format!("bundle number {n} is implausible")));
+            }
+            let f = crate::envelope::open_repo_file(&p)?;
             let mut h = [0u8; 16];
             f.read_exact_at(&mut h, 0)
                 .map_err(|e| Error::io(&p, "read", e))?;
@@ -348,13 +355,20 @@ impl BundleReader {
     }
 
     fn read_range(&mut self, s: Stored) -> Result<Vec<u8>> {
-        let len = usize::try_from(s.len).map_err(|_| Error::Corrupt("huge record".into()))?;
-        if len > 1 << 31 {
-            return Err(Error::Corrupt(format!(
-                "record of {len} bytes in bundle.{} is implausible",
-                s.bundle
-            )));
-        }
+        let p = bundle_path(&self.dir, s.bundle);
+        let f = self.file(s.bundle)?;
+        let flen = f.metadata().map_err(|e| Error::io(&p, "stat", e))?.len();
+        let len = s
+            .offset
+            .checked_add(s.len)
+            .filter(|&end| s.offset >= HEADER_SIZE && end <= flen)
+            .map(|_| s.len as usize)
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "record at bundle.{} offset {} length {} lies outside the bundle ({flen} bytes)",
+                    s.bundle, s.offset, s.len
+                ))
+            })?;
         let mut out = vec![0u8; len];
         let f = self.file(s.bundle)?;
         f.read_exact_at(&mut out, s.offset)
@@ -382,9 +396,9 @@ impl BundleReader {
     /// Reads and checks a page index.
     pub fn index(&mut self, r: &IndexRef) -> Result<Vec<PageEntry>> {
         let b = self.read_range(r.at)?;
-        if b.len() != r.count as usize * PageEntry::SIZE || crc32c::crc32c(&b) != r.crc {
+        if b.len() != r.count as usize * PageEntry::SIZE || Digest::of(&b) != r.digest {
             return Err(Error::Corrupt(format!(
-                "page index at bundle.{} offset {} fails its checksum",
+                "page index at bundle.{} offset {} does not match its BLAKE3 digest",
                 r.at.bundle, r.at.offset
             )));
         }
@@ -434,13 +448,18 @@ impl BundleReader {
         Ok(())
     }
 
-    /// Reads a whole file stored at `s` with `size` bytes and CRC-32C `crc`.
-    pub fn blob(&mut self, s: Stored, size: u64, crc: u32) -> Result<Vec<u8>> {
+    /// Reads a whole file stored at `s` with `size` bytes and BLAKE3 `digest`.
+    pub fn blob(&mut self, s: Stored, size: u64, digest: Digest) -> Result<Vec<u8>> {
         let raw = self.read_range(s)?;
         let data = if raw.len() as u64 == size {
             raw
         } else {
-            let size = usize::try_from(size).map_err(|_| Error::Corrupt("huge file".into()))?;
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&n| n <= MAX_BLOB)
+                .ok_or_else(|| {
+                    Error::Corrupt(format!("stored file of {size} bytes is implausible"))
+                })?;
             let mut out = Vec::new();
             if !self.decompress(&raw, size, &mut out) {
                 return Err(Error::Corrupt(format!(
@@ -450,9 +469,9 @@ impl BundleReader {
             }
             out
         };
-        if crc32c::crc32c(&data) != crc {
+        if Digest::of(&data) != digest {
             return Err(Error::Corrupt(format!(
-                "stored file at bundle.{} offset {} fails its CRC-32C",
+                "stored file at bundle.{} offset {} does not match its BLAKE3 digest",
                 s.bundle, s.offset
             )));
         }
@@ -489,12 +508,18 @@ mod tests {
             r.page(3, &got[1], 8192, &mut out).unwrap();
             assert_eq!(out, zero);
             assert_eq!(
-                r.blob(s, blob.len() as u64, crc32c::crc32c(&blob)).unwrap(),
+                r.blob(s, blob.len() as u64, Digest::of(&blob)).unwrap(),
                 blob
             );
-            assert!(r.blob(s, blob.len() as u64, 1).is_err());
+            assert!(r.blob(s, blob.len() as u64, Digest::of(b"x")).is_err());
+            let mut outside = s;
+            outside.offset = u64::MAX - 2;
+            assert!(
+                r.blob(outside, blob.len() as u64, Digest::of(&blob))
+                    .is_err()
+            );
             let mut bad = idx;
-            bad.crc ^= 1;
+            bad.digest.0[0] ^= 1;
             assert!(r.index(&bad).is_err());
             let mut wrong = BundleReader::new(d.path(), Compression::None);
             if kind != Compression::None {

@@ -7,8 +7,10 @@
 use ptrack_types::Lsn;
 use serde::{Deserialize, Serialize};
 
+use crate::paths::Digest;
+
 /// Catalog document format version.
-pub const CATALOG_VERSION: u32 = 1;
+pub const CATALOG_VERSION: u32 = 2;
 
 /// Where a backup is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,8 +90,8 @@ pub struct BackupInfo {
     pub compression: String,
     /// PostgreSQL major version.
     pub pg_major: u32,
-    /// CRC-32C of the manifest document, recorded when the backup became OK.
-    pub manifest_crc: Option<u32>,
+    /// BLAKE3 of the manifest file, recorded when the backup became OK.
+    pub manifest_digest: Option<Digest>,
     /// Why it failed or what validation found.
     pub error: Option<String>,
     /// The ptrack version that wrote it.
@@ -104,6 +106,33 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Checks what readers rely on: every ID and parent is a backup ID, IDs are unique and in
+    /// order.
+    pub fn check(&self) -> Result<(), String> {
+        for b in &self.backups {
+            if !is_backup_id(&b.id) {
+                return Err(format!(
+                    "record with a malformed backup ID {:?}",
+                    b.id.escape_debug().to_string()
+                ));
+            }
+            if let Some(p) = &b.parent
+                && !is_backup_id(p)
+            {
+                return Err(format!("backup {} has a malformed parent ID", b.id));
+            }
+        }
+        for w in self.backups.windows(2) {
+            if w[0].id >= w[1].id {
+                return Err(format!(
+                    "backup IDs are not unique and in order at {}",
+                    w[1].id
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The record of `id`.
     pub fn get(&self, id: &str) -> Option<&BackupInfo> {
         self.backups.iter().find(|b| b.id == id)

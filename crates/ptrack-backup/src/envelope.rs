@@ -1,7 +1,8 @@
 //! Versioned, checksummed JSON documents: the repository marker, an instance's catalog and each
 //! backup's manifest. Layout (docs/formats.md): one ASCII header line
 //! `PTRACK <kind> <version> <crc32c as 8 hex digits> <body length>\n`, then the JSON body. The
-//! CRC-32C covers the body. Written only through `ptrack_durable`.
+//! CRC-32C covers the body (against damage; identity is the manifests' BLAKE3 hash chain). Written
+//! only through `ptrack_durable`; read only from regular files, never through a link.
 
 use std::path::Path;
 
@@ -24,46 +25,56 @@ pub fn encode<T: Serialize>(kind: &str, version: u32, value: &T) -> Vec<u8> {
     out
 }
 
-/// Decodes a `kind` document; `what` names it in errors. Versions above `max_version` are refused
-/// (written by a newer ptrack).
+/// Decodes a `kind` document of format `version` exactly; `what` names it in errors. Older
+/// versions are refused with the reason (see [`OLD_FORMAT`]), newer ones as written by a newer
+/// ptrack. Errors never quote the file's bytes (a repository file may be a link to a secret).
 pub fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     kind: &str,
-    max_version: u32,
+    version: u32,
     what: &str,
 ) -> Result<T> {
     let bad = |why: String| Error::Corrupt(format!("{what}: {why}"));
     let nl = bytes
         .iter()
+        .take(200)
         .position(|&b| b == b'\n')
-        .ok_or_else(|| bad("no header line".into()))?;
-    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| bad("header is not text".into()))?;
+        .ok_or_else(|| bad("not a ptrack document (no header line)".into()))?;
+    let header = std::str::from_utf8(&bytes[..nl])
+        .map_err(|_| bad("not a ptrack document (header is not text)".into()))?;
     let parts: Vec<&str> = header.split(' ').collect();
-    let [magic, k, version, crc, len] = parts.as_slice() else {
-        return Err(bad(format!("malformed header {header:?}")));
+    let [magic, k, found, crc, len] = parts.as_slice() else {
+        return Err(bad("not a ptrack document (malformed header)".into()));
     };
     if *magic != "PTRACK" {
         return Err(bad("not a ptrack document (bad magic)".into()));
     }
+    if !KINDS.contains(k) {
+        return Err(bad("not a ptrack document (unknown kind)".into()));
+    }
     if *k != kind {
         return Err(bad(format!("is a {k} document, expected {kind}")));
     }
-    let version: u32 = version
+    let found: u32 = found
         .parse()
-        .map_err(|_| bad(format!("bad version {version:?}")))?;
-    if version == 0 || version > max_version {
+        .map_err(|_| bad("malformed header (version)".into()))?;
+    if found < version {
         return Err(bad(format!(
-            "format version {version} is not supported (this ptrack reads up to {max_version})"
+            "format version {found} was written by an older ptrack; this ptrack reads version {version} only. {OLD_FORMAT}"
         )));
     }
-    let crc_text = *crc;
-    let crc = u32::from_str_radix(crc_text, 16)
+    if found > version {
+        return Err(bad(format!(
+            "format version {found} was written by a newer ptrack (this one reads version {version}); use that ptrack"
+        )));
+    }
+    let crc = u32::from_str_radix(crc, 16)
         .ok()
-        .filter(|c| format!("{c:08x}") == crc_text)
-        .ok_or_else(|| bad(format!("bad checksum field {crc_text:?}")))?;
+        .filter(|c| format!("{c:08x}") == *crc)
+        .ok_or_else(|| bad("malformed header (checksum field)".into()))?;
     let len: usize = len
         .parse()
-        .map_err(|_| bad(format!("bad length {len:?}")))?;
+        .map_err(|_| bad("malformed header (length)".into()))?;
     let body = bytes
         .get(nl + 1..)
         .and_then(|b| b.get(..len))
@@ -74,8 +85,24 @@ pub fn decode<T: DeserializeOwned>(
             "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
         )));
     }
-    serde_json::from_slice(body).map_err(|e| bad(format!("invalid content: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "invalid content at line {} column {} ({:?} error)",
+            e.line(),
+            e.column(),
+            e.classify()
+        ))
+    })
 }
+
+/// Every document kind.
+const KINDS: &[&str] = &["repository", "instance", "catalog", "manifest"];
+
+/// What to do with a repository of an older format.
+pub const OLD_FORMAT: &str = "Repositories written by ptrack 0.1 (format 1) identified unchanged files by CRC-32C and \
+     could restore stale pg_control, pg_filenode.map and prepared-transaction files from incremental \
+     backups; they are not read. Keep that repository for its full backups only (restore them with \
+     the ptrack that wrote them) and start a new repository with `ptrack init`.";
 
 /// Writes a document durably.
 pub fn write<T: Serialize>(path: &Path, kind: &str, version: u32, value: &T) -> Result<()> {
@@ -84,9 +111,57 @@ pub fn write<T: Serialize>(path: &Path, kind: &str, version: u32, value: &T) -> 
 }
 
 /// Reads and checks a document.
-pub fn read<T: DeserializeOwned>(path: &Path, kind: &str, max_version: u32) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "read", e))?;
-    decode(&bytes, kind, max_version, &path.display().to_string())
+pub fn read<T: DeserializeOwned>(path: &Path, kind: &str, version: u32) -> Result<T> {
+    let bytes = read_repo_file(path)?;
+    decode(&bytes, kind, version, &path.display().to_string())
+}
+
+/// Largest document read (a manifest of a cluster with millions of files stays far below).
+pub const MAX_DOCUMENT_BYTES: u64 = 4 << 30;
+
+/// Reads a repository file, refusing symbolic links and anything but a regular file (a
+/// repository file that is a link could make ptrack read, and report on, a file elsewhere).
+pub fn read_repo_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = open_repo_file(path)?;
+    let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
+    if len > MAX_DOCUMENT_BYTES {
+        return Err(Error::Corrupt(format!(
+            "\"{}\" has {len} bytes, more than any ptrack document",
+            path.display()
+        )));
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    f.read_to_end(&mut out)
+        .map_err(|e| Error::io(path, "read", e))?;
+    Ok(out)
+}
+
+/// Opens a repository file for reading without following a symbolic link; only regular files.
+pub fn open_repo_file(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                Error::Corrupt(format!(
+                    "\"{}\" is a symbolic link; ptrack never follows links inside a repository",
+                    path.display()
+                ))
+            } else {
+                Error::io(path, "open", e)
+            }
+        })?;
+    let md = f.metadata().map_err(|e| Error::io(path, "stat", e))?;
+    if !md.is_file() {
+        return Err(Error::Corrupt(format!(
+            "\"{}\" is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -102,7 +177,9 @@ mod tests {
         assert!(decode::<Vec<u32>>(&b, "manifest", 1, "x").is_err());
         let newer = encode("catalog", 2, &v);
         let e = decode::<Vec<u32>>(&newer, "catalog", 1, "x").unwrap_err();
-        assert!(e.to_string().contains("version 2"), "{e}");
+        assert!(e.to_string().contains("newer ptrack"), "{e}");
+        let e = decode::<Vec<u32>>(&b, "catalog", 2, "x").unwrap_err();
+        assert!(e.to_string().contains("older ptrack"), "{e}");
         for i in 0..b.len() {
             let mut t = b.clone();
             t[i] ^= 0x20;

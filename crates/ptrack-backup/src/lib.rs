@@ -9,14 +9,20 @@
 pub mod backup;
 pub mod bundle;
 pub mod catalog;
+pub mod chain;
 pub mod conn;
 pub mod envelope;
+pub mod identity;
 pub mod manifest;
 pub mod pages;
 pub mod parallel;
+pub mod parent;
+pub mod paths;
 pub mod repo;
 pub mod restore;
 pub mod server;
+pub mod take;
+pub mod target;
 pub mod validate;
 pub mod walk;
 
@@ -25,15 +31,16 @@ use std::path::Path;
 /// Errors of the backup library. Every message names the file, backup, LSN or option at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O failure on a named file.
-    #[error("could not {op} \"{path}\": {source}")]
+    /// An I/O failure on a named file (the cause is part of the message, not a separate
+    /// source, so that it is printed once).
+    #[error("could not {op} \"{path}\": {cause}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// The file.
         path: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A repository document or stored file that fails its checks.
     #[error("{0}")]
@@ -52,7 +59,7 @@ impl Error {
         Error::Io {
             op,
             path: path.display().to_string(),
-            source,
+            cause: source,
         }
     }
 }

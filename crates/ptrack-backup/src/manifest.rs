@@ -1,15 +1,23 @@
 //! A backup's manifest: every directory, tablespace link, file and relation segment of the
-//! cluster at backup time, where each stored piece lives in the backup's bundles, and the WAL
-//! stored with it. Files absent from a manifest did not exist (or were excluded) at that backup;
-//! `removed` lists the ones the parent still had, for people reading it.
+//! cluster at backup time, where each stored piece lives in the backup's bundles, the WAL stored
+//! with it, and the facts every command checks the catalog against (the manifest is the
+//! authority): its own ID, mode, parent, timeline, start and stop LSN, and the BLAKE3 digest of
+//! its parent's manifest file, so a chain of manifests is a hash chain. Files absent from a
+//! manifest did not exist (or were excluded) at that backup; `removed` lists the ones the parent
+//! still had, for people reading it.
+//!
+//! Format version 2 (docs/formats.md). Version 1 (ptrack 0.1) identified unchanged files by
+//! CRC-32C, which cannot tell self-checksummed files such as `pg_control` apart: it is refused.
 
 use ptrack_types::Lsn;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::Compression;
+use crate::catalog::{BackupInfo, Mode};
+use crate::paths::{Digest, RelPath};
 
 /// Manifest document format version.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// A byte range of a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,8 +37,20 @@ pub struct IndexRef {
     pub at: Stored,
     /// Entries.
     pub count: u32,
-    /// CRC-32C of the index bytes.
-    pub crc: u32,
+    /// BLAKE3 of the index bytes.
+    pub digest: Digest,
+}
+
+/// Bytes after the last whole block of a relation segment (a block being written when the
+/// segment was read), stored as they were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tail {
+    /// Bytes (less than one block).
+    pub len: u32,
+    /// BLAKE3 of them.
+    pub digest: Digest,
+    /// Where they are.
+    pub stored: Stored,
 }
 
 /// What a manifest entry is.
@@ -39,25 +59,25 @@ pub struct IndexRef {
 pub enum EntryKind {
     /// A directory.
     Dir,
-    /// A tablespace link `pg_tblspc/<oid>` and the directory it pointed to.
+    /// A tablespace link `pg_tblspc/<oid>` and the absolute directory it pointed to.
     Link {
-        /// Target directory.
+        /// Target directory (absolute).
         target: String,
     },
     /// A file stored whole.
     File {
         /// Bytes.
         size: u64,
-        /// CRC-32C of the content.
-        crc: u32,
-        /// Where the content is; `None` when it equals the parent's (same size and CRC).
+        /// BLAKE3 of the content.
+        digest: Digest,
+        /// Where the content is; `None` when it equals the parent's (same size and digest).
         stored: Option<Stored>,
     },
     /// A relation segment stored page by page.
     Data {
-        /// Bytes at backup time (whole blocks).
+        /// Bytes at backup time (whole blocks, plus `tail`).
         size: u64,
-        /// Blocks at backup time; restore truncates or extends to this.
+        /// Whole blocks at backup time; restore truncates or extends to this.
         blocks: u32,
         /// Every block is in this backup or is all-zero: restore looks no further back.
         base: bool,
@@ -68,14 +88,17 @@ pub enum EntryKind {
         /// Blocks found damaged and kept because of `--allow-corruption`.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         corrupt: Vec<u32>,
+        /// A partial block after the last whole one, stored as is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail: Option<Tail>,
     },
 }
 
 /// One manifest entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    /// PGDATA-relative path with `/` separators (WAL: the segment file name).
-    pub path: String,
+    /// PGDATA-relative path (WAL: the segment file name).
+    pub path: RelPath,
     /// What it is.
     #[serde(flatten)]
     pub kind: EntryKind,
@@ -90,13 +113,26 @@ pub struct BundleInfo {
     pub size: u64,
 }
 
+/// Something in the data directory the backup did not store, and why (reported, never silent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// PGDATA-relative path.
+    pub path: RelPath,
+    /// Why.
+    pub reason: String,
+}
+
 /// The manifest document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The backup.
     pub backup_id: String,
+    /// Mode.
+    pub mode: Mode,
     /// Its parent.
     pub parent: Option<String>,
+    /// BLAKE3 of the parent's manifest file (the hash chain).
+    pub parent_manifest: Option<Digest>,
     /// The cluster.
     pub system_identifier: u64,
     /// PostgreSQL major version.
@@ -105,16 +141,18 @@ pub struct Manifest {
     pub blcksz: u32,
     /// WAL segment size.
     pub wal_seg_size: u64,
-    /// Whether the cluster has data checksums.
-    pub data_checksums: bool,
+    /// `pg_control`'s `data_checksum_version` at the end of the backup (0: off).
+    pub data_checksum_version: u32,
     /// Compression of pages and files.
     pub compression: Compression,
     /// Start LSN.
     pub start_lsn: Lsn,
     /// Stop LSN.
     pub stop_lsn: Lsn,
-    /// Timeline of the WAL stored.
+    /// Timeline of the backup (start and stop).
     pub timeline: u32,
+    /// Whether it was taken from a standby.
+    pub from_standby: bool,
     /// Bundles.
     pub bundles: Vec<BundleInfo>,
     /// Cluster content, sorted by path.
@@ -122,15 +160,114 @@ pub struct Manifest {
     /// WAL segments and timeline history files from start to stop LSN, restored into `pg_wal`.
     pub wal: Vec<Entry>,
     /// Paths the parent had and this backup does not.
-    pub removed: Vec<String>,
+    pub removed: Vec<RelPath>,
+    /// What the backup left out and why (symlinks outside `pg_tblspc`, unreadable entries).
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
 }
 
 impl Manifest {
     /// The entry for `path` (entries are sorted).
-    pub fn entry(&self, path: &str) -> Option<&Entry> {
+    pub fn entry(&self, path: &RelPath) -> Option<&Entry> {
         self.entries
-            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .binary_search_by(|e| e.path.cmp(path))
             .ok()
             .map(|i| &self.entries[i])
+    }
+
+    /// Checks the facts the catalog repeats against this manifest (the authority). Returns
+    /// every difference.
+    pub fn disagreements(&self, b: &BackupInfo) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cmp = |what: &str, cat: String, man: String| {
+            if cat != man {
+                out.push(format!(
+                    "the catalog says {what} {cat} but the manifest says {man}"
+                ));
+            }
+        };
+        cmp("backup", b.id.clone(), self.backup_id.clone());
+        cmp("mode", b.mode.to_string(), self.mode.to_string());
+        let opt = |p: &Option<String>| p.clone().unwrap_or_else(|| "none".into());
+        cmp("parent", opt(&b.parent), opt(&self.parent));
+        cmp(
+            "start LSN",
+            b.start_lsn.to_string(),
+            self.start_lsn.to_string(),
+        );
+        cmp(
+            "stop LSN",
+            b.stop_lsn.map_or("none".into(), |l| l.to_string()),
+            self.stop_lsn.to_string(),
+        );
+        cmp(
+            "timeline",
+            b.timeline.map_or("none".into(), |t| t.to_string()),
+            self.timeline.to_string(),
+        );
+        cmp(
+            "PostgreSQL major",
+            b.pg_major.to_string(),
+            self.pg_major.to_string(),
+        );
+        out
+    }
+
+    /// Checks what a reader relies on beyond the paths themselves: entries sorted and unique,
+    /// tablespace links only at `pg_tblspc/<oid>` with absolute targets, WAL names plain.
+    pub fn check_shape(&self) -> Result<(), String> {
+        for w in self.entries.windows(2) {
+            if w[0].path >= w[1].path {
+                return Err(format!(
+                    "entries are not sorted and unique at \"{}\"",
+                    w[1].path
+                ));
+            }
+        }
+        for e in &self.entries {
+            if let EntryKind::Link { target } = &e.kind {
+                let oid = e
+                    .path
+                    .as_str()
+                    .and_then(|p| p.strip_prefix("pg_tblspc/"))
+                    .filter(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()));
+                if oid.is_none() {
+                    return Err(format!(
+                        "link entry \"{}\" is not a tablespace link pg_tblspc/<oid>",
+                        e.path
+                    ));
+                }
+                if !target.starts_with('/') || target.contains('\0') {
+                    return Err(format!(
+                        "tablespace link \"{}\" has a target that is not an absolute path",
+                        e.path
+                    ));
+                }
+            }
+            if let EntryKind::Data { blocks, tail, .. } = &e.kind
+                && let Some(t) = tail
+                && (t.len == 0 || t.len >= self.blcksz || *blocks == u32::MAX)
+            {
+                return Err(format!("\"{}\" has an implausible tail", e.path));
+            }
+        }
+        for e in &self.wal {
+            if e.path.components().count() != 1 || !matches!(e.kind, EntryKind::File { .. }) {
+                return Err(format!("WAL entry \"{}\" is not a plain file name", e.path));
+            }
+        }
+        if !matches!(self.blcksz, 1024 | 2048 | 4096 | 8192 | 16384 | 32768) {
+            return Err(format!(
+                "block size {} is not one PostgreSQL supports",
+                self.blcksz
+            ));
+        }
+        if self.wal_seg_size == 0 || !self.wal_seg_size.is_power_of_two() {
+            return Err(format!(
+                "WAL segment size {} is not a power of two",
+                self.wal_seg_size
+            ));
+        }
+        Ok(())
     }
 }

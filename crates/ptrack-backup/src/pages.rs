@@ -1,7 +1,9 @@
 //! Reading a relation segment for a backup: which pages to keep, verification of every page read
 //! with the `ptrack verify` rules (`ptrack_page::verify`), and re-reads of failing pages that a
 //! concurrent write may have torn (as `src/backend/backup/basebackup.c: verify_page_checksum`
-//! and pg_probackup's `prepare_page` do). Whole files are read and compared with the parent's.
+//! and pg_probackup's `prepare_page` do). Whole files are read and compared with the parent's
+//! by size and BLAKE3 digest, never by a CRC: files such as `pg_control` and `pg_filenode.map`
+//! end with a CRC-32C of their own content, so their whole-file CRC-32C is one constant.
 
 use std::fs::File;
 use std::io;
@@ -14,7 +16,8 @@ use ptrack_types::Lsn;
 use serde::Serialize;
 
 use crate::bundle::{BundleWriter, FLAG_CORRUPT};
-use crate::manifest::{IndexRef, Stored};
+use crate::manifest::{IndexRef, Stored, Tail};
+use crate::paths::{Digest, RelPath};
 use crate::{Error, Result};
 
 /// Re-reads of a failing page before it is called damaged (pg_probackup tries up to 300).
@@ -37,7 +40,7 @@ pub struct Select {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Damaged {
     /// PGDATA-relative path.
-    pub path: String,
+    pub path: RelPath,
     /// Block within the segment file.
     pub block_in_file: u32,
     /// Block within the fork.
@@ -61,13 +64,15 @@ pub struct PartResult {
     pub short_at: Option<u32>,
     /// Damaged pages.
     pub damaged: Vec<Damaged>,
+    /// The file could not be read (permission): why.
+    pub unreadable: Option<String>,
 }
 
 /// One piece of a segment file to read.
 #[derive(Debug, Clone)]
 pub struct Part<'a> {
     /// PGDATA-relative path.
-    pub rel: &'a str,
+    pub rel: &'a RelPath,
     /// First block (segment-relative).
     pub start: u32,
     /// End block (exclusive).
@@ -133,12 +138,16 @@ pub fn copy_part(
     w: &mut BundleWriter,
     blcksz: usize,
 ) -> Result<PartResult> {
-    let path = root.join(part.rel);
+    let path = root.join(part.rel.as_path());
     let mut r = PartResult::default();
     let f = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             r.short_at = Some(0);
+            return Ok(r);
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            r.unreadable = Some(format!("could not open: {e}"));
             return Ok(r);
         }
         Err(e) => return Err(Error::io(&path, "open", e)),
@@ -195,7 +204,7 @@ pub fn copy_part(
                 if !problems.is_empty() {
                     entry.flags |= FLAG_CORRUPT;
                     r.damaged.push(Damaged {
-                        path: part.rel.to_string(),
+                        path: part.rel.clone(),
                         block_in_file: in_file,
                         block: abs,
                         lsn,
@@ -220,35 +229,93 @@ pub fn copy_part(
 
 /// A whole file read for a backup.
 #[derive(Debug)]
-pub struct WholeResult {
-    /// Bytes.
-    pub size: u64,
-    /// CRC-32C.
-    pub crc: u32,
-    /// Where it was stored; `None` when identical to the parent's.
-    pub stored: Option<Stored>,
+pub enum Whole {
+    /// Read (and stored unless unchanged).
+    Read {
+        /// Bytes.
+        size: u64,
+        /// BLAKE3.
+        digest: Digest,
+        /// Where it was stored; `None` when identical to the parent's.
+        stored: Option<Stored>,
+    },
+    /// Gone since the walk (dropped).
+    Vanished,
+    /// Not readable by the backup's user: why.
+    Unreadable(String),
 }
 
-/// Reads `root/rel` whole and stores it unless it equals `parent` (size, CRC). `None` when the
-/// file vanished.
+/// Reads `root/rel` whole and stores it unless its size and BLAKE3 digest equal `parent`'s.
 pub fn copy_whole(
     root: &Path,
-    rel: &str,
-    parent: Option<(u64, u32)>,
+    rel: &RelPath,
+    parent: Option<(u64, Digest)>,
     w: &mut BundleWriter,
-) -> Result<Option<WholeResult>> {
-    let path = root.join(rel);
+) -> Result<Whole> {
+    let path = root.join(rel.as_path());
     let data = match std::fs::read(&path) {
         Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Whole::Vanished),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Ok(Whole::Unreadable(format!("could not read: {e}")));
+        }
         Err(e) => return Err(Error::io(&path, "read", e)),
     };
-    let crc = crc32c::crc32c(&data);
+    let digest = Digest::of(&data);
     let size = data.len() as u64;
-    let stored = if parent == Some((size, crc)) {
+    let stored = if parent == Some((size, digest)) {
         None
     } else {
         Some(w.put_blob(&data)?)
     };
-    Ok(Some(WholeResult { size, crc, stored }))
+    Ok(Whole::Read {
+        size,
+        digest,
+        stored,
+    })
+}
+
+/// Reads the partial block after the last whole block of a relation segment (`len` bytes at
+/// `offset` when listed) and stores it. `None` when it is gone (truncated meanwhile).
+pub fn copy_tail(
+    root: &Path,
+    rel: &RelPath,
+    offset: u64,
+    len: u32,
+    w: &mut BundleWriter,
+) -> Result<Option<Tail>> {
+    let path = root.join(rel.as_path());
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        // Gone, or unreadable (then the whole file is reported by its part).
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::io(&path, "open", e)),
+    };
+    let mut buf = vec![0u8; len as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(&path, "read", e)),
+        }
+    }
+    if got == 0 {
+        return Ok(None);
+    }
+    buf.truncate(got);
+    let stored = w.put_blob(&buf)?;
+    Ok(Some(Tail {
+        len: got as u32,
+        digest: Digest::of(&buf),
+        stored,
+    }))
 }

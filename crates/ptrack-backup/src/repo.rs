@@ -21,7 +21,7 @@ use crate::catalog::{CATALOG_VERSION, Catalog, Status};
 use crate::{Error, Result, envelope, refused};
 
 const REPO_FILE: &str = "ptrack-repo";
-const REPO_VERSION: u32 = 1;
+const REPO_VERSION: u32 = 2;
 const INSTANCE_VERSION: u32 = 1;
 
 /// The repository marker.
@@ -133,6 +133,17 @@ impl Repository {
     /// The instance of `sysid`, if the repository has it.
     pub fn instance(&self, sysid: u64) -> Result<Option<Instance>> {
         let dir = self.root.join(sysid.to_string());
+        match std::fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&dir, "stat", e)),
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::Corrupt(format!(
+                    "\"{}\" is not a directory (ptrack never follows links inside a repository)",
+                    dir.display()
+                )));
+            }
+            Ok(_) => {}
+        }
         if !dir.join("instance").exists() {
             return Ok(None);
         }
@@ -226,8 +237,28 @@ impl Instance {
         self.dir.join(id)
     }
 
+    /// Removes every file of backup `id` and its directory (a failed or interrupted backup; the
+    /// catalog record stays, with the cause).
+    pub fn remove_backup_files(&self, id: &str) -> Result<()> {
+        let dir = self.backup_dir(id);
+        match std::fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&dir, "stat", e)),
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::Corrupt(format!(
+                    "\"{}\" is not a directory",
+                    dir.display()
+                )));
+            }
+            Ok(_) => {}
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, "remove", e))?;
+        ptrack_durable::sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, "fsync", e))
+    }
+
     /// Takes the instance lock without waiting, then marks backups left RUNNING by a dead process
-    /// as ERROR (nobody else can be running them while we hold the lock).
+    /// as ERROR and removes their files (nobody else can be running them while we hold the
+    /// lock).
     pub fn lock(&self, what: &str) -> Result<Lock> {
         let path = self.dir.join("lock");
         if !path.exists() {
@@ -251,6 +282,7 @@ impl Instance {
                 b.status = Status::Error;
                 b.error = Some("interrupted: the process taking it ended without finishing".into());
                 changed = true;
+                self.remove_backup_files(&b.id)?;
             }
         }
         if changed {
@@ -259,9 +291,13 @@ impl Instance {
         Ok(lock)
     }
 
-    /// Reads the catalog.
+    /// Reads the catalog and checks every ID it names (IDs become directory names).
     pub fn catalog(&self) -> Result<Catalog> {
-        envelope::read(&self.dir.join("catalog"), "catalog", CATALOG_VERSION)
+        let path = self.dir.join("catalog");
+        let cat: Catalog = envelope::read(&path, "catalog", CATALOG_VERSION)?;
+        cat.check()
+            .map_err(|why| Error::Corrupt(format!("\"{}\": {why}", path.display())))?;
+        Ok(cat)
     }
 
     /// Writes the catalog (only with the lock held).

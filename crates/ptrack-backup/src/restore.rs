@@ -1,46 +1,37 @@
 //! Restoring a backup: every file rebuilt from the chain (target → parents → full backup), the
 //! stored WAL put into `pg_wal`, tablespaces relinked (`-T OLD=NEW`, `tablespace_map` rewritten
-//! to match), recovery settings written when a recovery target is asked for, everything fsynced.
-//! A data file's block comes from the newest backup of the chain that stored it, looking no
-//! further back than a backup that stored the file whole; blocks no backup stored are zero (new,
-//! never-written pages). Mirrors what PostgreSQL's `pg_combinebackup` does for its own format
-//! (`src/bin/pg_combinebackup/reconstruct.c`) and what a server needs to start from a base backup
-//! (`backup_label`, `recovery.signal`, `src/backend/access/transam/xlogrecovery.c`).
+//! to match), archive recovery set up (`crate::target`), everything fsynced, and `global/pg_control`
+//! written **last**, so that a restore that dies part-way leaves a directory PostgreSQL refuses
+//! to start. A data file's block comes from the newest backup of the chain that stored it,
+//! looking no further back than a backup that stored the file whole; blocks no backup stored are
+//! zero (new, never-written pages). Every path comes from a checked manifest and is written
+//! through `ptrack_durable::at`, which opens each component without following links, so
+//! nothing can be created outside the target and tablespace directories. Mirrors
+//! `src/bin/pg_combinebackup/reconstruct.c` (rebuilding files from a chain) and what a server
+//! needs to start from a base backup (`backup_label`, `recovery.signal`, `xlogrecovery.c`).
 
 use std::collections::BTreeSet;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use ptrack_types::Lsn;
+use ptrack_durable::at::Dir;
 
-use crate::backup::{Progress, read_manifest};
+use crate::backup::Progress;
 use crate::bundle::{BundleReader, PageEntry};
 use crate::catalog::{BackupInfo, Status};
-use crate::manifest::{Entry, EntryKind, Manifest};
+use crate::chain::{Link, load_chain};
+use crate::manifest::{Entry, EntryKind};
+use crate::paths::RelPath;
 use crate::repo::{Instance, Repository};
+use crate::target::{RecoveryTarget, recovery_settings};
 use crate::{Error, Result, refused};
-
-/// Where recovery should stop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecoveryTarget {
-    /// As soon as the restored cluster is consistent (end of the backup).
-    Immediate,
-    /// At this LSN.
-    Lsn(Lsn),
-    /// At this time (`recovery_target_time` syntax).
-    Time(String),
-    /// After this transaction.
-    Xid(String),
-    /// At this named restore point.
-    Name(String),
-}
 
 /// What to restore and where.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     /// New data directory (absent or empty).
     pub target: PathBuf,
-    /// Backup to restore (default: the newest OK one).
+    /// Backup to restore (default: the newest OK one that can reach the recovery target).
     pub backup_id: Option<String>,
     /// Instance (system identifier) when the repository holds several.
     pub instance: Option<u64>,
@@ -67,22 +58,36 @@ pub struct RestoreReport {
     pub bytes: u64,
 }
 
-/// Picks the backup: the one asked for, or the newest OK one; it must be OK.
-pub fn choose_backup(instance: &Instance, id: Option<&str>) -> Result<BackupInfo> {
+/// Picks the backup: the one asked for, or the newest OK one whose consistency point lies
+/// before the recovery target. It must be OK and able to reach the target.
+pub fn choose_backup(
+    instance: &Instance,
+    id: Option<&str>,
+    target: Option<&RecoveryTarget>,
+) -> Result<BackupInfo> {
     let cat = instance.catalog()?;
+    let sysid = instance.info.system_identifier;
     let b = match id {
         Some(id) => cat.get(id).cloned().ok_or_else(|| {
             refused(format!(
-                "backup {id} is not in the catalog of instance {} (`ptrack show` lists the backups)",
-                instance.info.system_identifier
+                "backup {id} is not in the catalog of instance {sysid} (`ptrack show` lists the backups)"
             ))
         })?,
-        None => cat.latest_ok().cloned().ok_or_else(|| {
-            refused(format!(
-                "instance {} has no backup with status OK",
-                instance.info.system_identifier
-            ))
-        })?,
+        None => {
+            let mut ok = cat.backups.iter().rev().filter(|b| b.status == Status::Ok).peekable();
+            if ok.peek().is_none() {
+                return Err(refused(format!("instance {sysid} has no backup with status OK")));
+            }
+            let mut ok: Vec<&BackupInfo> = ok.collect();
+            let first = ok[0].clone();
+            ok.retain(|b| target.is_none_or(|t| t.before_consistency(b).is_none()));
+            ok.first().map(|b| (*b).clone()).ok_or_else(|| {
+                refused(format!(
+                    "no OK backup of instance {sysid} is consistent before the recovery target: {}",
+                    target.and_then(|t| t.before_consistency(&first)).unwrap_or_default()
+                ))
+            })?
+        }
     };
     if b.status != Status::Ok {
         return Err(refused(format!(
@@ -95,24 +100,12 @@ pub fn choose_backup(instance: &Instance, id: Option<&str>) -> Result<BackupInfo
                 .unwrap_or_default()
         )));
     }
-    Ok(b)
-}
-
-/// The chain of `b` with manifests, newest first, every link OK.
-pub fn load_chain(instance: &Instance, b: &BackupInfo) -> Result<Vec<(BackupInfo, Manifest)>> {
-    let cat = instance.catalog()?;
-    let chain = cat.chain(&b.id).map_err(refused)?;
-    let mut out = Vec::new();
-    for c in chain {
-        if c.status != Status::Ok {
-            return Err(refused(format!(
-                "backup {} needs backup {} which has status {}",
-                b.id, c.id, c.status
-            )));
-        }
-        out.push((c.clone(), read_manifest(instance, c)?));
+    if let Some(why) = target.and_then(|t| t.before_consistency(&b)) {
+        return Err(refused(format!(
+            "{why}: choose an older backup with -i, or a later target"
+        )));
     }
-    Ok(out)
+    Ok(b)
 }
 
 fn is_empty_dir(p: &Path) -> Result<bool> {
@@ -123,35 +116,115 @@ fn is_empty_dir(p: &Path) -> Result<bool> {
     }
 }
 
-fn recovery_settings(t: &RecoveryTarget, restore_command: Option<&str>, id: &str) -> String {
-    let q = |s: &str| s.replace('\'', "''");
-    let target = match t {
-        RecoveryTarget::Immediate => "recovery_target = 'immediate'".to_string(),
-        RecoveryTarget::Lsn(l) => format!("recovery_target_lsn = '{l}'"),
-        RecoveryTarget::Time(s) => format!("recovery_target_time = '{}'", q(s)),
-        RecoveryTarget::Xid(s) => format!("recovery_target_xid = '{}'", q(s)),
-        RecoveryTarget::Name(s) => format!("recovery_target_name = '{}'", q(s)),
-    };
-    // Archive recovery needs a restore_command; one that finds nothing makes the server read the
-    // WAL restored into pg_wal.
-    let cmd = restore_command.unwrap_or("/bin/false");
-    format!(
-        "\n# Recovery settings written by ptrack restore of backup {id}\n{target}\nrecovery_target_action = 'promote'\nrestore_command = '{}'\n",
-        q(cmd)
-    )
+/// A tablespace of the backup: `pg_tblspc/<oid>`, its old location, where it goes now.
+struct Tablespace {
+    link: RelPath,
+    old: String,
+    new: PathBuf,
+    dir: Option<Dir>,
+}
+
+/// Where each tablespace goes (after `-T`), all checked before anything is written.
+fn tablespaces(entries: &[Entry], opts: &RestoreOptions, id: &str) -> Result<Vec<Tablespace>> {
+    let mut out = Vec::new();
+    let mut used = vec![false; opts.tablespace_map.len()];
+    for e in entries {
+        let EntryKind::Link { target } = &e.kind else {
+            continue;
+        };
+        let mut to = target.clone();
+        for (i, (old, new)) in opts.tablespace_map.iter().enumerate() {
+            if old == target {
+                to = new.clone();
+                used[i] = true;
+            }
+        }
+        if !Path::new(&to).is_absolute() {
+            return Err(refused(format!(
+                "tablespace location \"{to}\" must be an absolute path"
+            )));
+        }
+        if !is_empty_dir(Path::new(&to))? {
+            return Err(refused(format!(
+                "tablespace directory \"{to}\" (for {}) exists and is not empty; relocate it with -T {target}=NEWDIR",
+                e.path
+            )));
+        }
+        out.push(Tablespace {
+            link: e.path.clone(),
+            old: target.clone(),
+            new: PathBuf::from(to),
+            dir: None,
+        });
+    }
+    if let Some(i) = used.iter().position(|u| !u) {
+        let (old, new) = &opts.tablespace_map[i];
+        return Err(refused(format!(
+            "-T {old}={new}: backup {id} has no tablespace at \"{old}\""
+        )));
+    }
+    Ok(out)
+}
+
+/// The directory an entry's parent lies in and its file name: entries below `pg_tblspc/<oid>/`
+/// go to the tablespace's directory, everything else below the target.
+struct Places<'a> {
+    root: &'a Dir,
+    spaces: &'a [Tablespace],
+}
+
+impl Places<'_> {
+    fn split<'p>(&self, path: &'p RelPath) -> Result<(&Dir, Vec<&'p [u8]>)> {
+        let comps: Vec<&[u8]> = path.components().collect();
+        for ts in self.spaces {
+            let n = ts.link.components().count();
+            if comps.len() > n && path.starts_with(ts.link.as_str().unwrap_or("")) {
+                let d = ts
+                    .dir
+                    .as_ref()
+                    .expect("tablespace directories are opened first");
+                return Ok((d, comps[n..].to_vec()));
+            }
+        }
+        if path.starts_with("pg_tblspc") && comps.len() > 2 {
+            return Err(Error::Corrupt(format!(
+                "manifest entry \"{path}\" lies in a tablespace the backup has no link for"
+            )));
+        }
+        Ok((self.root, comps))
+    }
+
+    /// Creates the directory `path` (and its parents) and returns it.
+    fn mkdir(&self, path: &RelPath) -> Result<Dir> {
+        let (base, comps) = self.split(path)?;
+        base.create_dirs(comps)
+            .map_err(|e| Error::io(&base.path().join(path.as_path()), "create directory", e))
+    }
+
+    /// Opens the directory that holds file `path` and returns it with the file name.
+    fn parent_of<'p>(&self, path: &'p RelPath) -> Result<(Dir, &'p [u8])> {
+        let (base, mut comps) = self.split(path)?;
+        let name = comps.pop().expect("paths have a component");
+        let d = base
+            .create_dirs(comps)
+            .map_err(|e| Error::io(&base.path().join(path.as_path()), "open directory", e))?;
+        Ok((d, name))
+    }
 }
 
 enum Job<'a> {
-    Data {
-        path: PathBuf,
-        rel: &'a str,
-        blocks: u32,
-    },
-    File {
-        path: PathBuf,
-        entry: &'a Entry,
-        wal: bool,
-    },
+    Data { entry: &'a Entry, blocks: u32 },
+    File { entry: &'a Entry, wal: bool },
+}
+
+fn job_size(j: &Job, blcksz: u64) -> u64 {
+    match j {
+        Job::Data { blocks, .. } => u64::from(*blocks) * blcksz,
+        Job::File { entry, .. } => match entry.kind {
+            EntryKind::File { size, .. } => size,
+            _ => 0,
+        },
+    }
 }
 
 /// Restores into `opts.target`.
@@ -161,71 +234,45 @@ pub fn run_restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let instance = repo.only_instance(opts.instance)?;
-    let backup = choose_backup(&instance, opts.backup_id.as_deref())?;
-    let chain = load_chain(&instance, &backup)?;
-    let target_m = &chain[0].1;
-    let blcksz = target_m.blcksz as usize;
+    let backup = choose_backup(
+        &instance,
+        opts.backup_id.as_deref(),
+        opts.recovery_target.as_ref(),
+    )?;
+    let chain = load_chain(&instance, &instance.catalog()?, &backup.id)?;
+    let target_m = &chain[0].manifest;
+    let blcksz = u64::from(target_m.blcksz);
     if !is_empty_dir(&opts.target)? {
         return Err(refused(format!(
             "restore target \"{}\" exists and is not empty; give an empty or new directory",
             opts.target.display()
         )));
     }
-    // Tablespace locations, remapped, all checked before anything is written.
-    let mut links = Vec::new();
-    let mut used = vec![false; opts.tablespace_map.len()];
-    for e in &target_m.entries {
-        if let EntryKind::Link { target } = &e.kind {
-            let mut to = target.clone();
-            for (i, (old, new)) in opts.tablespace_map.iter().enumerate() {
-                if old == target {
-                    to = new.clone();
-                    used[i] = true;
-                }
-            }
-            if !Path::new(&to).is_absolute() {
-                return Err(refused(format!(
-                    "tablespace location \"{to}\" must be an absolute path"
-                )));
-            }
-            if !is_empty_dir(Path::new(&to))? {
-                return Err(refused(format!(
-                    "tablespace directory \"{to}\" (for {}) exists and is not empty; relocate it with -T {target}=NEWDIR",
-                    e.path
-                )));
-            }
-            links.push((e.path.clone(), target.clone(), to));
-        }
+    let mut spaces = tablespaces(&target_m.entries, opts, &backup.id)?;
+    ptrack_durable::create_private_dir(&opts.target)
+        .map_err(|e| Error::io(&opts.target, "create", e))?;
+    let root = Dir::open(&opts.target).map_err(|e| Error::io(&opts.target, "open", e))?;
+    for ts in &mut spaces {
+        std::fs::create_dir_all(&ts.new).map_err(|e| Error::io(&ts.new, "create", e))?;
+        ts.dir = Some(Dir::open(&ts.new).map_err(|e| Error::io(&ts.new, "open", e))?);
     }
-    if let Some(i) = used.iter().position(|u| !u) {
-        return Err(refused(format!(
-            "-T {}={}: backup {} has no tablespace at \"{}\"",
-            opts.tablespace_map[i].0, opts.tablespace_map[i].1, backup.id, opts.tablespace_map[i].0
-        )));
-    }
-    let root = &opts.target;
-    let mkdir = |p: &Path| -> Result<()> {
-        ptrack_durable::create_private_dir(p).map_err(|e| Error::io(p, "create", e))
+    let places = Places {
+        root: &root,
+        spaces: &spaces,
     };
-    if !root.exists() {
-        mkdir(root)?;
-    }
-    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
-    dirs.insert(root.clone());
+    let mut dirs: BTreeSet<RelPath> = BTreeSet::new();
     for e in &target_m.entries {
         match &e.kind {
             EntryKind::Dir => {
-                mkdir(&root.join(&e.path))?;
-                dirs.insert(root.join(&e.path));
+                places.mkdir(&e.path)?;
+                dirs.insert(e.path.clone());
             }
             EntryKind::Link { .. } => {
-                let (_, _, to) = links.iter().find(|l| l.0 == e.path).expect("collected");
-                std::fs::create_dir_all(to)
-                    .map_err(|err| Error::io(Path::new(to), "create", err))?;
-                let lp = root.join(&e.path);
-                std::os::unix::fs::symlink(to, &lp)
-                    .map_err(|err| Error::io(&lp, "create link", err))?;
-                dirs.insert(PathBuf::from(to));
+                let ts = spaces.iter().find(|t| t.link == e.path).expect("collected");
+                let (d, name) = places.parent_of(&e.path)?;
+                d.symlink(&ts.new, name).map_err(|err| {
+                    Error::io(&opts.target.join(e.path.as_path()), "create link", err)
+                })?;
             }
             _ => {}
         }
@@ -234,125 +281,145 @@ pub fn run_restore(
         if sub.ends_with("summaries") && target_m.pg_major < 17 {
             continue;
         }
-        mkdir(&root.join(sub))?;
-        dirs.insert(root.join(sub));
+        let p = RelPath::new(sub).expect("plain");
+        places.mkdir(&p)?;
+        dirs.insert(p);
     }
+    let control = RelPath::new("global/pg_control").expect("plain");
     let mut jobs: Vec<Job> = Vec::new();
-    let mut total = 0u64;
     for e in &target_m.entries {
-        let path = root.join(&e.path);
         match &e.kind {
-            EntryKind::Data { blocks, size, .. } => {
-                total += size;
-                jobs.push(Job::Data {
-                    path,
-                    rel: &e.path,
-                    blocks: *blocks,
-                });
-            }
-            EntryKind::File { size, .. } => {
-                total += size;
-                jobs.push(Job::File {
-                    path,
-                    entry: e,
-                    wal: false,
-                });
-            }
+            EntryKind::Data { blocks, .. } => jobs.push(Job::Data {
+                entry: e,
+                blocks: *blocks,
+            }),
+            EntryKind::File { .. } if e.path != control => jobs.push(Job::File {
+                entry: e,
+                wal: false,
+            }),
             _ => {}
         }
     }
-    for e in &target_m.wal {
-        if let EntryKind::File { size, .. } = &e.kind {
-            total += size;
-            jobs.push(Job::File {
-                path: root.join("pg_wal").join(&e.path),
-                entry: e,
-                wal: true,
-            });
-        }
-    }
-    let size_of = |j: &Job| match j {
-        Job::Data { blocks, .. } => u64::from(*blocks) * blcksz as u64,
-        Job::File { entry, .. } => match entry.kind {
-            EntryKind::File { size, .. } => size,
-            _ => 0,
-        },
-    };
-    jobs.sort_by_key(|j| std::cmp::Reverse(size_of(j)));
-    progress.start(total);
+    jobs.extend(target_m.wal.iter().map(|e| Job::File {
+        entry: e,
+        wal: true,
+    }));
+    jobs.sort_by_key(|j| std::cmp::Reverse(job_size(j, blcksz)));
+    progress.start(jobs.iter().map(|j| job_size(j, blcksz)).sum());
     progress.step("restoring files");
     let backup_dirs: Vec<PathBuf> = chain
         .iter()
-        .map(|(b, _)| instance.backup_dir(&b.id))
+        .map(|l| instance.backup_dir(&l.info.id))
         .collect();
+    let readers = |_| {
+        Ok(chain
+            .iter()
+            .zip(&backup_dirs)
+            .map(|(l, d)| BundleReader::new(d, l.manifest.compression))
+            .collect::<Vec<_>>())
+    };
     let written = crate::parallel::run(
         opts.jobs,
         jobs.len(),
-        |_| {
-            Ok(chain
-                .iter()
-                .zip(&backup_dirs)
-                .map(|((_, m), d)| BundleReader::new(d, m.compression))
-                .collect::<Vec<_>>())
-        },
+        readers,
         |readers, i| {
-            let job = &jobs[i];
-            let n = match job {
-                Job::Data { path, rel, blocks } => {
-                    write_data(&chain, readers, rel, *blocks, blcksz, path)?
-                }
-                Job::File { path, entry, wal } => {
-                    let mut data = file_content(&chain, readers, entry, *wal)?;
-                    if entry.path == "tablespace_map" && !*wal {
-                        data = remap_tablespace_map(&data, &links);
-                    }
-                    let mut f = ptrack_durable::StagedFile::create(path)
-                        .map_err(|e| Error::io(path, "create", e))?;
-                    f.write_all(&data)
-                        .map_err(|e| Error::io(path, "write", e))?;
-                    f.commit_deferring_dir_sync()
-                        .map_err(|e| Error::io(path, "fsync", e))?;
-                    data.len() as u64
-                }
-            };
-            progress.advance(size_of(job));
+            let n = restore_one(&chain, readers, &jobs[i], &places, &spaces, blcksz as usize)?;
+            progress.advance(job_size(&jobs[i], blcksz));
             Ok(n)
         },
         |_, _| Ok(()),
     )?;
-    if let Some(t) = &opts.recovery_target {
-        let auto = root.join("postgresql.auto.conf");
-        let mut text = std::fs::read(&auto).unwrap_or_default();
-        text.extend_from_slice(
-            recovery_settings(t, opts.restore_command.as_deref(), &backup.id).as_bytes(),
-        );
-        ptrack_durable::write_file(&auto, &text).map_err(|e| Error::io(&auto, "write", e))?;
-        let sig = root.join("recovery.signal");
-        ptrack_durable::write_file(&sig, b"").map_err(|e| Error::io(&sig, "write", e))?;
-    }
+    let auto = RelPath::new("postgresql.auto.conf").expect("plain");
+    let mut text = std::fs::read(opts.target.join(auto.as_path())).unwrap_or_default();
+    text.extend_from_slice(
+        recovery_settings(
+            opts.recovery_target.as_ref(),
+            opts.restore_command.as_deref(),
+            &backup.id,
+        )
+        .as_bytes(),
+    );
+    root.write_file(auto.as_bytes(), &text)
+        .map_err(|e| Error::io(&opts.target.join("postgresql.auto.conf"), "write", e))?;
+    root.write_file(b"recovery.signal", b"")
+        .map_err(|e| Error::io(&opts.target.join("recovery.signal"), "write", e))?;
     progress.step("syncing directories");
     for d in &dirs {
-        ptrack_durable::sync_dir(d).map_err(|e| Error::io(d, "fsync", e))?;
+        let dir = places.mkdir(d)?;
+        dir.sync().map_err(|e| Error::io(dir.path(), "fsync", e))?;
     }
+    for ts in &spaces {
+        let d = ts.dir.as_ref().expect("opened");
+        d.sync().map_err(|e| Error::io(d.path(), "fsync", e))?;
+    }
+    root.sync()
+        .map_err(|e| Error::io(root.path(), "fsync", e))?;
+    // Last: pg_control. Until it is there, the directory is not a cluster PostgreSQL starts.
+    let mut readers = readers(0)?;
+    let entry = target_m.entry(&control).ok_or_else(|| {
+        Error::Corrupt(format!("backup {} stores no global/pg_control", backup.id))
+    })?;
+    let data = file_content(&chain, &mut readers, entry, false)?;
+    let (d, name) = places.parent_of(&control)?;
+    d.write_file(name, &data)
+        .map_err(|e| Error::io(&opts.target.join("global/pg_control"), "write", e))?;
     Ok(RestoreReport {
-        chain: chain.iter().map(|(b, _)| b.id.clone()).collect(),
+        chain: chain.iter().map(|l| l.info.id.clone()).collect(),
         backup,
-        files: written.len() as u64,
-        bytes: written.iter().sum(),
+        files: written.len() as u64 + 1,
+        bytes: written.iter().sum::<u64>() + data.len() as u64,
     })
 }
 
-/// Rewrites `tablespace_map` lines (`<oid> <path>`) for relocated tablespaces; `links` holds
-/// (`pg_tblspc/<oid>`, old location, new location).
-fn remap_tablespace_map(data: &[u8], links: &[(String, String, String)]) -> Vec<u8> {
+fn restore_one(
+    chain: &[Link],
+    readers: &mut [BundleReader],
+    job: &Job,
+    places: &Places,
+    spaces: &[Tablespace],
+    blcksz: usize,
+) -> Result<u64> {
+    let (entry, wal) = match job {
+        Job::Data { entry, blocks } => {
+            return write_data(chain, readers, entry, *blocks, blcksz, places);
+        }
+        Job::File { entry, wal } => (*entry, *wal),
+    };
+    let mut data = file_content(chain, readers, entry, wal)?;
+    if !wal && entry.path.as_str() == Some("tablespace_map") {
+        data = remap_tablespace_map(&data, spaces);
+    }
+    let path = if wal {
+        RelPath::new("pg_wal")
+            .expect("plain")
+            .join(entry.path.as_bytes())
+            .map_err(|e| Error::Corrupt(e.to_string()))?
+    } else {
+        entry.path.clone()
+    };
+    let (d, name) = places.parent_of(&path)?;
+    let shown = d.path().join(std::ffi::OsStr::new(
+        std::str::from_utf8(name).unwrap_or("?"),
+    ));
+    let mut f = d
+        .create_staged(name)
+        .map_err(|e| Error::io(&shown, "create", e))?;
+    f.write_all(&data)
+        .map_err(|e| Error::io(&shown, "write", e))?;
+    f.commit().map_err(|e| Error::io(&shown, "fsync", e))?;
+    Ok(data.len() as u64)
+}
+
+/// Rewrites `tablespace_map` lines (`<oid> <path>`) for relocated tablespaces.
+fn remap_tablespace_map(data: &[u8], spaces: &[Tablespace]) -> Vec<u8> {
     let text = String::from_utf8_lossy(data);
     let mut out = String::new();
     for line in text.lines() {
         let relocated = line.split_once(' ').and_then(|(oid, path)| {
-            links
+            spaces
                 .iter()
-                .find(|(link, old, _)| link.rsplit('/').next() == Some(oid) && path == old)
-                .map(|(_, _, new)| format!("{oid} {new}"))
+                .find(|t| t.link.components().last() == Some(oid.as_bytes()) && path == t.old)
+                .map(|t| format!("{oid} {}", t.new.display()))
         });
         out.push_str(relocated.as_deref().unwrap_or(line));
         out.push('\n');
@@ -362,32 +429,35 @@ fn remap_tablespace_map(data: &[u8], links: &[(String, String, String)]) -> Vec<
 
 /// The content of a whole file: from the newest chain member that stored it.
 fn file_content(
-    chain: &[(BackupInfo, Manifest)],
+    chain: &[Link],
     readers: &mut [BundleReader],
     entry: &Entry,
     wal: bool,
 ) -> Result<Vec<u8>> {
-    let EntryKind::File { size, crc, .. } = entry.kind else {
+    let EntryKind::File { size, digest, .. } = entry.kind else {
         unreachable!("file jobs hold file entries")
     };
-    for (k, (b, m)) in chain.iter().enumerate() {
+    for (k, l) in chain.iter().enumerate() {
         let e = if wal {
             if k > 0 {
                 break;
             }
             Some(entry)
         } else {
-            m.entry(&entry.path)
+            l.manifest.entry(&entry.path)
         };
         match e.map(|e| &e.kind) {
             Some(EntryKind::File {
                 size: s,
-                crc: c,
+                digest: d,
                 stored,
-            }) if *s == size && *c == crc => {
+            }) if *s == size && *d == digest => {
                 if let Some(st) = stored {
-                    return readers[k].blob(*st, size, crc).map_err(|err| {
-                        Error::Corrupt(format!("backup {}: file \"{}\": {err}", b.id, entry.path))
+                    return readers[k].blob(*st, size, digest).map_err(|err| {
+                        Error::Corrupt(format!(
+                            "backup {}: file \"{}\": {err}",
+                            l.info.id, entry.path
+                        ))
                     });
                 }
             }
@@ -396,28 +466,30 @@ fn file_content(
     }
     Err(Error::Corrupt(format!(
         "file \"{}\" of backup {} is recorded as unchanged, but no earlier backup of the chain stores it",
-        entry.path, chain[0].0.id
+        entry.path, chain[0].info.id
     )))
 }
 
 /// Rebuilds one relation segment from the chain and writes it.
 fn write_data(
-    chain: &[(BackupInfo, Manifest)],
+    chain: &[Link],
     readers: &mut [BundleReader],
-    rel: &str,
+    entry: &Entry,
     blocks: u32,
     blcksz: usize,
-    path: &Path,
+    places: &Places,
 ) -> Result<u64> {
+    let rel = &entry.path;
     let mut slots: Vec<Option<(usize, u32, PageEntry)>> = vec![None; blocks as usize];
-    for (k, (b, m)) in chain.iter().enumerate() {
-        let Some(EntryKind::Data { parts, base, .. }) = m.entry(rel).map(|e| &e.kind) else {
+    for (k, l) in chain.iter().enumerate() {
+        let Some(EntryKind::Data { parts, base, .. }) = l.manifest.entry(rel).map(|e| &e.kind)
+        else {
             break;
         };
         for p in parts {
             let idx = readers[k]
                 .index(p)
-                .map_err(|e| Error::Corrupt(format!("backup {}: \"{rel}\": {e}", b.id)))?;
+                .map_err(|e| Error::Corrupt(format!("backup {}: \"{rel}\": {e}", l.info.id)))?;
             for e in idx {
                 if let Some(slot) = slots.get_mut(e.block as usize)
                     && slot.is_none()
@@ -430,7 +502,26 @@ fn write_data(
             break;
         }
     }
-    let f = ptrack_durable::StagedFile::create(path).map_err(|e| Error::io(path, "create", e))?;
+    let tail = match &entry.kind {
+        EntryKind::Data { tail: Some(t), .. } => Some(
+            readers[0]
+                .blob(t.stored, u64::from(t.len), t.digest)
+                .map_err(|e| {
+                    Error::Corrupt(format!(
+                        "backup {}: \"{rel}\" (partial last block): {e}",
+                        chain[0].info.id
+                    ))
+                })?,
+        ),
+        _ => None,
+    };
+    let (d, name) = places.parent_of(rel)?;
+    let shown = d.path().join(std::ffi::OsStr::new(
+        std::str::from_utf8(name).unwrap_or("?"),
+    ));
+    let f = d
+        .create_staged(name)
+        .map_err(|e| Error::io(&shown, "create", e))?;
     let mut out = BufWriter::with_capacity(1 << 20, f);
     let zero = vec![0u8; blcksz];
     let mut page = Vec::with_capacity(blcksz);
@@ -440,18 +531,21 @@ fn write_data(
                 readers[*k]
                     .page(*bundle, e, blcksz, &mut page)
                     .map_err(|err| {
-                        Error::Corrupt(format!("backup {}: \"{rel}\": {err}", chain[*k].0.id))
+                        Error::Corrupt(format!("backup {}: \"{rel}\": {err}", chain[*k].info.id))
                     })?;
                 out.write_all(&page)
             }
             None => out.write_all(&zero),
         }
-        .map_err(|e| Error::io(path, "write", e))?;
+        .map_err(|e| Error::io(&shown, "write", e))?;
+    }
+    if let Some(t) = &tail {
+        out.write_all(t)
+            .map_err(|e| Error::io(&shown, "write", e))?;
     }
     let f = out
         .into_inner()
-        .map_err(|e| Error::io(path, "write", e.into_error()))?;
-    f.commit_deferring_dir_sync()
-        .map_err(|e| Error::io(path, "fsync", e))?;
-    Ok(u64::from(blocks) * blcksz as u64)
+        .map_err(|e| Error::io(&shown, "write", e.into_error()))?;
+    f.commit().map_err(|e| Error::io(&shown, "fsync", e))?;
+    Ok(u64::from(blocks) * blcksz as u64 + tail.map_or(0, |t| t.len() as u64))
 }

@@ -12,12 +12,29 @@ use ptrack_types::Lsn;
 use crate::conn::ConnOptions;
 use crate::{Error, Result, refused};
 
-/// The server's message for a failed statement or connection.
+/// The server's message for a failed statement or connection (libpq's wording where the client
+/// library has its own, so that DBAs recognise it).
 pub fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => db.message().to_string(),
-        None => e.to_string(),
+        None => {
+            let t = e.to_string();
+            if t.contains("password missing") {
+                "fe_sendauth: no password supplied (give one in PGPASSWORD or ~/.pgpass)".into()
+            } else {
+                t
+            }
+        }
     }
+}
+
+/// Where the server is in its history: its timeline and WAL position now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Current timeline (insert timeline on a primary, replay timeline on a standby).
+    pub timeline: u32,
+    /// Current WAL position (insert on a primary, replay on a standby).
+    pub lsn: Lsn,
 }
 
 /// The ptrack extension as installed in the connected database.
@@ -114,9 +131,9 @@ impl Session {
     /// Starts a non-exclusive backup with an immediate checkpoint; returns the start LSN.
     pub fn backup_start(&mut self, label: &str) -> Result<Lsn> {
         let sql = if self.major >= 15 {
-            format!("SELECT pg_backup_start('{label}', true)::text")
+            format!("SELECT pg_catalog.pg_backup_start('{label}', true)::text")
         } else {
-            format!("SELECT pg_start_backup('{label}', true, false)::text")
+            format!("SELECT pg_catalog.pg_start_backup('{label}', true, false)::text")
         };
         self.lsn(&sql)
     }
@@ -124,9 +141,9 @@ impl Session {
     /// Ends the backup (without waiting for archiving: the backup stores its own WAL).
     pub fn backup_stop(&mut self) -> Result<StopInfo> {
         let sql = if self.major >= 15 {
-            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_catalog.pg_backup_stop(false)"
         } else {
-            "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_catalog.pg_stop_backup(false, false)"
         };
         let row = self
             .client
@@ -150,12 +167,76 @@ impl Session {
         }
     }
 
-    /// Finds the ptrack extension and checks it is enabled (spec §1.7 steps 1–2).
+    /// The server's timeline and WAL position now.
+    pub fn position(&mut self) -> Result<Position> {
+        if self.in_recovery {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT greatest((SELECT max(received_tli) FROM pg_catalog.pg_stat_wal_receiver), \
+                     (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()))::int, \
+                     pg_catalog.pg_last_wal_replay_lsn()::text",
+                    &[],
+                )
+                .map_err(|e| Error::Server(pg_message(&e)))?;
+            let lsn: Option<String> = row.get(1);
+            return Ok(Position {
+                timeline: row.get::<_, i32>(0) as u32,
+                lsn: lsn
+                    .and_then(|l| Lsn::from_str(&l).ok())
+                    .unwrap_or(Lsn::INVALID),
+            });
+        }
+        let t = self.text(
+            "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_insert_lsn()) || ' ' || pg_catalog.pg_current_wal_insert_lsn()::text",
+        )?;
+        let (file, lsn) = t
+            .split_once(' ')
+            .ok_or_else(|| Error::Server(format!("unexpected WAL position {t:?}")))?;
+        let timeline = file
+            .get(..8)
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| Error::Server(format!("unexpected WAL file name {file:?}")))?;
+        Ok(Position {
+            timeline,
+            lsn: Lsn::from_str(lsn)
+                .map_err(|_| Error::Server(format!("unexpected LSN {lsn:?}")))?,
+        })
+    }
+
+    /// Ends a backup that failed after `backup_start`, so the server does not keep it open (and
+    /// does not warn about a backend exiting during a backup). Errors are ignored: the session
+    /// ending aborts the backup anyway.
+    pub fn abort_backup(&mut self) {
+        let sql = if self.major >= 15 {
+            "SELECT 1 FROM pg_catalog.pg_backup_stop(false)"
+        } else {
+            "SELECT 1 FROM pg_catalog.pg_stop_backup(false, false)"
+        };
+        let _ = self.client.query(sql, &[]);
+    }
+
+    /// Waits (up to 60 s) until WAL up to `lsn` is durable on the server.
+    pub fn wait_wal_durable(&mut self, lsn: Lsn) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        while self.wal_durable_lsn()? < lsn {
+            if t0.elapsed() > std::time::Duration::from_secs(60) {
+                return Err(Error::Server(format!(
+                    "WAL up to the stop LSN {lsn} was not flushed within 60 s"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Finds the ptrack extension and checks it is enabled (spec §1.7 steps 1–2) and callable.
     pub fn ptrack(&mut self) -> Result<PtrackExt> {
         let rows = self
             .client
             .query(
-                "SELECT extnamespace::regnamespace::text, extversion FROM pg_catalog.pg_extension WHERE extname = 'ptrack'",
+                "SELECT n.nspname::text, e.extversion FROM pg_catalog.pg_extension e \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'ptrack'",
                 &[],
             )
             .map_err(|e| Error::Server(pg_message(&e)))?;
@@ -193,6 +274,8 @@ impl Session {
                 "Ptrack is disabled ({guc} = {size}): set it to a size in MB and restart the server, or use --mode delta"
             )));
         }
+        // Callable as this user and in this schema, before anything is started.
+        self.ptrack_init_lsn(&ext)?;
         Ok(ext)
     }
 

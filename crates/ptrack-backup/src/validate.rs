@@ -10,10 +10,13 @@ use ptrack_types::{ForkNumber, Lsn};
 use ptrack_wal::decoder::{DecoderConfig, Poll, Start, WalDecoder};
 use serde::Serialize;
 
-use crate::backup::read_manifest;
+use std::collections::HashMap;
+
 use crate::bundle::{BundleReader, FLAG_CORRUPT, bundle_path};
-use crate::catalog::{BackupInfo, Status};
+use crate::catalog::{BackupInfo, Catalog, Status};
+use crate::chain::{check_link, read_manifest};
 use crate::manifest::{EntryKind, Manifest};
+use crate::paths::Digest;
 use crate::repo::{Instance, Repository};
 use crate::{Result, refused};
 
@@ -36,7 +39,8 @@ pub struct BackupCheck {
     pub problems: Vec<String>,
 }
 
-/// Which backups to validate: `id` and its parents, or every OK and CORRUPT backup.
+/// Which backups to validate: `id` and its parents, or every OK and CORRUPT backup. Parents are
+/// validated before their children, and a child is judged against its parent's fresh result.
 pub fn run_validate(
     repo: &Repository,
     instance: Option<u64>,
@@ -64,6 +68,9 @@ pub fn run_validate(
             let mut cur = Some(id.to_string());
             while let Some(c) = cur {
                 let Some(b) = cat.get(&c) else { break };
+                if v.contains(&c) {
+                    break;
+                }
                 v.push(c);
                 cur = b.parent.clone();
             }
@@ -77,10 +84,10 @@ pub fn run_validate(
             .map(|b| b.id.clone())
             .collect(),
     };
-    let mut out = Vec::new();
+    let mut out: Vec<BackupCheck> = Vec::new();
+    let mut manifests: HashMap<String, (Manifest, Digest)> = HashMap::new();
     for id in ids {
         let b = cat.get(&id).expect("listed").clone();
-        let mut problems = Vec::new();
         let mut chk = BackupCheck {
             id: id.clone(),
             status: b.status,
@@ -90,26 +97,17 @@ pub fn run_validate(
             recorded_damage: 0,
             problems: Vec::new(),
         };
-        // Chain link: the parent must be there, OK (or found corrupt in this run) and older.
-        if let Some(p) = &b.parent {
-            let found_corrupt = out
-                .iter()
-                .any(|c: &BackupCheck| &c.id == p && !c.problems.is_empty());
-            match cat.get(p) {
-                None => problems.push(format!("parent backup {p} is missing from the catalog")),
-                Some(_) if found_corrupt => problems.push(format!("parent backup {p} is corrupt")),
-                Some(pb) if pb.status != Status::Ok => {
-                    problems.push(format!("parent backup {p} has status {}", pb.status))
-                }
-                Some(pb) if pb.start_lsn > b.start_lsn => {
-                    problems.push(format!("parent backup {p} starts after this backup"))
-                }
-                _ => {}
-            }
-        }
+        let mut problems = Vec::new();
         match read_manifest(&inst, &b) {
             Err(e) => problems.push(e.to_string()),
-            Ok(m) => check_backup(&inst, &b, &m, jobs, &mut chk, &mut problems),
+            Ok((m, digest)) => {
+                if let Some(p) = &b.parent {
+                    check_parent(&inst, &cat, &out, &mut manifests, &b, &m, p, &mut problems);
+                }
+                check_backup(&inst, &b, &m, jobs, &mut chk, &mut problems);
+                check_unchanged_files(&inst, &cat, &mut manifests, &m, &mut problems);
+                manifests.insert(id.clone(), (m, digest));
+            }
         }
         problems.dedup();
         chk.status = if problems.is_empty() {
@@ -129,6 +127,108 @@ pub fn run_validate(
     }
     inst.save_catalog(&cat, &lock)?;
     Ok(out)
+}
+
+/// The manifest of backup `id`, from this run or read now.
+fn manifest_of<'a>(
+    inst: &Instance,
+    cat: &Catalog,
+    manifests: &'a mut HashMap<String, (Manifest, Digest)>,
+    id: &str,
+) -> std::result::Result<&'a (Manifest, Digest), String> {
+    if !manifests.contains_key(id) {
+        let b = cat
+            .get(id)
+            .ok_or_else(|| format!("backup {id} is missing from the catalog"))?;
+        let md = read_manifest(inst, b).map_err(|e| e.to_string())?;
+        manifests.insert(id.to_string(), md);
+    }
+    Ok(&manifests[id])
+}
+
+/// The parent must be there and valid (its status from this run when it was validated in it),
+/// and the child's manifest must record the parent's manifest digest (the hash chain).
+#[allow(clippy::too_many_arguments)]
+fn check_parent(
+    inst: &Instance,
+    cat: &Catalog,
+    out: &[BackupCheck],
+    manifests: &mut HashMap<String, (Manifest, Digest)>,
+    b: &BackupInfo,
+    m: &Manifest,
+    p: &str,
+    problems: &mut Vec<String>,
+) {
+    let Some(pb) = cat.get(p) else {
+        problems.push(format!("parent backup {p} is missing from the catalog"));
+        return;
+    };
+    let status = out
+        .iter()
+        .find(|c| c.id == p)
+        .map_or(pb.status, |c| c.status);
+    if status != Status::Ok {
+        problems.push(format!("parent backup {p} has status {status}"));
+        return;
+    }
+    match manifest_of(inst, cat, manifests, p) {
+        Err(e) => problems.push(format!("parent backup {p}: {e}")),
+        Ok((_, digest)) => {
+            if let Err(e) = check_link(m, &b.id, pb, digest) {
+                problems.push(e.to_string());
+            }
+        }
+    }
+}
+
+/// Every file recorded as unchanged must be stored, with the same size and digest, by an
+/// ancestor no further back than the first that stored it.
+fn check_unchanged_files(
+    inst: &Instance,
+    cat: &Catalog,
+    manifests: &mut HashMap<String, (Manifest, Digest)>,
+    m: &Manifest,
+    problems: &mut Vec<String>,
+) {
+    for e in &m.entries {
+        let EntryKind::File {
+            size,
+            digest,
+            stored: None,
+        } = &e.kind
+        else {
+            continue;
+        };
+        let mut cur = m.parent.clone();
+        let mut found = false;
+        let mut hops = 0;
+        while let Some(id) = cur.take() {
+            hops += 1;
+            let Ok((pm, _)) = manifest_of(inst, cat, manifests, &id) else {
+                break;
+            };
+            match pm.entry(&e.path).map(|x| &x.kind) {
+                Some(EntryKind::File {
+                    size: s,
+                    digest: d,
+                    stored,
+                }) if s == size && d == digest => {
+                    if stored.is_some() {
+                        found = true;
+                    } else if hops < 100_000 {
+                        cur = pm.parent.clone();
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !found {
+            problems.push(format!(
+                "file \"{}\" is recorded as unchanged, but no earlier backup of the chain stores it",
+                e.path
+            ));
+        }
+    }
 }
 
 fn check_backup(
@@ -180,20 +280,30 @@ fn check_backup(
             match &e.kind {
                 EntryKind::File {
                     size,
-                    crc,
+                    digest,
                     stored: Some(s),
                 } => {
-                    if let Err(err) = r.blob(*s, *size, *crc) {
+                    if let Err(err) = r.blob(*s, *size, *digest) {
                         probs.push(format!("file \"{}\": {err}", e.path));
                     }
                 }
-                EntryKind::Data { parts, blocks, .. } => {
-                    let segno = match classify_path(&e.path) {
-                        PathKind::Relation(s) => s.segno,
+                EntryKind::Data {
+                    parts,
+                    blocks,
+                    tail,
+                    ..
+                } => {
+                    if let Some(t) = tail
+                        && let Err(err) = r.blob(t.stored, u64::from(t.len), t.digest)
+                    {
+                        probs.push(format!("\"{}\" (partial last block): {err}", e.path));
+                    }
+                    let segno = match e.path.as_str().map(classify_path) {
+                        Some(PathKind::Relation(s)) => s.segno,
                         _ => 0,
                     };
                     let check = PageCheck {
-                        checksums: m.data_checksums,
+                        checksums: m.data_checksum_version != 0,
                         fork: ForkNumber::Main,
                     };
                     let mut page = Vec::with_capacity(blcksz);
@@ -266,13 +376,13 @@ fn check_wal(
     for e in &m.wal {
         if let EntryKind::File {
             size,
-            crc,
+            digest,
             stored: Some(s),
         } = &e.kind
         {
-            match r.blob(*s, *size, *crc) {
+            match r.blob(*s, *size, *digest) {
                 Ok(d) => {
-                    if !e.path.ends_with(".history") {
+                    if !e.path.as_bytes().ends_with(b".history") {
                         chk.wal_segments += 1;
                         segs.push(d);
                     }

@@ -1,20 +1,31 @@
-//! Which parts of a data directory a backup holds. Mirrors the exclusions of
-//! `src/backend/backup/basebackup.c` (`excludeDirContents`, `excludeFiles`, `sendDir`): runtime
-//! directories are kept empty, server-private files and temporary files are left out, and of an
-//! unlogged relation only the init fork is kept (the server resets the rest at startup).
-//! `pg_tblspc/<oid>` links are recorded and followed, so tablespace files appear under
-//! `pg_tblspc/<oid>/…`.
+//! Which parts of a data directory a backup holds. Mirrors `src/backend/backup/basebackup.c`
+//! (`excludeDirContents`, `excludeFiles`, `sendDir`, `sendTablespace`): runtime directories are
+//! kept empty, server-private and temporary files are left out, of an unlogged relation only the
+//! init fork is kept (the server resets the rest at startup), and `global/pg_control` is left to
+//! the caller, which stores it last. Beyond basebackup.c, `standby.signal` and `recovery.signal`
+//! are left out (a restore decides how the cluster starts) and so is the ptrack extension's map
+//! (`pg_ptrack/`, `global/ptrack.map*`): a restored cluster's tracker starts afresh.
+//!
+//! Links: only `pg_tblspc/<oid>` links are followed, and inside a tablespace only this major's
+//! `PG_<major>_<catversion>` directory (other majors' directories, left by pg_upgrade, are not
+//! this cluster's). `pg_wal` and the excluded runtime directories are recorded as directories
+//! whatever they are. Any other link, and anything but a directory or regular file, is not
+//! followed and is reported in `skipped`, as pg_basebackup warns "skipping special file". Names
+//! are bytes; an unreadable directory is reported, not fatal.
 
 use std::collections::HashSet;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use ptrack_page::relpath::{is_temp_rel_filename, parse_rel_filename};
 use ptrack_types::ForkNumber;
 
+use crate::manifest::Skipped;
+use crate::paths::RelPath;
 use crate::{Error, Result};
 
-/// Directories whose contents are never backed up (they are recreated empty).
+/// Top-level directories whose contents are never backed up (they are recreated empty).
 pub const EXCLUDED_DIR_CONTENTS: &[&str] = &[
     "pg_dynshmem",
     "pg_notify",
@@ -24,6 +35,7 @@ pub const EXCLUDED_DIR_CONTENTS: &[&str] = &[
     "pg_stat_tmp",
     "pg_subtrans",
     "pg_wal",
+    "pg_ptrack",
 ];
 
 /// Top-level files never backed up.
@@ -33,9 +45,20 @@ const EXCLUDED_TOP_FILES: &[&str] = &[
     "backup_label",
     "tablespace_map",
     "backup_manifest",
-    "current_logfiles",
+    "current_logfiles.tmp",
     "postgresql.auto.conf.tmp",
     "backup_label.old",
+    "standby.signal",
+    "recovery.signal",
+];
+
+/// Files of `global/` never backed up: `pg_control` (stored last by the backup) and the
+/// original ptrack's map files.
+const EXCLUDED_GLOBAL_FILES: &[&str] = &[
+    "pg_control",
+    "ptrack.map",
+    "ptrack.map.tmp",
+    "ptrack.map.mmap",
 ];
 
 /// One thing found.
@@ -43,136 +66,202 @@ const EXCLUDED_TOP_FILES: &[&str] = &[
 pub enum Item {
     /// A directory.
     Dir,
-    /// A tablespace link and its target.
+    /// A tablespace link and its (absolute) target.
     Link(String),
     /// A regular file and its size.
     File(u64),
 }
 
-/// Whether a file name is excluded wherever it appears.
-fn excluded_anywhere(name: &str) -> bool {
-    name == "pg_internal.init"
-        || name.starts_with("pgsql_tmp")
-        || name == "ptrack.map.tmp"
-        || name == "ptrack.map.mmap"
+/// What a backup of a data directory holds.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Paths and what they are, sorted by path.
+    pub items: Vec<(RelPath, Item)>,
+    /// What was left out and why.
+    pub skipped: Vec<Skipped>,
 }
 
-/// Lists what a backup of `root` holds, sorted by path. Files that vanish while listed are left
-/// out (a dropped relation; WAL replay of the backup removes it anyway).
-pub fn walk(root: &Path) -> Result<Vec<(String, Item)>> {
-    let mut out = Vec::new();
-    walk_dir(root, root, "", &mut out)?;
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+/// Whether a file name is excluded wherever it appears (`RELCACHE_INIT_FILENAME` is a prefix
+/// match in basebackup.c; `pgsql_tmp` is `PG_TEMP_FILE_PREFIX`).
+fn excluded_anywhere(name: &[u8]) -> bool {
+    name.starts_with(b"pg_internal.init") || name.starts_with(b"pgsql_tmp")
 }
 
-fn walk_dir(root: &Path, dir: &Path, rel: &str, out: &mut Vec<(String, Item)>) -> Result<()> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !rel.is_empty() => return Ok(()),
-        Err(e) => return Err(Error::io(dir, "read directory", e)),
+struct Walker<'a> {
+    tablespace_dir: &'a str,
+    out: Listing,
+}
+
+/// Lists what a backup of `root` holds. `tablespace_dir` is this cluster's
+/// `PG_<major>_<catversion>`. Files that vanish while listed are left out (a dropped relation;
+/// WAL replay of the backup removes it anyway).
+pub fn walk(root: &Path, tablespace_dir: &str) -> Result<Listing> {
+    let mut w = Walker {
+        tablespace_dir,
+        out: Listing::default(),
     };
-    let mut names = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| Error::io(dir, "read directory", e))?;
-        match e.file_name().into_string() {
-            Ok(n) => names.push(n),
-            Err(n) => {
-                return Err(Error::Refused(format!(
-                    "file name {n:?} in \"{}\" is not UTF-8; ptrack cannot record it",
-                    dir.display()
-                )));
-            }
-        }
+    w.dir(root, None)?;
+    w.out.items.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(w.out)
+}
+
+fn rel_join(rel: Option<&RelPath>, name: &[u8]) -> Result<RelPath> {
+    match rel {
+        None => RelPath::from_bytes(name),
+        Some(r) => r.join(name),
     }
-    names.sort();
-    let is_db_dir = rel == "global"
-        || rel.starts_with("base/")
-        || (rel.starts_with("pg_tblspc/") && rel.split('/').count() == 4);
-    let unlogged: HashSet<u32> = if is_db_dir {
-        names
-            .iter()
-            .filter_map(|n| parse_rel_filename(n))
-            .filter(|(_, fork, _)| *fork == ForkNumber::Init)
-            .map(|(num, _, _)| num.0)
-            .collect()
-    } else {
-        HashSet::new()
-    };
-    for name in names {
-        let path = dir.join(&name);
-        let relp = if rel.is_empty() {
-            name.clone()
-        } else {
-            format!("{rel}/{name}")
-        };
-        if excluded_anywhere(&name)
-            || (rel.is_empty() && EXCLUDED_TOP_FILES.contains(&name.as_str()))
-        {
-            continue;
-        }
-        if is_db_dir {
-            if is_temp_rel_filename(&name) {
-                continue;
+    .map_err(|e| Error::Refused(format!("unexpected name in the data directory: {e}")))
+}
+
+impl Walker<'_> {
+    fn skip(&mut self, path: RelPath, reason: String) {
+        self.out.skipped.push(Skipped { path, reason });
+    }
+
+    fn dir(&mut self, dir: &Path, rel: Option<&RelPath>) -> Result<()> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && rel.is_some() => return Ok(()),
+            Err(e) if rel.is_some() => {
+                let r = rel.expect("checked").clone();
+                self.skip(r, format!("could not read directory: {e}"));
+                return Ok(());
             }
-            if let Some((num, fork, _)) = parse_rel_filename(&name)
-                && fork != ForkNumber::Init
-                && unlogged.contains(&num.0)
+            Err(e) => return Err(Error::io(dir, "read directory", e)),
+        };
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for e in rd {
+            let e = e.map_err(|e| Error::io(dir, "read directory", e))?;
+            names.push(e.file_name().as_bytes().to_vec());
+        }
+        names.sort();
+        let rel_s = rel.and_then(|r| r.as_str()).unwrap_or("");
+        let top = rel.is_none();
+        let is_db_dir = rel_s == "global"
+            || (rel_s.starts_with("base/") && rel_s.matches('/').count() == 1)
+            || (rel_s.starts_with("pg_tblspc/") && rel_s.matches('/').count() == 3);
+        let unlogged: HashSet<u32> = if is_db_dir {
+            names
+                .iter()
+                .filter_map(|n| std::str::from_utf8(n).ok())
+                .filter_map(parse_rel_filename)
+                .filter(|(_, fork, _)| *fork == ForkNumber::Init)
+                .map(|(num, _, _)| num.0)
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        for name in names {
+            let text = std::str::from_utf8(&name).ok();
+            if excluded_anywhere(&name)
+                || (top && text.is_some_and(|t| EXCLUDED_TOP_FILES.contains(&t)))
+                || (rel_s == "global" && text.is_some_and(|t| EXCLUDED_GLOBAL_FILES.contains(&t)))
             {
                 continue;
             }
+            if is_db_dir && let Some(t) = text {
+                if is_temp_rel_filename(t) {
+                    continue;
+                }
+                if let Some((num, fork, _)) = parse_rel_filename(t)
+                    && fork != ForkNumber::Init
+                    && unlogged.contains(&num.0)
+                {
+                    continue;
+                }
+            }
+            let path = dir.join(std::ffi::OsStr::from_bytes(&name));
+            let relp = rel_join(rel, &name)?;
+            self.entry(&path, relp, top, rel_s)?;
         }
-        let meta = match std::fs::symlink_metadata(&path) {
+        Ok(())
+    }
+
+    fn entry(&mut self, path: &Path, relp: RelPath, top: bool, parent: &str) -> Result<()> {
+        let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&path, "stat", e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                self.skip(relp, format!("could not stat: {e}"));
+                return Ok(());
+            }
         };
         let ft = meta.file_type();
-        if ft.is_symlink() {
-            let target = std::fs::read_link(&path).map_err(|e| Error::io(&path, "read link", e))?;
-            if rel == "pg_tblspc" {
-                let t = target.to_str().ok_or_else(|| {
-                    Error::Refused(format!(
-                        "tablespace link \"{}\" is not UTF-8",
-                        path.display()
-                    ))
-                })?;
-                out.push((relp.clone(), Item::Link(t.to_string())));
-                walk_dir(root, &path, &relp, out)?;
-                continue;
+        let name = relp.as_str().unwrap_or("");
+        if top && EXCLUDED_DIR_CONTENTS.contains(&name) {
+            // Kept as an empty directory whatever it is (basebackup.c: convert_link_to_directory).
+            if ft.is_dir() || ft.is_symlink() {
+                self.out.items.push((relp, Item::Dir));
             }
-            // Other links (pg_wal on another disk, a linked config file) are backed up as what
-            // they point to.
-            let m = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(&path, "stat", e)),
-            };
-            push(root, &path, relp, &m, out)?;
-        } else {
-            push(root, &path, relp, &meta, out)?;
+            return Ok(());
         }
+        if ft.is_symlink() {
+            let target = std::fs::read_link(path).map_err(|e| Error::io(path, "read link", e))?;
+            if parent == "pg_tblspc" {
+                return self.tablespace(path, relp, &target);
+            }
+            self.skip(
+                relp,
+                format!(
+                    "symbolic link to \"{}\" not followed (only tablespace links are, as in pg_basebackup); recreate it after a restore if it is needed",
+                    target.display()
+                ),
+            );
+            return Ok(());
+        }
+        if ft.is_dir() {
+            self.out.items.push((relp.clone(), Item::Dir));
+            return self.dir(path, Some(&relp));
+        }
+        if ft.is_file() {
+            self.out.items.push((relp, Item::File(meta.len())));
+            return Ok(());
+        }
+        self.skip(relp, "not a regular file, directory or link".into());
+        Ok(())
     }
-    Ok(())
-}
 
-fn push(
-    root: &Path,
-    path: &Path,
-    relp: String,
-    m: &std::fs::Metadata,
-    out: &mut Vec<(String, Item)>,
-) -> Result<()> {
-    if m.is_dir() {
-        let skip_contents = EXCLUDED_DIR_CONTENTS.contains(&relp.as_str());
-        out.push((relp.clone(), Item::Dir));
-        if !skip_contents {
-            walk_dir(root, path, &relp, out)?;
+    /// A tablespace link: recorded, and only this major's directory inside it followed. A link
+    /// whose name is not an OID or that has no such directory is not a tablespace of this
+    /// cluster: reported, not followed.
+    fn tablespace(&mut self, path: &Path, relp: RelPath, target: &Path) -> Result<()> {
+        let oid_name = relp
+            .as_str()
+            .and_then(|p| p.strip_prefix("pg_tblspc/"))
+            .is_some_and(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()));
+        let version_dir = path.join(self.tablespace_dir);
+        let is_ours = std::fs::symlink_metadata(&version_dir).is_ok_and(|m| m.is_dir());
+        if !oid_name || !is_ours {
+            let why = if oid_name {
+                format!("it has no {} directory", self.tablespace_dir)
+            } else {
+                "its name is not a tablespace OID".to_string()
+            };
+            self.skip(
+                relp,
+                format!(
+                    "link to \"{}\" in pg_tblspc is not a tablespace of this cluster ({why}); not followed",
+                    target.display()
+                ),
+            );
+            return Ok(());
         }
-    } else if m.is_file() {
-        out.push((relp, Item::File(m.len())));
+        let t = target
+            .to_str()
+            .filter(|t| t.starts_with('/'))
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "tablespace link \"{}\" points to \"{}\", which is not an absolute UTF-8 path; ptrack cannot record it",
+                    path.display(),
+                    target.display()
+                ))
+            })?;
+        self.out
+            .items
+            .push((relp.clone(), Item::Link(t.to_string())));
+        let sub = rel_join(Some(&relp), self.tablespace_dir.as_bytes())?;
+        self.entry(&version_dir, sub, false, "")
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -189,12 +278,14 @@ mod tests {
             "pg_wal/archive_status",
             "pg_stat_tmp",
             "pg_tblspc",
+            "pg_ptrack",
         ] {
             std::fs::create_dir_all(r.join(dir)).unwrap();
         }
         for f in [
             "PG_VERSION",
             "postmaster.pid",
+            "standby.signal",
             "base/5/100",
             "base/5/100_fsm",
             "base/5/200",
@@ -202,8 +293,12 @@ mod tests {
             "base/5/200_vm",
             "base/5/t3_300",
             "base/5/pg_internal.init",
+            "base/5/pg_internal.init.123",
             "global/pg_control",
+            "global/ptrack.map",
             "global/ptrack.map.tmp",
+            "global/1262",
+            "pg_ptrack/ptrack.map",
             "pg_wal/000000010000000000000001",
             "pg_stat_tmp/x",
         ] {
@@ -211,9 +306,15 @@ mod tests {
         }
         let ts = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(ts.path().join("PG_18_1/5")).unwrap();
+        std::fs::create_dir_all(ts.path().join("PG_17_9/5")).unwrap();
         std::fs::write(ts.path().join("PG_18_1/5/400"), b"x").unwrap();
         std::os::unix::fs::symlink(ts.path(), r.join("pg_tblspc/16400")).unwrap();
-        let got: Vec<String> = walk(r).unwrap().into_iter().map(|(p, _)| p).collect();
+        std::os::unix::fs::symlink("/etc", r.join("pg_tblspc/99999")).unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("etc_link")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        std::fs::write(r.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), b"x").unwrap();
+        let l = walk(r, "PG_18_1").unwrap();
+        let got: Vec<String> = l.items.iter().map(|(p, _)| p.to_string()).collect();
         assert_eq!(
             got,
             [
@@ -223,8 +324,10 @@ mod tests {
                 "base/5/100",
                 "base/5/100_fsm",
                 "base/5/200_init",
+                "caf\\xe9",
                 "global",
-                "global/pg_control",
+                "global/1262",
+                "pg_ptrack",
                 "pg_stat_tmp",
                 "pg_tblspc",
                 "pg_tblspc/16400",
@@ -234,5 +337,13 @@ mod tests {
                 "pg_wal",
             ]
         );
+        let skipped: Vec<String> = l.skipped.iter().map(|s| s.path.to_string()).collect();
+        assert!(skipped.contains(&"etc_link".to_string()), "{skipped:?}");
+        assert!(skipped.contains(&"loop".to_string()), "{skipped:?}");
+        assert!(
+            skipped.contains(&"pg_tblspc/99999".to_string()),
+            "{skipped:?}"
+        );
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
     }
 }

@@ -12,10 +12,11 @@ use ptrack_backup::backup::{BackupOptions, Progress, damage_report, run_backup};
 use ptrack_backup::bundle::Compression;
 use ptrack_backup::catalog::Mode;
 use ptrack_backup::conn::ConnOptions;
+use ptrack_backup::identity::act_as_owner_of;
 use ptrack_backup::repo::Repository;
-use ptrack_backup::restore::{RecoveryTarget, RestoreOptions, run_restore};
+use ptrack_backup::restore::{RestoreOptions, run_restore};
+use ptrack_backup::target::RecoveryTarget;
 use ptrack_backup::validate::run_validate;
-use ptrack_types::Lsn;
 
 use crate::verify::human_bytes;
 use crate::{EXIT_OK, EXIT_PROBLEMS};
@@ -120,8 +121,9 @@ pub struct RestoreArgs {
     /// Relocate a tablespace: OLD=NEW (repeatable).
     #[arg(short = 'T', long = "tablespace-mapping", value_parser = parse_mapping)]
     mapping: Vec<(String, String)>,
-    /// Stop recovery at: immediate, lsn:X/X, time:TIMESTAMP, xid:XID, name:NAME. Without it the
-    /// server replays the backup's WAL and starts.
+    /// Stop recovery at: immediate, lsn:X/X, time:'YYYY-MM-DD HH:MM:SS[+ZZ]', xid:XID, name:NAME.
+    /// Without it the server replays the backup's WAL (and what --restore-command finds), then
+    /// starts on a new timeline.
     #[arg(long = "recovery-target", value_parser = parse_target)]
     target_spec: Option<RecoveryTarget>,
     /// restore_command for a WAL archive (recovery beyond the backup's own WAL).
@@ -178,21 +180,28 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_target(s: &str) -> Result<RecoveryTarget, String> {
-    if s == "immediate" {
-        return Ok(RecoveryTarget::Immediate);
+    RecoveryTarget::from_str(s)
+}
+
+/// Under root, becomes the owner of `path` before anything is opened (ptrack_backup::identity).
+fn as_owner(path: &std::path::Path, what: &str) -> Result<()> {
+    if let Some(s) = act_as_owner_of(path, what)? {
+        eprintln!(
+            "ptrack: running as user {} (uid {}), the owner of {what} \"{}\"",
+            s.user,
+            s.uid,
+            path.display()
+        );
     }
-    let (k, v) = s
-        .split_once(':')
-        .ok_or("expected immediate, lsn:X/X, time:T, xid:N or name:N")?;
-    Ok(match k {
-        "lsn" => RecoveryTarget::Lsn(Lsn::from_str(v).map_err(|e| format!("bad LSN {v:?}: {e}"))?),
-        "time" => RecoveryTarget::Time(v.into()),
-        "xid" if v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty() => {
-            RecoveryTarget::Xid(v.into())
-        }
-        "name" if !v.is_empty() => RecoveryTarget::Name(v.into()),
-        _ => return Err(format!("unknown recovery target {s:?}")),
-    })
+    Ok(())
+}
+
+/// The directory a new repository is created in.
+fn parent_of(p: &std::path::Path) -> std::path::PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
 }
 
 struct Bar(Option<ProgressBar>);
@@ -239,6 +248,10 @@ impl Progress for Bar {
 
 /// `ptrack init`.
 pub fn init(a: &InitArgs) -> Result<u8> {
+    as_owner(
+        &parent_of(&a.repo),
+        "the directory the repository is created in",
+    )?;
     Repository::init(&a.repo)?;
     println!("ptrack: repository initialised at \"{}\"", a.repo.display());
     Ok(EXIT_OK)
@@ -246,6 +259,7 @@ pub fn init(a: &InitArgs) -> Result<u8> {
 
 /// `ptrack backup`.
 pub fn backup(a: &BackupArgs) -> Result<u8> {
+    as_owner(&a.pgdata, "the data directory")?;
     let repo = Repository::open(&a.repo)?;
     let opts = BackupOptions {
         pgdata: a.pgdata.clone(),
@@ -288,7 +302,8 @@ pub fn backup(a: &BackupArgs) -> Result<u8> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "backup": r.info, "files": r.files, "pages": r.pages, "damaged": r.damaged,
-                "warnings": r.warnings, "elapsed_seconds": started.elapsed().as_secs_f64(),
+                "skipped": r.skipped, "warnings": r.warnings,
+                "elapsed_seconds": started.elapsed().as_secs_f64(),
             }))?
         );
     } else {
@@ -309,6 +324,7 @@ pub fn backup(a: &BackupArgs) -> Result<u8> {
 
 /// `ptrack restore`.
 pub fn restore(a: &RestoreArgs) -> Result<u8> {
+    as_owner(&a.repo, "the repository")?;
     let repo = Repository::open(&a.repo)?;
     let opts = RestoreOptions {
         target: a.target.clone(),
@@ -333,11 +349,20 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
         human_bytes(r.bytes),
         started.elapsed().as_secs_f64()
     );
+    println!(
+        "ptrack: started there, the server recovers from the backup's WAL{} and then ends recovery on a new timeline",
+        if a.restore_command.is_some() {
+            " and the archive"
+        } else {
+            ""
+        }
+    );
     Ok(EXIT_OK)
 }
 
 /// `ptrack validate`.
 pub fn validate(a: &ValidateArgs) -> Result<u8> {
+    as_owner(&a.repo, "the repository")?;
     let repo = Repository::open(&a.repo)?;
     let checks = run_validate(&repo, a.instance, a.id.as_deref(), a.jobs as usize)?;
     let bad = checks.iter().any(|c| !c.problems.is_empty());
@@ -374,6 +399,7 @@ pub fn validate(a: &ValidateArgs) -> Result<u8> {
 
 /// `ptrack show`.
 pub fn show(a: &ShowArgs) -> Result<u8> {
+    as_owner(&a.repo, "the repository")?;
     let repo = Repository::open(&a.repo)?;
     let ids = match a.instance {
         Some(i) => vec![i],
@@ -460,7 +486,7 @@ mod tests {
         assert_eq!(format_time(1_795_000_000), "2026-11-18 11:06:40");
         assert_eq!(parse_target("immediate"), Ok(RecoveryTarget::Immediate));
         assert!(parse_target("lsn:zz").is_err());
-        assert!(parse_target("xid:abc").is_err());
+        assert!(parse_target("time:garbage").is_err());
         assert_eq!(parse_mapping("/a=/b"), Ok(("/a".into(), "/b".into())));
         assert!(parse_mapping("/a").is_err());
     }

@@ -41,7 +41,7 @@ fn doc_body(path: &Path) -> Value {
 fn write_doc(path: &Path, kind: &str, v: &Value) {
     let body = serde_json::to_vec_pretty(v).unwrap();
     let mut out = format!(
-        "PTRACK {kind} 1 {:08x} {}\n",
+        "PTRACK {kind} 2 {:08x} {}\n",
         crc32c::crc32c(&body),
         body.len()
     )

@@ -22,9 +22,55 @@ pub fn ptrack_cluster(install: &PgInstall, checksums: bool, map_mb: u32) -> PgCl
     c
 }
 
-/// A new repository.
+/// Hands `path` to the `postgres` user when the tests run as root (ptrack then works as
+/// `postgres`, the owner of the directory a repository is created in).
+pub fn chown_postgres(path: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let st = std::process::Command::new("chown")
+            .arg("-R")
+            .arg("postgres:")
+            .arg(path)
+            .status()
+            .expect("run chown");
+        assert!(st.success(), "chown postgres {}", path.display());
+    }
+}
+
+/// uid of the `postgres` user.
+pub fn postgres_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let d = PgCluster::new_cluster_dir();
+    let uid = std::fs::metadata(&d).expect("stat").uid();
+    let _ = std::fs::remove_dir_all(&d);
+    uid
+}
+
+/// Every path under `root` (not following links) whose owner is not `uid`.
+pub fn not_owned_by(root: &Path, uid: u32) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.uid() != uid {
+            out.push(p.clone());
+        }
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).expect("read dir").flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// A new repository (in a directory owned by `postgres`).
 pub fn new_repo() -> (tempfile::TempDir, String) {
     let d = tempfile::tempdir().expect("tempdir");
+    chown_postgres(d.path());
     let repo = d.path().join("repo").display().to_string();
     let r = run(&["init", "-B", &repo]);
     assert_eq!(r.code, 0, "init: {}", r.stderr);
@@ -121,6 +167,15 @@ pub fn restore_and_start(
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = run(&a);
     assert_eq!(r.code, 0, "restore {id}: {}\n{}", r.stdout, r.stderr);
+    // Restored as the repository's owner, never as root: nothing to hand over.
+    let uid = postgres_uid();
+    for d in std::iter::once(&data).chain(extra.iter()) {
+        let wrong = not_owned_by(d, uid);
+        assert!(
+            wrong.is_empty(),
+            "restore left files not owned by postgres: {wrong:?}"
+        );
+    }
     let extra_refs: Vec<&Path> = extra.iter().map(PathBuf::as_path).collect();
     let mut c = PgCluster::adopt(install, base, &extra_refs);
     c.start();

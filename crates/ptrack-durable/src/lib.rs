@@ -4,8 +4,10 @@
 //! PostgreSQL's `durable_rename` (`src/backend/storage/file/fd.c`).
 //!
 //! [`write_file`] writes a whole buffer; [`StagedFile`] is the same path for files written in
-//! pieces (backup bundles, restored relation files). Files are created `0600`, directories made by
-//! [`create_private_dir`] `0700`.
+//! pieces (backup bundles). Files are created `0600`, directories made by [`create_private_dir`]
+//! `0700`. [`at`] is the same path relative to an open directory, never following a link (restore).
+
+pub mod at;
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};

@@ -1,0 +1,300 @@
+//! Choosing the parent of an incremental backup: the newest OK backup (its whole chain OK and
+//! hash-chained) that is an **ancestor of the server's current history**. A backup is an
+//! ancestor when its timeline lies on the server's timeline history (the server's
+//! `<TLI>.history` file, as `xlogrecovery.c: tliOfPointInHistory` reads it) and the history
+//! stays on that timeline up to the backup's stop LSN; on the current timeline the server must
+//! be past the stop LSN. Where the server's WAL segment holding the backup's start LSN is still
+//! in `pg_wal`, its bytes from the start LSN to the stop LSN must equal the WAL stored with the
+//! backup, which catches a fork on one timeline (a data directory copied or restored by other
+//! means and started twice). pg_probackup checks timelines the same way; ptrack's own restore
+//! always ends recovery on a new timeline, so its restored clusters are told apart by history.
+//!
+//! Also refused: an incremental whose parent saw another `data_checksum_version` (pg_checksums
+//! rewrote every page without WAL and without changing page LSNs).
+
+use std::path::Path;
+
+use ptrack_types::{Lsn, TimeLineId};
+use ptrack_wal::archive::{HistoryEntry, parse_history};
+use ptrack_wal::segment::SegmentName;
+
+use crate::bundle::BundleReader;
+use crate::catalog::{Catalog, Status};
+use crate::chain::{Link, load_chain};
+use crate::manifest::{EntryKind, Manifest};
+use crate::repo::Instance;
+use crate::server::Position;
+use crate::{Error, Result, refused};
+
+/// The server's history: where it is and the timelines it came through.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// Timeline and WAL position now.
+    pub position: Position,
+    /// Parent timelines with their switch points, oldest first (empty on timeline 1).
+    pub parents: Vec<HistoryEntry>,
+}
+
+impl History {
+    /// Reads the current timeline's history file from `pgdata/pg_wal`.
+    pub fn read(pgdata: &Path, position: Position) -> Result<History> {
+        if position.timeline <= 1 {
+            return Ok(History {
+                position,
+                parents: Vec::new(),
+            });
+        }
+        let path = pgdata
+            .join("pg_wal")
+            .join(format!("{:08X}.history", position.timeline));
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            refused(format!(
+                "cannot check which backups are ancestors of the server's timeline {}: \"{}\": {e}; take a full backup",
+                position.timeline,
+                path.display()
+            ))
+        })?;
+        let parents = parse_history(&text).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "timeline history file \"{}\" is malformed",
+                path.display()
+            ))
+        })?;
+        Ok(History { position, parents })
+    }
+
+    /// Where timeline `tli` ends in this history: `Some(Some(switchpoint))` for a parent
+    /// timeline, `Some(None)` for the current one, `None` when it is not in the history.
+    fn end_of(&self, tli: u32) -> Option<Option<Lsn>> {
+        if tli == self.position.timeline {
+            return Some(None);
+        }
+        self.parents
+            .iter()
+            .find(|e| e.tli == TimeLineId(tli))
+            .map(|e| Some(e.switchpoint))
+    }
+
+    /// Why the backup described by `m` is not an ancestor of this history (`None`: it is).
+    pub fn not_ancestor(&self, m: &Manifest) -> Option<String> {
+        match self.end_of(m.timeline) {
+            None => Some(format!(
+                "its timeline {} is not in the server's history (server on timeline {}{})",
+                m.timeline,
+                self.position.timeline,
+                if self.parents.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", came through timelines {}",
+                        self.parents
+                            .iter()
+                            .map(|e| e.tli.0.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            )),
+            Some(Some(sw)) if sw < m.stop_lsn => Some(format!(
+                "the server's history left timeline {} at {sw}, before the backup's stop LSN {}: the backup lies on another branch",
+                m.timeline, m.stop_lsn
+            )),
+            Some(None) if self.position.lsn < m.stop_lsn => Some(format!(
+                "the server's WAL position {} on timeline {} is before the backup's stop LSN {}: the server was restored from an older backup or reset",
+                self.position.lsn, m.timeline, m.stop_lsn
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The chosen parent and its chain (newest first, the parent at index 0).
+#[derive(Debug)]
+pub struct Parent {
+    /// Parent and its ancestors.
+    pub chain: Vec<Link>,
+    /// Newer OK backups passed over, and why.
+    pub passed_over: Vec<String>,
+}
+
+/// Picks the newest OK backup that is an ancestor of `history` (see the module comment).
+pub fn choose_parent(
+    instance: &Instance,
+    cat: &Catalog,
+    pgdata: &Path,
+    history: &History,
+    checksum_version: u32,
+) -> Result<Parent> {
+    let mut passed_over = Vec::new();
+    for b in cat.backups.iter().rev().filter(|b| b.status == Status::Ok) {
+        let chain = match load_chain(instance, cat, &b.id) {
+            Ok(c) => c,
+            Err(e) => {
+                passed_over.push(format!("backup {}: {e}", b.id));
+                continue;
+            }
+        };
+        let m = &chain[0].manifest;
+        let why = history
+            .not_ancestor(m)
+            .map_or_else(|| wal_fork(pgdata, instance, m, history), |w| Ok(Some(w)))?;
+        if let Some(why) = why {
+            passed_over.push(format!(
+                "backup {} is not an ancestor of the server's current state: {why}",
+                b.id
+            ));
+            continue;
+        }
+        if m.data_checksum_version != checksum_version {
+            return Err(refused(format!(
+                "data checksums were {} since backup {} (data_checksum_version {} then, {} now): pg_checksums rewrites every page without WAL, \
+                 so an incremental backup could miss pages; take a full backup (--mode full)",
+                if checksum_version != 0 {
+                    "enabled"
+                } else {
+                    "disabled"
+                },
+                b.id,
+                m.data_checksum_version,
+                checksum_version
+            )));
+        }
+        return Ok(Parent { chain, passed_over });
+    }
+    Err(refused(if passed_over.is_empty() {
+        format!(
+            "no backup of cluster {} has status OK to be incremental to: take a full backup first (--mode full)",
+            instance.info.system_identifier
+        )
+    } else {
+        format!(
+            "no OK backup can be the parent of an incremental backup of this server: {}; take a full backup (--mode full)",
+            passed_over.join("; ")
+        )
+    }))
+}
+
+/// Compares the server's WAL from the parent's start LSN with the WAL stored in the parent,
+/// where the server still has that segment. `Some(why)` when they differ.
+fn wal_fork(
+    pgdata: &Path,
+    instance: &Instance,
+    m: &Manifest,
+    history: &History,
+) -> Result<Option<String>> {
+    let seg = m.wal_seg_size;
+    let segno = m.start_lsn.0 / seg;
+    let seg_start = segno * seg;
+    // The end of what both must share: the stop LSN, the segment end, the timeline's end.
+    let mut end = m.stop_lsn.0.min(seg_start + seg);
+    if let Some(Some(sw)) = history.end_of(m.timeline) {
+        end = end.min(sw.0);
+    }
+    if end <= m.start_lsn.0 {
+        return Ok(None);
+    }
+    let mut names = vec![m.timeline];
+    names.extend(
+        history
+            .parents
+            .iter()
+            .map(|e| e.tli.0)
+            .chain([history.position.timeline])
+            .filter(|t| *t > m.timeline),
+    );
+    let server = names.iter().find_map(|tli| {
+        let name = SegmentName {
+            tli: TimeLineId(*tli),
+            segno,
+        }
+        .file_name(seg);
+        std::fs::read(pgdata.join("pg_wal").join(name)).ok()
+    });
+    let Some(server) = server.filter(|s| s.len() as u64 == seg) else {
+        return Ok(None);
+    };
+    let own_name = SegmentName {
+        tli: TimeLineId(m.timeline),
+        segno,
+    }
+    .file_name(seg);
+    let stored = m
+        .wal
+        .iter()
+        .find(|e| e.path.as_str() == Some(own_name.as_str()));
+    let Some(EntryKind::File {
+        size,
+        digest,
+        stored: Some(at),
+    }) = stored.map(|e| &e.kind)
+    else {
+        return Err(Error::Corrupt(format!(
+            "backup {} does not store its first WAL segment {own_name}",
+            m.backup_id
+        )));
+    };
+    let mut r = BundleReader::new(&instance.backup_dir(&m.backup_id), m.compression);
+    let ours = r.blob(*at, *size, *digest).map_err(|e| {
+        Error::Corrupt(format!(
+            "backup {}: WAL segment {own_name}: {e}",
+            m.backup_id
+        ))
+    })?;
+    let (a, b) = (
+        (m.start_lsn.0 - seg_start) as usize,
+        (end - seg_start) as usize,
+    );
+    if ours.get(a..b) != server.get(a..b) {
+        return Ok(Some(format!(
+            "the server's WAL from {} differs from the WAL stored with it: the server's history forked from the backup's on timeline {} \
+             (a data directory restored or copied by other means and started more than once?)",
+            m.start_lsn, m.timeline
+        )));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(tli: u32, stop: u64) -> Manifest {
+        let j = serde_json::json!({
+            "backup_id": "A", "mode": "full", "parent": null, "parent_manifest": null,
+            "system_identifier": 1, "pg_major": 18, "blcksz": 8192, "wal_seg_size": 16777216,
+            "data_checksum_version": 1, "compression": "lz4", "start_lsn": "0/1000000",
+            "stop_lsn": format!("0/{stop:X}"), "timeline": tli, "from_standby": false,
+            "bundles": [], "entries": [], "wal": [], "removed": []
+        });
+        serde_json::from_value(j).unwrap()
+    }
+
+    #[test]
+    fn ancestry_follows_the_timeline_history() {
+        let h = History {
+            position: Position {
+                timeline: 3,
+                lsn: Lsn(0x9000000),
+            },
+            parents: vec![
+                HistoryEntry {
+                    tli: TimeLineId(1),
+                    switchpoint: Lsn(0x3000000),
+                },
+                HistoryEntry {
+                    tli: TimeLineId(2),
+                    switchpoint: Lsn(0x5000000),
+                },
+            ],
+        };
+        assert_eq!(h.not_ancestor(&manifest(1, 0x2000000)), None);
+        assert_eq!(h.not_ancestor(&manifest(1, 0x3000000)), None);
+        assert!(h.not_ancestor(&manifest(1, 0x3000001)).is_some());
+        assert_eq!(h.not_ancestor(&manifest(2, 0x4000000)), None);
+        assert_eq!(h.not_ancestor(&manifest(3, 0x8000000)), None);
+        let e = h.not_ancestor(&manifest(3, 0xA000000)).unwrap();
+        assert!(e.contains("before the backup's stop LSN"), "{e}");
+        let e = h.not_ancestor(&manifest(4, 0x100)).unwrap();
+        assert!(e.contains("not in the server's history"), "{e}");
+    }
+}
