@@ -1,20 +1,138 @@
-//! Helpers for the extension's integration tests (`tests/ext.rs`): clusters with ptrack
-//! preloaded, the pagemapset as a map of path to block list, and block-level snapshots of every
-//! relation file (the oracle of the no-false-negative test).
+//! Helpers for the extension's integration tests (`tests/ext/`): clusters with ptrack
+//! preloaded, where their map file is and when the tracker has saved it or caught up, the
+//! pagemapset as a map of path to block list, and block-level snapshots of every relation file
+//! (the oracle of the no-false-negative test).
 
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use ptrack_page::datadir::DataDir;
 use ptrack_testkit::{ClusterConfig, PgCluster, PgInstall};
 use ptrack_types::Lsn;
 
-/// A cluster with `shared_preload_libraries = 'ptrack'` and `ptrack.map_size = map_mb`, not
-/// started.
+/// A cluster with `shared_preload_libraries = 'ptrack'` and `ptrack.map_size = map_mb`, the map
+/// at the default location, not started.
 pub fn ptrack_cluster(install: &PgInstall, map_mb: u32, checksums: bool) -> PgCluster {
+    ptrack_cluster_at(install, map_mb, checksums, Location::PgPtrack)
+}
+
+/// Like [`ptrack_cluster`] with `ptrack.map_location = location`.
+pub fn ptrack_cluster_at(
+    install: &PgInstall,
+    map_mb: u32,
+    checksums: bool,
+    location: Location,
+) -> PgCluster {
     let cfg = ClusterConfig::new(checksums)
         .set("shared_preload_libraries", "ptrack")
-        .set("ptrack.map_size", &format!("{map_mb}MB"));
+        .set("ptrack.map_size", &format!("{map_mb}MB"))
+        .set("ptrack.map_location", location.setting());
     PgCluster::init_with(install, &cfg)
+}
+
+/// The values of `ptrack.map_location`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// `pg_ptrack/ptrack.map` (the default).
+    PgPtrack,
+    /// `global/ptrack.map` (the original's).
+    Global,
+}
+
+impl Location {
+    /// The setting's value, which is also the directory's name.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Location::PgPtrack => "pg_ptrack",
+            Location::Global => "global",
+        }
+    }
+
+    /// The other location.
+    pub fn other(self) -> Location {
+        match self {
+            Location::PgPtrack => Location::Global,
+            Location::Global => Location::PgPtrack,
+        }
+    }
+
+    /// The directory of the map file in `c`'s data directory.
+    pub fn dir(self, c: &PgCluster) -> PathBuf {
+        c.datadir().join(self.setting())
+    }
+
+    /// The map file in `c`'s data directory.
+    pub fn map(self, c: &PgCluster) -> PathBuf {
+        self.dir(c).join("ptrack.map")
+    }
+}
+
+/// Header fields of a saved map file (docs/formats.md, map file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedMap {
+    /// Format version (word 1).
+    pub version: u64,
+    /// `init_lsn` (word 3).
+    pub init_lsn: Lsn,
+    /// The tracker's saved position (word 4).
+    pub tracked: Lsn,
+    /// `data_checksum_version` (word 8, format 2).
+    pub data_checksum_version: u64,
+}
+
+/// Reads the header of the map file at `path`; `None` when there is none (yet). The tracker
+/// replaces the file by a rename, so a reader sees a whole old or a whole new file.
+pub fn read_saved_map(path: &std::path::Path) -> Option<SavedMap> {
+    let mut head = [0u8; 72];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    let w = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&head[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(b)
+    };
+    Some(SavedMap {
+        version: w(1),
+        init_lsn: Lsn(w(3)),
+        tracked: Lsn(w(4)),
+        data_checksum_version: w(8),
+    })
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the tracker has saved the map at `path` past the last checkpoint record: it
+/// saves after reading that record, on a thread of its own, so the file may lag behind a
+/// `CHECKPOINT` that has returned. Call it before an immediate stop that must keep the map.
+pub fn wait_map_saved(c: &PgCluster, path: &std::path::Path) {
+    let checkpoint = lsn(&c.query_one("SELECT checkpoint_lsn FROM pg_control_checkpoint()"));
+    wait_until(
+        &format!("map {} saved past checkpoint {checkpoint}", path.display()),
+        Duration::from_secs(60),
+        || read_saved_map(path).is_some_and(|m| m.tracked > checkpoint),
+    );
+}
+
+/// Returns once the tracker has processed all WAL flushed (replayed, on a standby) before the
+/// call, with every WARNING and `init_lsn` move that implies: `ptrack_get_pagemapset` waits for
+/// exactly that. Use it instead of reading `ptrack_init_lsn()` right after a start, which only
+/// waits until the tracker has picked its start.
+pub fn sync_tracker(c: &PgCluster) {
+    c.execute(
+        "SELECT count(*) FROM ptrack_get_pagemapset(CASE WHEN pg_is_in_recovery() \
+         THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)",
+    );
 }
 
 /// Decodes a bytea in hex output format (`\x0010…`).

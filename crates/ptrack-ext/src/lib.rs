@@ -1,32 +1,38 @@
 //! The `ptrack` extension: ptrack 2.x's SQL API on stock PostgreSQL 15–18 (spec ptrack.md §1–2).
-//! A thin shell: the GUC, the shared-memory hooks, the background worker and the SQL functions
-//! translate between PostgreSQL and `ptrack-map`, which holds the logic. Mirrors ptrack's
-//! `ptrack.c: _PG_init` (preload check, GUC, `wal_level` check, file cleanup at 0).
+//! A thin shell: the settings, the shared-memory hooks, the background worker and the SQL
+//! functions translate between PostgreSQL and `ptrack-map`, which holds the logic. Mirrors
+//! ptrack's `ptrack.c: _PG_init` (preload check, settings, `wal_level` check, file cleanup at 0).
 //!
-//! * [`shmem`]: the map in shared memory, loaded from and saved to `global/ptrack.map`;
+//! * [`settings`]: `ptrack.map_size`, `ptrack.map_location`, `ptrack.wait_timeout`,
+//!   `ptrack.full_scan`;
+//! * [`shmem`]: the map in shared memory, loaded from and saved to `pg_ptrack/ptrack.map` (or
+//!   `global/ptrack.map`);
 //! * [`tracker`]: the background worker that follows WAL and marks changed blocks;
 //! * [`api`]: `ptrack_version`, `ptrack_init_lsn`, `ptrack_get_pagemapset`, `ptrack_get_change_stat`.
 
 use std::ffi::CStr;
 
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
+use ptrack_map::MapLocation;
+use ptrack_map::files;
 
 pub mod api;
+pub mod settings;
 pub mod shmem;
 pub mod tracker;
 
-::pgrx::pg_module_magic!(name, version);
+pub use settings::{FULL_SCAN, MAP_SIZE, WAIT_TIMEOUT};
 
-/// `ptrack.map_size` in MB (0 = off).
-pub static MAP_SIZE: GucSetting<i32> = GucSetting::<i32>::new(0);
-/// `ptrack.wait_timeout` in ms: how long `ptrack_get_pagemapset` waits for the tracker.
-pub static WAIT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60_000);
-/// `ptrack.full_scan`: use the original's full hash scan (for benchmarks).
-pub static FULL_SCAN: GucSetting<bool> = GucSetting::<bool>::new(false);
+::pgrx::pg_module_magic!(name, version);
 
 /// The version `ptrack_version()` reports and `extversion` carries.
 pub const PTRACK_VERSION: &str = "2.4";
+
+unsafe extern "C" {
+    /// `common/file_perm.h`: the mode of directories the server creates (0700, or 0750 when
+    /// the data directory allows group access).
+    static pg_dir_create_mode: std::ffi::c_int;
+}
 
 fn data_dir() -> String {
     // SAFETY: DataDir is set by the postmaster before libraries are preloaded and never freed.
@@ -40,14 +46,45 @@ fn data_dir() -> String {
     }
 }
 
-/// `$PGDATA/global/ptrack.map`.
-pub fn map_path() -> String {
-    format!("{}/global/ptrack.map", data_dir())
-}
-
-/// Data directory as a path.
+/// Data directory as a path (absolute: the postmaster makes `DataDir` absolute).
 pub fn pgdata() -> std::path::PathBuf {
     std::path::PathBuf::from(data_dir())
+}
+
+/// The configured location of the map.
+pub fn map_location() -> MapLocation {
+    settings::map_location()
+}
+
+/// The map file: `$PGDATA/pg_ptrack/ptrack.map` or `$PGDATA/global/ptrack.map`.
+pub fn map_path() -> String {
+    map_location().map_path(&pgdata()).display().to_string()
+}
+
+/// Removes the map files of `location` (and an empty `pg_ptrack` directory when `remove_dir`),
+/// warning about what could not be removed; `stale` logs each removal.
+pub fn remove_map_files(location: MapLocation, remove_dir: bool, stale: bool) {
+    let c = files::remove_files(&pgdata(), location, remove_dir);
+    for p in &c.removed {
+        if stale {
+            log!(
+                "ptrack: removed \"{}\" (ptrack.map_location is '{}')",
+                p.display(),
+                map_location().name()
+            );
+        }
+    }
+    for e in &c.problems {
+        warning!("ptrack: stale map file left in place: {e}");
+    }
+}
+
+/// The SQLSTATE of a failed file operation on the map's files.
+pub fn file_error_code(e: &files::FileError) -> PgSqlErrorCode {
+    match e {
+        files::FileError::WrongType { .. } => PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+        files::FileError::Io { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
+    }
 }
 
 #[pg_guard]
@@ -58,34 +95,7 @@ pub extern "C-unwind" fn _PG_init() {
             "ptrack module must be initialized by Postmaster. Put the following line to configuration file: shared_preload_libraries='ptrack'"
         );
     }
-    GucRegistry::define_int_guc(
-        c"ptrack.map_size",
-        c"Sets the size of the ptrack map (0 turns ptrack off).",
-        c"Changing it resets the map: the next incremental backup needs a new full backup first.",
-        &MAP_SIZE,
-        0,
-        ptrack_map::map::MAX_MAP_SIZE_MB as i32,
-        GucContext::Postmaster,
-        GucFlags::UNIT_MB,
-    );
-    GucRegistry::define_int_guc(
-        c"ptrack.wait_timeout",
-        c"How long ptrack_get_pagemapset waits for the tracker to reach the current WAL position.",
-        c"",
-        &WAIT_TIMEOUT,
-        1,
-        i32::MAX,
-        GucContext::Userset,
-        GucFlags::UNIT_MS,
-    );
-    GucRegistry::define_bool_guc(
-        c"ptrack.full_scan",
-        c"Scan every block like the original ptrack instead of skipping unchanged files and chunks.",
-        c"For benchmarks; results are the same.",
-        &FULL_SCAN,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
+    settings::define();
     // SAFETY: wal_level is a plain global set from the configuration before preloading.
     let minimal = unsafe { pg_sys::wal_level } == pg_sys::WalLevel::WAL_LEVEL_MINIMAL as i32;
     if MAP_SIZE.get() != 0 && minimal {
@@ -97,8 +107,20 @@ pub extern "C-unwind" fn _PG_init() {
         );
     }
     if MAP_SIZE.get() == 0 {
-        shmem::remove_map_files();
+        for location in MapLocation::ALL {
+            remove_map_files(location, true, false);
+        }
         return;
+    }
+    // SAFETY: a plain global of the postmaster, set from the data directory's mode.
+    let mode = unsafe { pg_dir_create_mode } as u32;
+    if let Err(e) = files::prepare_dir(&pgdata(), map_location(), mode) {
+        ereport!(
+            WARNING,
+            file_error_code(&e),
+            format!("ptrack: cannot use the map's directory: {e}"),
+            shmem::MEMORY_ONLY_DETAIL
+        );
     }
     shmem::install_hooks();
     tracker::register();

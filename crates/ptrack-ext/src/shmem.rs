@@ -1,13 +1,20 @@
 //! The map in shared memory and its file: size request, creation and load at startup, save.
 //! Mirrors ptrack's `engine.c: ptrackMapInit, ptrackMapReadFromFile, ptrackCheckpoint,
-//! ptrackCleanFiles` (spec ptrack.md §3.4–3.6). Loading checks size, magic, version, CRC-32C and
+//! ptrackCleanFiles` (spec ptrack.md §3.4–3.6). Loading checks magic, version, size, CRC-32C and
 //! the cluster's system identifier (through `ptrack-map`); any failure logs the original's
-//! WARNING, deletes the file and starts a fresh map whose `init_lsn` the tracker sets.
+//! WARNING, deletes the file and starts a fresh map whose `init_lsn` the tracker sets. A map
+//! left at the other `ptrack.map_location` is moved; a map path that is not a regular file is
+//! left alone and the map kept in memory only. A loaded map saved with another
+//! `data_checksum_version` than `pg_control` has now (pg_checksums ran) moves `init_lsn`.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use pgrx::prelude::*;
+use ptrack_map::files::{self, Found};
 use ptrack_map::{Map, MapIdentity, MapLayout};
+
+/// DETAIL of the warnings that leave the map in memory only.
+pub const MEMORY_ONLY_DETAIL: &str = "The map is kept in memory only and cannot be saved: every restart moves init_lsn, and a full backup is needed before the next incremental one. Remove or rename what is in the way, or set ptrack.map_location.";
 
 /// State shared with the tracker that is not saved.
 #[repr(C)]
@@ -58,34 +65,22 @@ pub fn identity() -> Result<(MapIdentity, ptrack_page::control::ControlFile), St
         MapIdentity {
             system_identifier: c.system_identifier,
             major: c.major.number(),
+            data_checksum_version: c.data_checksum_version,
         },
         c,
     ))
 }
 
-/// Deletes `global/ptrack.map` and `global/ptrack.map.tmp` (tracking turned off).
-pub fn remove_map_files() {
-    let path = crate::map_path();
-    for p in [format!("{path}.tmp"), path] {
-        match std::fs::remove_file(&p) {
-            Ok(()) => {
-                if let Some(dir) = std::path::Path::new(&p).parent()
-                    && let Ok(d) = std::fs::File::open(dir)
-                {
-                    let _ = d.sync_all();
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warning!("ptrack: could not remove file \"{p}\": {e}"),
-        }
-    }
-}
-
-/// Writes a map snapshot ([`Map::snapshot`]) to `global/ptrack.map` through `ptrack.map.tmp`,
+/// Writes a map snapshot ([`Map::snapshot`]) to the map file through `ptrack.map.tmp`,
 /// fsync, rename, directory fsync. Failures are reported, not fatal: the previous file stays
 /// valid. Touches no PostgreSQL state, so the tracker runs it on its writer thread.
 pub fn write_snapshot(path: &str, snapshot: Vec<u8>) -> Result<(), String> {
-    ptrack_durable::write_file(std::path::Path::new(path), &ptrack_map::map::seal(snapshot))
+    write_file(path, &ptrack_map::map::seal(snapshot))
+}
+
+/// Writes a map file image durably.
+fn write_file(path: &str, image: &[u8]) -> Result<(), String> {
+    ptrack_durable::write_file(std::path::Path::new(path), image)
         .map_err(|e| format!("ptrack: could not write \"{path}\": {e}"))
 }
 
@@ -147,38 +142,88 @@ unsafe extern "C-unwind" fn shmem_startup() {
     }
 }
 
-/// Fills a new shared map from `global/ptrack.map`, or resets it (with the original's WARNING).
+/// Loads a map file image into `map`; on failure logs the original's WARNING and returns false
+/// (the caller deletes the file).
+fn load(map: &Map<'static>, path: &str, bytes: &[u8], id: MapIdentity) -> bool {
+    match map.load_file_bytes(path, bytes, id) {
+        Ok(()) => {
+            log!(
+                "ptrack: loaded map \"{path}\": init_lsn {}, tracked up to {}",
+                map.init_lsn(),
+                map.tracked().0
+            );
+            true
+        }
+        Err(e) => {
+            ereport!(
+                WARNING,
+                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                e.to_string(),
+                format!("Deleting file \"{path}\" and reinitializing ptrack map.")
+            );
+            false
+        }
+    }
+}
+
+/// Fills a new shared map from its file (or one left at the other location), or resets it;
+/// then removes whatever is left at the other location, so that no stale map can be loaded
+/// later.
 fn load_or_reset() {
     let Some(map) = map() else { return };
-    let (id, _) = match identity() {
+    let (id, control) = match identity() {
         Ok(x) => x,
         Err(e) => error!("{e}"),
     };
+    let pgdata = crate::pgdata();
+    let location = crate::map_location();
     let path = crate::map_path();
-    match std::fs::read(&path) {
-        Ok(bytes) => match map.load_file_bytes(&path, &bytes, id) {
-            Ok(()) => {
-                log!(
-                    "ptrack: loaded map \"{path}\": init_lsn {}, tracked up to {}",
-                    map.init_lsn(),
-                    map.tracked().0
-                );
-                return;
+    let loaded = match files::find_map(&pgdata, location) {
+        Found::Here(bytes) => {
+            let ok = load(&map, &path, &bytes, id);
+            if !ok {
+                crate::remove_map_files(location, false, false);
             }
-            Err(e) => {
-                ereport!(
-                    WARNING,
-                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-                    e.to_string(),
-                    format!("Deleting file \"{path}\" and reinitializing ptrack map.")
-                );
-                remove_map_files();
+            ok
+        }
+        Found::Moved { from, bytes } => {
+            let from = from.display().to_string();
+            let ok = load(&map, &from, &bytes, id);
+            if ok {
+                // Saved here before it is removed there: never a moment without a file.
+                match write_file(&path, &bytes) {
+                    Ok(()) => log!(
+                        "ptrack: map moved from \"{from}\" to \"{path}\" (ptrack.map_location is '{}')",
+                        location.name()
+                    ),
+                    Err(e) => warning!("{e}"),
+                }
             }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => error!("ptrack read map: failed to open map file \"{path}\": {e}"),
+            ok
+        }
+        Found::Unusable(e) => {
+            ereport!(
+                WARNING,
+                crate::file_error_code(&e),
+                format!("ptrack read map: cannot use map file: {e}"),
+                MEMORY_ONLY_DETAIL
+            );
+            false
+        }
+        Found::Nothing => false,
+    };
+    crate::remove_map_files(location.other(), true, true);
+    if !loaded {
+        map.reset(id);
+        return;
     }
-    map.reset(id);
+    if let Some(change) = map.check_checksum_version(control.data_checksum_version, control.redo) {
+        ereport!(
+            WARNING,
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            change.to_string()
+        );
+    }
 }
 
 /// Installs the shared-memory hooks (called from `_PG_init` when tracking is on).

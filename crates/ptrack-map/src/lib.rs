@@ -4,14 +4,19 @@
 //!
 //! * [`hash`]: PostgreSQL's `hash_bytes_extended` and ptrack's 20-byte block key;
 //! * [`map`]: the two-slot LSN map over shared atomics, its summary levels and its file image;
+//! * [`files`]: where the map file lives (`pg_ptrack/` or `global/`) and the file work at start;
 //! * [`pagemap`]: the `ptrack_get_pagemapset` scan and its datapagemap bitmaps;
+//! * [`settings`]: checks of the two postmaster settings, with PostgreSQL's messages;
 //! * [`follow`]: the WAL follower that turns records of `pg_wal` into marks.
 #![deny(clippy::unwrap_used, clippy::panic)]
 
+pub mod files;
 pub mod follow;
 pub mod hash;
 pub mod map;
 pub mod pagemap;
+pub mod settings;
 
-pub use map::{LoadError, Map, MapIdentity, MapLayout};
+pub use files::MapLocation;
+pub use map::{ChecksumChange, LoadError, Map, MapHeader, MapIdentity, MapLayout};
 pub use pagemap::{Row, ScanConfig, ScanStats, Strategy, pagemapset};

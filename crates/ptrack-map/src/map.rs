@@ -1,9 +1,14 @@
 //! The ptrack map: a header and an array of LSN slots, kept in shared memory as 64-bit atomics
-//! and persisted as `global/ptrack.map`. Mirrors ptrack's `engine.h: PtrackMapHdr` and
-//! `engine.c: ptrack_mark_block` (spec ptrack.md §3.1–3.2) with two additions:
+//! and persisted as `pg_ptrack/ptrack.map` (or `global/ptrack.map`, see [`crate::files`]).
+//! Mirrors ptrack's `engine.h: PtrackMapHdr` and `engine.c: ptrack_mark_block` (spec ptrack.md
+//! §3.1–3.2) with these additions:
 //!
 //! * a header that names the cluster (system identifier) and the WAL position the map is complete
 //!   up to (`tracked_lsn` and its timeline), since ptrack-ext learns of changes from WAL;
+//! * the cluster's `data_checksum_version` when the map was saved: `pg_checksums --enable`
+//!   rewrites every page while the server is down, without WAL and without changing page LSNs, so
+//!   a change of that field at the next start means the map cannot vouch for what happened
+//!   before ([`Map::check_checksum_version`]);
 //! * two *summary levels* in the same slot array: marking block `b` of a fork also raises the
 //!   slots of the key `(fork + 16, b >> 10)` (its 1024-block chunk) and `(fork + 32, segno)` (its
 //!   segment file). A scan skips a whole segment file or chunk whose summary slots are below the
@@ -19,16 +24,17 @@ use ptrack_types::{BlockNumber, ForkNumber, Lsn, RelFileLocator, TimeLineId};
 
 use crate::hash::{BlockKey, slots};
 
-/// Words of the header, before the slots.
-pub const HEADER_WORDS: usize = 8;
+/// Words of the header, before the slots (version 1 had 8).
+pub const HEADER_WORDS: usize = 16;
 /// Bytes of the header.
 pub const HEADER_BYTES: usize = HEADER_WORDS * 8;
 /// Bytes of the trailing CRC-32C in the file.
 pub const CRC_BYTES: usize = 4;
 /// `"PTRKMAP\0"`, little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PTRKMAP\0");
-/// File format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// File format version: 1 had a 64-byte header without `data_checksum_version`; 2 has a 128-byte
+/// header with it (and 7 reserved words, written as zero).
+pub const FORMAT_VERSION: u32 = 2;
 /// Largest `ptrack.map_size` in MB (32 GB, as the original).
 pub const MAX_MAP_SIZE_MB: u32 = 32 * 1024;
 /// Blocks per summary chunk (`1 << CHUNK_SHIFT`).
@@ -46,6 +52,7 @@ const W_TRACKED_LSN: usize = 4;
 const W_TRACKED_TLI: usize = 5;
 const W_NSLOTS: usize = 6;
 const W_MAJOR: usize = 7;
+const W_CHECKSUM_VERSION: usize = 8;
 
 /// Sizes derived from `ptrack.map_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +90,92 @@ impl MapLayout {
     }
 }
 
-/// Identity written into a fresh map.
+/// Identity written into a fresh map, from `pg_control`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapIdentity {
     /// The cluster's system identifier.
     pub system_identifier: u64,
     /// Major version of the cluster.
     pub major: u32,
+    /// `pg_control`'s `data_checksum_version` (0 = off).
+    pub data_checksum_version: u32,
+}
+
+/// The header fields of a map file image, read without checking anything but its length
+/// ([`MapHeader::parse`]): for tools and tests that look at a saved map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapHeader {
+    /// Magic (a ptrack-ext map has [`MAGIC`]).
+    pub magic: u64,
+    /// Format version.
+    pub version: u64,
+    /// System identifier.
+    pub system_identifier: u64,
+    /// `init_lsn`.
+    pub init_lsn: Lsn,
+    /// Position every record before which has been marked.
+    pub tracked_lsn: Lsn,
+    /// Timeline of `tracked_lsn`.
+    pub tracked_tli: TimeLineId,
+    /// Slot count.
+    pub nslots: u64,
+    /// Major version.
+    pub major: u64,
+    /// `data_checksum_version` when saved (version 2 onwards; 0 for version 1).
+    pub data_checksum_version: u64,
+}
+
+fn le_word(bytes: &[u8], i: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+    u64::from_le_bytes(b)
+}
+
+impl MapHeader {
+    /// The header of a file image; `None` when it is shorter than a version 1 header (64 bytes).
+    pub fn parse(bytes: &[u8]) -> Option<MapHeader> {
+        if bytes.len() < 8 * 8 {
+            return None;
+        }
+        let w = |i: usize| le_word(bytes, i);
+        let v2 = w(W_VERSION) >= 2 && bytes.len() >= HEADER_BYTES;
+        Some(MapHeader {
+            magic: w(W_MAGIC),
+            version: w(W_VERSION),
+            system_identifier: w(W_SYSID),
+            init_lsn: Lsn(w(W_INIT_LSN)),
+            tracked_lsn: Lsn(w(W_TRACKED_LSN)),
+            tracked_tli: TimeLineId(w(W_TRACKED_TLI) as u32),
+            nslots: w(W_NSLOTS),
+            major: w(W_MAJOR),
+            data_checksum_version: if v2 { w(W_CHECKSUM_VERSION) } else { 0 },
+        })
+    }
+}
+
+/// `data_checksum_version` changed while the server was down ([`Map::check_checksum_version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChecksumChange {
+    /// The version the map was saved with.
+    pub saved: u32,
+    /// The version `pg_control` has now.
+    pub now: u32,
+    /// `init_lsn` after the change.
+    pub init_lsn: Lsn,
+}
+
+impl std::fmt::Display for ChecksumChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ptrack: data checksums were {} while the server was down (data_checksum_version {} when the map was saved, {} in pg_control now): pg_checksums rewrites pages without WAL and without changing their LSNs, so changes before {} cannot be tracked: init_lsn moved to {}, a full backup is needed before the next incremental one",
+            if self.now == 0 { "disabled" } else { "enabled" },
+            self.saved,
+            self.now,
+            self.init_lsn,
+            self.init_lsn
+        )
+    }
 }
 
 /// A map over shared 64-bit words (shared memory in the extension, a `Vec` in tests and tools).
@@ -197,8 +283,41 @@ impl<'a> Map<'a> {
         self.w(W_TRACKED_LSN).store(0, Ordering::Relaxed);
         self.w(W_TRACKED_TLI).store(0, Ordering::Relaxed);
         self.w(W_NSLOTS).store(self.nslots, Ordering::Relaxed);
+        self.w(W_CHECKSUM_VERSION)
+            .store(u64::from(id.data_checksum_version), Ordering::Relaxed);
+        for w in &self.words[W_CHECKSUM_VERSION + 1..HEADER_WORDS] {
+            w.store(0, Ordering::Relaxed);
+        }
         self.w(W_MAJOR)
             .store(u64::from(id.major), Ordering::Release);
+    }
+
+    /// `data_checksum_version` recorded in the map.
+    pub fn data_checksum_version(&self) -> u32 {
+        self.w(W_CHECKSUM_VERSION).load(Ordering::Acquire) as u32
+    }
+
+    /// Compares the `data_checksum_version` the map was saved with against `now` (from
+    /// `pg_control` at start). When they differ, pages may have been rewritten without WAL while
+    /// the server was down (`pg_checksums --enable`; `--disable` rewrites only `pg_control`, but
+    /// nothing tells the two apart afterwards): `init_lsn` is raised past `redo`, the redo point
+    /// of the checkpoint in `pg_control`, and the new version is recorded. Every backup taken
+    /// before the shutdown started at or before `redo` (a restartpoint skipped at a standby's
+    /// shutdown leaves `redo` equal to the last backup's start), and every later one starts
+    /// after it, hence `redo + 1`.
+    pub fn check_checksum_version(&self, now: u32, redo: Lsn) -> Option<ChecksumChange> {
+        let saved = self.data_checksum_version();
+        if saved == now {
+            return None;
+        }
+        let init_lsn = self.raise_init_lsn(Lsn(redo.0 + 1));
+        self.w(W_CHECKSUM_VERSION)
+            .store(u64::from(now), Ordering::Release);
+        Some(ChecksumChange {
+            saved,
+            now,
+            init_lsn,
+        })
     }
 
     /// The cluster the map belongs to.
@@ -280,8 +399,10 @@ impl<'a> Map<'a> {
         out
     }
 
-    /// Loads a file image into this map after checking size, magic, version, CRC and cluster.
-    /// On error the map is left untouched.
+    /// Loads a file image into this map after checking magic, version, size, CRC and cluster.
+    /// Magic and version come before the size, so that a map of an older format (whose header,
+    /// and hence size, differs) is reported as such rather than as a resize. On error the map is
+    /// left untouched.
     pub fn load_file_bytes(
         &self,
         path: &str,
@@ -289,18 +410,15 @@ impl<'a> Map<'a> {
         id: MapIdentity,
     ) -> Result<(), LoadError> {
         let expected = self.words.len() as u64 * 8 + CRC_BYTES as u64;
-        if bytes.len() as u64 != expected {
-            return Err(LoadError::Size {
-                path: path.into(),
-                size: bytes.len() as u64,
-                expected,
-            });
-        }
-        let word = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(b)
+        let size_error = || LoadError::Size {
+            path: path.into(),
+            size: bytes.len() as u64,
+            expected,
         };
+        if bytes.len() < 16 {
+            return Err(size_error());
+        }
+        let word = |i: usize| le_word(bytes, i);
         if word(W_MAGIC) != MAGIC {
             return Err(LoadError::Magic { path: path.into() });
         }
@@ -309,6 +427,9 @@ impl<'a> Map<'a> {
                 path: path.into(),
                 found: word(W_VERSION),
             });
+        }
+        if bytes.len() as u64 != expected {
+            return Err(size_error());
         }
         let body = &bytes[..bytes.len() - CRC_BYTES];
         let stored = u32::from_le_bytes([
@@ -390,6 +511,7 @@ mod tests {
     const ID: MapIdentity = MapIdentity {
         system_identifier: 42,
         major: 18,
+        data_checksum_version: 1,
     };
 
     #[test]
@@ -398,7 +520,7 @@ mod tests {
         assert_eq!(MapLayout::for_size_mb(MAX_MAP_SIZE_MB + 1), None);
         let l = MapLayout::for_size_mb(1).unwrap();
         assert!(l.file_bytes() <= 1 << 20 && l.file_bytes() + 8 > 1 << 20);
-        assert_eq!(l.slots, ((1 << 20) - 68) / 8);
+        assert_eq!(l.slots, ((1 << 20) - 132) / 8);
     }
 
     #[test]
@@ -470,7 +592,7 @@ mod tests {
         ));
         let other = MapIdentity {
             system_identifier: 43,
-            major: 18,
+            ..ID
         };
         let e = m2
             .load_file_bytes("/d/global/ptrack.map", &bytes, other)
@@ -484,5 +606,86 @@ mod tests {
             e.to_string(),
             "ptrack read map: incorrect checksum of file \"/d/global/ptrack.map\""
         );
+    }
+
+    /// A version 1 image (64-byte header and 8 more slots: the same file size for the same
+    /// map_size): reported as an incompatible version.
+    #[test]
+    fn older_format_is_a_version_error_before_the_size() {
+        let l = MapLayout::for_size_mb(1).unwrap();
+        let v1_slots = ((1u64 << 20) - 68) / 8;
+        let mut v1 = Vec::new();
+        for w in [MAGIC, 1, 42, 77, 99, 1, v1_slots, 18] {
+            v1.extend_from_slice(&w.to_le_bytes());
+        }
+        v1.resize(64 + 8 * v1_slots as usize, 0);
+        let v1 = seal(v1);
+        assert_eq!(v1.len() as u64, l.file_bytes());
+        let words = Map::alloc(l);
+        let e = Map::new(&words)
+            .load_file_bytes("/d/pg_ptrack/ptrack.map", &v1, ID)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ptrack read map: map format version 1 in the file \"/d/pg_ptrack/ptrack.map\" is incompatible with file format of extension 2"
+        );
+        let h = MapHeader::parse(&v1).unwrap();
+        assert_eq!(
+            (h.version, h.tracked_lsn, h.data_checksum_version),
+            (1, Lsn(99), 0)
+        );
+        // Too short to hold a version: a size error.
+        assert!(matches!(
+            Map::new(&words).load_file_bytes("f", &v1[..10], ID),
+            Err(LoadError::Size { .. })
+        ));
+    }
+
+    #[test]
+    fn checksum_version_is_saved_and_a_change_moves_init_lsn() {
+        let l = MapLayout::for_size_mb(1).unwrap();
+        let words = Map::alloc(l);
+        let m = Map::new(&words);
+        m.reset(MapIdentity {
+            data_checksum_version: 0,
+            ..ID
+        });
+        m.raise_init_lsn(Lsn(500));
+        let h = MapHeader::parse(&m.to_file_bytes()).unwrap();
+        assert_eq!((h.magic, h.version, h.data_checksum_version), (MAGIC, 2, 0));
+        assert_eq!(m.check_checksum_version(0, Lsn(9000)), None);
+        assert_eq!(m.init_lsn(), Lsn(500));
+        let c = m.check_checksum_version(1, Lsn(9000)).unwrap();
+        assert_eq!(
+            c,
+            ChecksumChange {
+                saved: 0,
+                now: 1,
+                init_lsn: Lsn(9001)
+            }
+        );
+        assert!(
+            c.to_string()
+                .contains("data checksums were enabled while the server was down")
+        );
+        assert!(
+            c.to_string()
+                .contains("a full backup is needed before the next incremental one")
+        );
+        assert_eq!(m.init_lsn(), Lsn(9001));
+        assert_eq!(
+            MapHeader::parse(&m.to_file_bytes())
+                .unwrap()
+                .data_checksum_version,
+            1
+        );
+        // Checked again with the same version: nothing to say.
+        assert_eq!(m.check_checksum_version(1, Lsn(9500)), None);
+        let off = m.check_checksum_version(0, Lsn(9500)).unwrap();
+        assert!(off.to_string().contains("disabled"));
+        assert_eq!(m.init_lsn(), Lsn(9501));
+        // init_lsn is never lowered.
+        m.check_checksum_version(1, Lsn(10));
+        assert_eq!(m.init_lsn(), Lsn(9501));
     }
 }

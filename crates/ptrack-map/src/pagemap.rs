@@ -300,6 +300,7 @@ mod tests {
         map.reset(MapIdentity {
             system_identifier: 1,
             major: 18,
+            data_checksum_version: 1,
         });
         let loc = |spc, rel| RelFileLocator {
             spc_oid: Oid(spc),

@@ -1,7 +1,9 @@
 //! The behaviour checked by the original ptrack's `t/001_basic.pl` (spec ptrack.md §5.1, its 23
-//! checks), plus the file-copy database strategy, unlogged tables and EXECUTE for PUBLIC.
+//! checks), plus the file-copy database strategy, unlogged tables and EXECUTE for PUBLIC. The
+//! PG15 run keeps the map at the original's `global/ptrack.map` (`ptrack.map_location =
+//! global`), the PG18 run at the default `pg_ptrack/ptrack.map`.
 
-use ptrack_ext_tests::{lsn, pagemapset, ptrack_cluster};
+use ptrack_ext_tests::{Location, lsn, pagemapset, ptrack_cluster, wait_map_saved};
 use ptrack_testkit::{PgCluster, StopMode, require_ptrack};
 
 /// Blocks of a file that are not all zeros.
@@ -28,7 +30,7 @@ fn disabled_checks(c: &PgCluster) {
     assert!(r.unwrap_err().contains("ptrack is disabled"));
 }
 
-fn basic(major: u32) {
+fn basic(major: u32, location: Location) {
     let Some(pg) = require_ptrack(major) else {
         return;
     };
@@ -48,6 +50,7 @@ fn basic(major: u32) {
         ("wal_level", "minimal"),
         ("max_wal_senders", "0"),
         ("shared_preload_libraries", "ptrack"),
+        ("ptrack.map_location", location.setting()),
     ]);
     c.start();
     c.execute("CREATE EXTENSION ptrack");
@@ -74,7 +77,9 @@ fn basic(major: u32) {
         lsn(&init) <= lsn(&flush),
         "init_lsn {init} after flush {flush}"
     );
-    // 6. Kept across an immediate stop.
+    // 6. Kept across an immediate stop (once the map saved after that checkpoint is on disk: the
+    // tracker writes it asynchronously, where the original wrote it inside the checkpoint).
+    wait_map_saved(&c, &location.map(&c));
     c.stop(StopMode::Immediate);
     c.start();
     assert_eq!(c.query_one("SELECT ptrack_init_lsn()"), init);
@@ -148,21 +153,25 @@ fn basic(major: u32) {
     );
     // 10. Off: files deleted at start, API disabled.
     c.stop(StopMode::Fast);
+    assert!(location.map(&c).exists());
     c.append_conf(&[("ptrack.map_size", "0")]);
     c.start();
-    assert!(!c.datadir().join("global/ptrack.map").exists());
-    assert!(!c.datadir().join("global/ptrack.map.tmp").exists());
+    for l in [location, location.other()] {
+        assert!(!l.map(&c).exists());
+        assert!(!l.dir(&c).join("ptrack.map.tmp").exists());
+    }
+    assert!(!Location::PgPtrack.dir(&c).exists());
     disabled_checks(&c);
 }
 
 #[test]
 fn basic_pg15() {
-    basic(15);
+    basic(15, Location::Global);
 }
 
 #[test]
 fn basic_pg18() {
-    basic(18);
+    basic(18, Location::PgPtrack);
 }
 
 /// A database created by file copy (no block in WAL) is reported whole; unlogged tables are

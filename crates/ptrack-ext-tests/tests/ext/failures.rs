@@ -1,14 +1,23 @@
-//! A map that cannot be trusted never leaves a silent gap: corrupt, foreign and stale maps, and
-//! WAL removed while the tracker was stopped, each end in a WARNING and a later `init_lsn`.
+//! A map that cannot be trusted never leaves a silent gap: corrupt, foreign, stale and
+//! old-format maps, and WAL removed while the tracker was stopped, each end in a WARNING and a
+//! later `init_lsn`.
 
-use ptrack_ext_tests::{lsn, pagemapset, ptrack_cluster};
+use ptrack_ext_tests::{
+    Location, lsn, pagemapset, ptrack_cluster_at, read_saved_map, sync_tracker, wait_map_saved,
+};
 use ptrack_testkit::{PgCluster, StopMode, require_ptrack};
 
-fn started(pg: &ptrack_testkit::PgInstall) -> PgCluster {
-    let mut c = ptrack_cluster(pg, 4, true);
+/// A started cluster with the map at `location`, a table `t` and a map saved after a checkpoint.
+pub fn started_at(pg: &ptrack_testkit::PgInstall, location: Location) -> PgCluster {
+    let mut c = ptrack_cluster_at(pg, 4, true, location);
     c.start();
     c.execute("CREATE EXTENSION ptrack; CREATE TABLE t AS SELECT generate_series(1, 10000) AS g; CHECKPOINT");
+    wait_map_saved(&c, &location.map(&c));
     c
+}
+
+fn started(pg: &ptrack_testkit::PgInstall) -> PgCluster {
+    started_at(pg, Location::PgPtrack)
 }
 
 /// Switches WAL segments and checkpoints until the segment holding `lsn` and the one after it
@@ -35,20 +44,26 @@ fn remove_wal_before(c: &PgCluster, lsn_text: &str) {
     panic!("segments {segs:?} still in pg_wal");
 }
 
-fn corrupt_map(major: u32) {
+/// pg_probackup's `test_corrupt_ptrack_map` (PG15, at the original's `global/ptrack.map`) and
+/// the same at the default location (PG18).
+fn corrupt_map(major: u32, location: Location) {
     let Some(pg) = require_ptrack(major) else {
         return;
     };
-    let mut c = started(&pg);
+    let mut c = started_at(&pg, location);
     let init = c.query_one("SELECT ptrack_init_lsn()");
     c.stop(StopMode::Immediate);
     // The original's test: 12 bytes at offset 42.
-    let path = c.datadir().join("global/ptrack.map");
+    let path = location.map(&c);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[42..54].copy_from_slice(b"corruptbytes");
     std::fs::write(&path, bytes).unwrap();
+    // The absolute path the server names: of the directory, which stays (the server deletes
+    // the corrupt file at start and writes a new one later).
+    let abs = std::fs::canonicalize(location.dir(&c))
+        .unwrap()
+        .join("ptrack.map");
     c.start();
-    let abs = std::fs::canonicalize(&path).unwrap();
     let want = format!(
         "WARNING:  ptrack read map: incorrect checksum of file \"{}\"",
         abs.display()
@@ -66,12 +81,12 @@ fn corrupt_map(major: u32) {
 
 #[test]
 fn corrupt_map_pg15() {
-    corrupt_map(15);
+    corrupt_map(15, Location::Global);
 }
 
 #[test]
 fn corrupt_map_pg18() {
-    corrupt_map(18);
+    corrupt_map(18, Location::PgPtrack);
 }
 
 /// A map copied from another cluster (same major, same size) is not loaded.
@@ -84,11 +99,7 @@ fn foreign_map(major: u32) {
     let init_b = b.query_one("SELECT ptrack_init_lsn()");
     a.stop(StopMode::Fast);
     b.stop(StopMode::Fast);
-    std::fs::copy(
-        a.datadir().join("global/ptrack.map"),
-        b.datadir().join("global/ptrack.map"),
-    )
-    .unwrap();
+    std::fs::copy(Location::PgPtrack.map(&a), Location::PgPtrack.map(&b)).unwrap();
     b.start();
     assert!(
         b.log().contains("belongs to another cluster"),
@@ -136,6 +147,8 @@ fn stale_map(major: u32) {
     };
     let mut c = started(&pg);
     let (init, before) = unloaded_update(&mut c, true);
+    // The tracker finds the gap after it has started: wait until it has read what is there.
+    sync_tracker(&c);
     let init2 = c.query_one("SELECT ptrack_init_lsn()");
     assert!(
         lsn(&init2) > lsn(&before),
@@ -166,6 +179,7 @@ fn unloaded_with_wal_kept(major: u32) {
     };
     let mut c = started(&pg);
     let (init, before) = unloaded_update(&mut c, false);
+    sync_tracker(&c);
     assert_eq!(c.query_one("SELECT ptrack_init_lsn()"), init);
     let t = c.relation_path("postgres", "t");
     assert!(
@@ -234,4 +248,139 @@ fn wal_removed_under_tracker_pg15() {
 #[test]
 fn wal_removed_under_tracker_pg18() {
     wal_removed_under_tracker(18);
+}
+
+/// A map of the previous format (version 1: 64-byte header) is discarded with the original's
+/// "incompatible format version" warning, and the next save writes version 2.
+fn old_format_map(major: u32) {
+    let Some(pg) = require_ptrack(major) else {
+        return;
+    };
+    let mut c = started(&pg);
+    let init = c.query_one("SELECT ptrack_init_lsn()");
+    c.stop(StopMode::Fast);
+    let path = Location::PgPtrack.map(&c);
+    let v2 = std::fs::read(&path).unwrap();
+    assert_eq!(read_saved_map(&path).unwrap().version, 2);
+    // The same cluster's map as version 1 wrote it: words 0-7 with version 1 and 8 more slots
+    // (the file size is the same), then the CRC-32C.
+    let word = |i: usize| u64::from_le_bytes(v2[i * 8..i * 8 + 8].try_into().unwrap());
+    let mut v1 = Vec::with_capacity(v2.len());
+    for i in 0..8 {
+        let w = match i {
+            1 => 1,
+            6 => word(6) + 8,
+            _ => word(i),
+        };
+        v1.extend_from_slice(&w.to_le_bytes());
+    }
+    v1.resize(v2.len() - 4, 0);
+    let crc = crc32c::crc32c(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &v1).unwrap();
+    let abs = std::fs::canonicalize(Location::PgPtrack.dir(&c))
+        .unwrap()
+        .join("ptrack.map");
+    c.start();
+    let want = format!(
+        "WARNING:  ptrack read map: map format version 1 in the file \"{}\" is incompatible with file format of extension 2",
+        abs.display()
+    );
+    assert!(c.log().contains(&want), "{want} not in log:\n{}", c.log());
+    assert!(
+        c.log().contains(&format!(
+            "Deleting file \"{}\" and reinitializing ptrack map.",
+            abs.display()
+        )),
+        "{}",
+        c.log()
+    );
+    let init2 = c.query_one("SELECT ptrack_init_lsn()");
+    assert!(lsn(&init2) > lsn(&init), "init_lsn {init} -> {init2}");
+    c.execute("CHECKPOINT");
+    wait_map_saved(&c, &path);
+    let saved = read_saved_map(&path).unwrap();
+    assert_eq!((saved.version, saved.data_checksum_version), (2, 1));
+}
+
+#[test]
+fn old_format_map_pg15() {
+    old_format_map(15);
+}
+
+#[test]
+fn old_format_map_pg18() {
+    old_format_map(18);
+}
+
+/// An out-of-range or malformed `ptrack.map_size`, or an unknown `ptrack.map_location`, stops
+/// the server with PostgreSQL's message for the value, and touches no map file; the map saved
+/// before is used once the value is fixed.
+fn invalid_settings_refuse_start(major: u32) {
+    let Some(pg) = require_ptrack(major) else {
+        return;
+    };
+    let mut c = started(&pg);
+    let init = c.query_one("SELECT ptrack_init_lsn()");
+    c.stop(StopMode::Fast);
+    let path = Location::PgPtrack.map(&c);
+    let saved = std::fs::read(&path).unwrap();
+    let range = if major >= 16 {
+        "(0 MB .. 32768 MB)"
+    } else {
+        "(0 .. 32768)"
+    };
+    let bad = [
+        (
+            "ptrack.map_size",
+            "-1",
+            format!("-1 MB is outside the valid range for parameter \"ptrack.map_size\" {range}"),
+        ),
+        (
+            "ptrack.map_size",
+            "100000000",
+            format!(
+                "100000000 MB is outside the valid range for parameter \"ptrack.map_size\" {range}"
+            ),
+        ),
+        (
+            "ptrack.map_size",
+            "lots",
+            "invalid value for parameter \"ptrack.map_size\": \"lots\"".to_string(),
+        ),
+        (
+            "ptrack.map_location",
+            "elsewhere",
+            "invalid value for parameter \"ptrack.map_location\": \"elsewhere\"".to_string(),
+        ),
+    ];
+    for (name, value, want) in bad {
+        c.append_conf(&[(name, value)]);
+        let err = c.try_start().unwrap_err();
+        assert!(
+            err.contains(&want),
+            "{name} = {value}: {want} not in:\n{err}"
+        );
+        assert!(err.contains("HINT:  "), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), saved, "{name} = {value}");
+        // Back to a good value before the next one.
+        c.append_conf(&[
+            ("ptrack.map_size", "4MB"),
+            ("ptrack.map_location", "pg_ptrack"),
+        ]);
+    }
+    c.start();
+    sync_tracker(&c);
+    assert_eq!(c.query_one("SELECT ptrack_init_lsn()"), init);
+    assert_eq!(c.query_one("SHOW ptrack.map_size"), "4MB");
+}
+
+#[test]
+fn invalid_settings_refuse_start_pg15() {
+    invalid_settings_refuse_start(15);
+}
+
+#[test]
+fn invalid_settings_refuse_start_pg18() {
+    invalid_settings_refuse_start(18);
 }

@@ -4,4 +4,6 @@
 
 mod basic;
 mod failures;
+mod location;
 mod property;
+mod tools;
