@@ -198,9 +198,9 @@ impl PgCluster {
         PgCluster::at(install, base, &conf)
     }
 
-    /// A streaming standby of the running `primary`, made with `pg_basebackup -R -X stream
-    /// --no-verify-checksums` into
-    /// a private directory of its own (not started). Its socket directory and port are its own.
+    /// A streaming standby of the running `primary`, made with `pg_basebackup -R -X stream`
+    /// (checksums verified) into a private directory of its own (not started). Its socket
+    /// directory and port are its own.
     pub fn standby_of(primary: &PgCluster) -> PgCluster {
         assert!(primary.running, "primary must be running");
         let base = new_base_dir(&std::env::temp_dir());
@@ -216,9 +216,6 @@ impl PgCluster {
                 "-c",
                 "fast",
                 "--no-sync",
-                // PG15 and older verify the checksums of every file in global/ and stop at
-                // any name with a dot, such as ptrack's global/ptrack.map.
-                "--no-verify-checksums",
             ],
         );
         let conf = format!(
