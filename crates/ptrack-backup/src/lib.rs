@@ -24,6 +24,7 @@ pub mod server;
 pub mod take;
 pub mod target;
 pub mod validate;
+pub mod vm;
 pub mod walk;
 
 use std::path::Path;

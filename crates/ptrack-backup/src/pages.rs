@@ -34,6 +34,9 @@ pub struct Select {
     pub since: Option<Lsn>,
     /// Pages at or after this segment-relative block are always kept (new since the parent).
     pub new_from: u32,
+    /// Segment-relative blocks always kept, sorted (heap pages whose all-visible flag changed
+    /// without an LSN change, `crate::vm`).
+    pub also: Vec<u32>,
 }
 
 /// A damaged page.
@@ -192,6 +195,7 @@ pub fn copy_part(
                     None => true,
                     Some(since) => {
                         in_file >= sel.new_from
+                            || sel.also.binary_search(&in_file).is_ok()
                             || !problems.is_empty()
                             || hdr.is_none_or(|h| h.is_new())
                             || lsn >= since

@@ -428,7 +428,7 @@ fn remap_tablespace_map(data: &[u8], spaces: &[Tablespace]) -> Vec<u8> {
 }
 
 /// The content of a whole file: from the newest chain member that stored it.
-fn file_content(
+pub(crate) fn file_content(
     chain: &[Link],
     readers: &mut [BundleReader],
     entry: &Entry,

@@ -18,7 +18,7 @@ use ptrack_types::{ForkNumber, Lsn, TimeLineId};
 use ptrack_wal::segment::SegmentName;
 
 use crate::backup::{BackupOptions, BackupReport, Progress, damage_report};
-use crate::bundle::BundleWriter;
+use crate::bundle::{BundleReader, BundleWriter};
 use crate::catalog::{BackupInfo, Mode, Status};
 use crate::manifest::{BundleInfo, Entry, EntryKind, MANIFEST_VERSION, Manifest, Skipped, Stored};
 use crate::pages::{Damaged, Part, PartResult, Select, Whole, copy_part, copy_tail, copy_whole};
@@ -152,7 +152,14 @@ fn take_started(
     let listing = walk(&ctx.opts.pgdata, &tsdir)?;
     let mut skipped = listing.skipped;
     let blcksz = ctx.control.blcksz as usize;
-    let (mut entries, work, total) = plan(ctx, &listing.items, pagemap.as_ref());
+    let hints_unlogged = ctx.control.data_checksum_version == 0 && !ctx.control.wal_log_hints;
+    let also = match (ctx.opts.mode, ctx.parent) {
+        (Mode::Delta, Some(p)) if hints_unlogged => {
+            newly_visible_pages(ctx, p, &listing.items, &tsdir)?
+        }
+        _ => HashMap::new(),
+    };
+    let (mut entries, work, total) = plan(ctx, &listing.items, pagemap.as_ref(), &also);
     let data_bytes = listing
         .items
         .iter()
@@ -288,11 +295,13 @@ fn select(
             blocks: None,
             since: None,
             new_from: 0,
+            also: Vec::new(),
         },
         (Mode::Delta, Some((p, pb))) => Select {
             blocks: None,
             since: Some(p.start_lsn),
             new_from: pb,
+            also: Vec::new(),
         },
         (Mode::Ptrack, Some((p, pb))) => {
             let mut list = listed.cloned().unwrap_or_default();
@@ -302,6 +311,7 @@ fn select(
                 blocks: Some(list),
                 since: Some(p.start_lsn),
                 new_from: pb,
+                also: Vec::new(),
             }
         }
     }
@@ -312,6 +322,7 @@ fn plan<'a>(
     ctx: &TakeContext,
     items: &'a [(RelPath, Item)],
     pagemap: Option<&HashMap<String, Vec<u32>>>,
+    also: &HashMap<RelPath, Vec<u32>>,
 ) -> (Vec<Entry>, Vec<Work<'a>>, u64) {
     let parent = ctx.parent.map(|p| &p.chain[0]);
     let blcksz = u64::from(ctx.control.blcksz);
@@ -365,7 +376,12 @@ fn plan<'a>(
             _ => None,
         };
         let listed = pagemap.and_then(|m| rel.as_str().and_then(|r| m.get(r)));
-        let sel = select(ctx.opts.mode, parent_blocks, listed, blocks);
+        let mut sel = select(ctx.opts.mode, parent_blocks, listed, blocks);
+        if sel.since.is_some()
+            && let Some(a) = also.get(rel)
+        {
+            sel.also.clone_from(a);
+        }
         total += sel
             .blocks
             .as_ref()
@@ -410,6 +426,66 @@ fn plan<'a>(
         }
     }
     (entries, work, total)
+}
+
+/// For delta backups of clusters that do not WAL-log hints: per main-fork segment, the heap
+/// pages whose all-visible bit was set since the parent (`crate::vm`), segment-relative.
+fn newly_visible_pages(
+    ctx: &TakeContext,
+    parent: &Parent,
+    items: &[(RelPath, Item)],
+    tsdir: &str,
+) -> Result<HashMap<RelPath, Vec<u32>>> {
+    let blcksz = ctx.control.blcksz as usize;
+    let relseg = u64::from(ctx.control.relseg_size);
+    let dirs: Vec<_> = parent
+        .chain
+        .iter()
+        .map(|l| ctx.instance.backup_dir(&l.info.id))
+        .collect();
+    let mut readers: Vec<BundleReader> = parent
+        .chain
+        .iter()
+        .zip(&dirs)
+        .map(|(l, d)| BundleReader::new(d, l.manifest.compression))
+        .collect();
+    let mut out: HashMap<RelPath, Vec<u32>> = HashMap::new();
+    for (rel, item) in items {
+        let Item::File(_) = item else { continue };
+        let Some(PathKind::Relation(seg)) = rel.as_str().map(classify_path) else {
+            continue;
+        };
+        if seg.fork != ForkNumber::VisibilityMap || seg.segno != 0 {
+            continue;
+        }
+        let path = ctx.opts.pgdata.join(rel.as_path());
+        let current = match std::fs::read(&path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&path, "read", e)),
+        };
+        let old = match parent.chain[0].manifest.entry(rel) {
+            Some(
+                e @ Entry {
+                    kind: EntryKind::File { .. },
+                    ..
+                },
+            ) => crate::restore::file_content(&parent.chain, &mut readers, e, false)?,
+            _ => Vec::new(),
+        };
+        for b in crate::vm::newly_all_visible(&current, &old, blcksz) {
+            let main = ptrack_page::relpath::RelFileSegment {
+                locator: seg.locator,
+                fork: ForkNumber::Main,
+                segno: (b / relseg) as u32,
+            };
+            let Ok(p) = RelPath::new(&main.path(tsdir)) else {
+                continue;
+            };
+            out.entry(p).or_default().push((b % relseg) as u32);
+        }
+    }
+    Ok(out)
 }
 
 fn weight(w: &Work, blcksz: u64) -> u64 {

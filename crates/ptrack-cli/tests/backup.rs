@@ -1,6 +1,8 @@
 //! `ptrack backup/restore/validate/show` against real PG15 and PG18 servers: the paranoia chain
-//! (FULL → PTRACK → DELTA → PTRACK over pgbench and a DDL mix, every backup restored, started and
-//! compared with `pg_dumpall` taken at backup time, then amcheck'ed).
+//! (FULL → PTRACK → DELTA → PTRACK over pgbench, a DDL mix and catalog rewrites, every backup
+//! restored, compared file by file and page by page with its quiescent source, started and
+//! compared with `pg_dumpall` taken at backup time, its prepared transactions checked, then
+//! amcheck'ed).
 
 use ptrack_testkit::{PgInstall, require_ptrack};
 
@@ -14,6 +16,11 @@ fn ddl_mix(c: &ptrack_testkit::PgCluster, ts_dir: &str, round: u32) {
         &format!("wl{round}"),
         "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 5000) g",
     );
+    if round > 1 {
+        let prev = round - 1;
+        c.execute(&format!("DROP DATABASE fc{prev}"));
+        c.execute(&format!("DROP DATABASE wl{prev}"));
+    }
     c.execute("TRUNCATE pgbench_history");
     c.execute("VACUUM FULL pgbench_tellers");
     c.execute(&format!(
@@ -30,45 +37,77 @@ fn ddl_mix(c: &ptrack_testkit::PgCluster, ts_dir: &str, round: u32) {
     c.execute(&format!("UPDATE ts_t{round} SET f = 'y' WHERE g % 7 = 0"));
     c.execute("DELETE FROM pgbench_accounts WHERE aid % 97 = 0");
     c.execute("VACUUM pgbench_accounts");
+    catalog_mix(c, round);
+}
+
+/// What rewrites catalogs and the self-checksummed files (pg_filenode.map, pg_control,
+/// replorigin_checkpoint, pg_twophase): VACUUM FULL of mapped catalogs, ALTER SYSTEM,
+/// sequences, a prepared transaction left open across the next backup, a replication origin
+/// advanced.
+fn catalog_mix(c: &ptrack_testkit::PgCluster, round: u32) {
+    c.execute("VACUUM FULL pg_class");
+    c.execute("VACUUM FULL pg_attribute");
+    c.execute("VACUUM FULL pg_database");
+    c.execute(&format!("ALTER SYSTEM SET work_mem = '{}MB'", 4 + round));
+    c.execute(&format!(
+        "CREATE SEQUENCE seq{round}; SELECT count(nextval('seq{round}')) FROM generate_series(1, 50 * {round})"
+    ));
+    c.execute("CREATE TABLE IF NOT EXISTS prepared_t (r int, g int)");
+    c.execute(&format!(
+        "BEGIN; INSERT INTO prepared_t SELECT {round}, g FROM generate_series(1, 100) g; PREPARE TRANSACTION 'px{round}'"
+    ));
+    if round > 1 {
+        c.execute(&format!("COMMIT PREPARED 'px{}'", round - 1));
+    }
+    c.execute(&format!(
+        "SELECT pg_replication_origin_create('origin{round}'); SELECT pg_replication_origin_advance('origin1', '0/{:X}')",
+        0x1000_0000u64 * u64::from(round)
+    ));
 }
 
 fn paranoia_chain(install: PgInstall, checksums: bool) {
-    let c = ptrack_cluster(&install, checksums, 64);
+    let cfg = ptrack_testkit::ClusterConfig::new(checksums)
+        .set("shared_preload_libraries", "ptrack")
+        .set("ptrack.map_size", "64MB")
+        .set("max_prepared_transactions", "10");
+    let mut c = ptrack_testkit::PgCluster::init_with(&install, &cfg);
+    c.start();
+    c.execute("CREATE EXTENSION ptrack");
     c.pgbench_init(3);
     let ts_dir = c.new_tablespace_dir("ts1");
     let ts = ts_dir.display().to_string();
     let (_d, repo) = new_repo();
-    let mut taken: Vec<(String, String)> = Vec::new();
-
-    let full = backup(&c, &repo, "full");
-    taken.push((full, dumpall(&c)));
-    c.run_tool("pgbench", &["-t", "300", "-c", "2", "postgres"]);
-    let p1 = backup(&c, &repo, "ptrack");
-    taken.push((p1, dumpall(&c)));
-    c.run_tool("pgbench", &["-t", "300", "-c", "2", "postgres"]);
-    ddl_mix(&c, &ts, 1);
-    let d1 = backup(&c, &repo, "delta");
-    taken.push((d1, dumpall(&c)));
-    c.run_tool("pgbench", &["-t", "200", "-c", "2", "postgres"]);
-    ddl_mix(&c, &ts, 2);
-    let p2 = backup(&c, &repo, "ptrack");
-    taken.push((p2.clone(), dumpall(&c)));
-
-    let v = run(&["validate", "-B", &repo]);
-    assert_eq!(v.code, 0, "validate:\n{}{}", v.stdout, v.stderr);
-    let shown = show(&repo);
-    assert_eq!(shown.len(), 4);
-    assert!(shown.iter().all(|b| b["status"] == "OK"));
-    assert_eq!(shown[3]["parent"], shown[2]["id"]);
-
-    for (i, (id, dump)) in taken.iter().enumerate() {
-        let tss = if i >= 2 { vec![ts.clone()] } else { vec![] };
-        let r = restore_and_start(&install, &repo, id, &tss);
+    let mut ids = Vec::new();
+    let steps: [(&str, u32); 4] = [("full", 0), ("ptrack", 0), ("delta", 1), ("ptrack", 2)];
+    for (i, (mode, round)) in steps.into_iter().enumerate() {
+        if i > 0 {
+            c.run_tool("pgbench", &["-t", "300", "-c", "2", "postgres"]);
+        }
+        if round > 0 {
+            ddl_mix(&c, &ts, round);
+        }
+        if i == 3 {
+            // VACUUM FULL waits for the prepared transaction's lock: commit it first and leave a
+            // new one open across the backup.
+            c.execute("COMMIT PREPARED 'px2'");
+            let out = c.run_tool("vacuumdb", &["--full", "--all", "--quiet"]);
+            assert!(out.status.success(), "vacuumdb --full --all");
+            c.execute("BEGIN; INSERT INTO prepared_t VALUES (3, 3); PREPARE TRANSACTION 'px3'");
+        }
+        let dump = dumpall(&c);
+        let prepared = c.query("SELECT gid FROM pg_prepared_xacts ORDER BY 1");
+        let id = backup(&c, &repo, mode);
+        let tss = if round > 0 || i >= 2 {
+            vec![ts.clone()]
+        } else {
+            vec![]
+        };
+        let r = restore_and_compare(&mut c, &repo, &id, &tss);
         let got = dumpall(&r);
-        if got != *dump {
+        if got != dump {
             let _ = std::fs::write(
                 format!("/tmp/ptrack-dump-{}-{i}-want.sql", install.major),
-                dump,
+                &dump,
             );
             let _ = std::fs::write(
                 format!("/tmp/ptrack-dump-{}-{i}-got.sql", install.major),
@@ -76,12 +115,25 @@ fn paranoia_chain(install: PgInstall, checksums: bool) {
             );
         }
         assert!(
-            got == *dump,
+            got == dump,
             "PG{} backup {id} (#{i}): restored pg_dumpall differs from the source's at backup time",
             install.major
         );
+        assert_eq!(
+            r.query("SELECT gid FROM pg_prepared_xacts ORDER BY 1"),
+            prepared,
+            "PG{} backup {id}: prepared transactions",
+            install.major
+        );
         amcheck(&r);
+        ids.push(id);
     }
+    let v = run(&["validate", "-B", &repo]);
+    assert_eq!(v.code, 0, "validate:\n{}{}", v.stdout, v.stderr);
+    let shown = show(&repo);
+    assert_eq!(shown.len(), 4);
+    assert!(shown.iter().all(|b| b["status"] == "OK"));
+    assert_eq!(shown[3]["parent"], shown[2]["id"]);
 }
 
 #[test]

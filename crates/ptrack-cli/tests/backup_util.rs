@@ -179,7 +179,48 @@ pub fn restore_and_start(
     let extra_refs: Vec<&Path> = extra.iter().map(PathBuf::as_path).collect();
     let mut c = PgCluster::adopt(install, base, &extra_refs);
     c.start();
+    wait_recovery_end(&c);
     c
+}
+
+/// Waits (bounded) until `c` has ended recovery: a restore always sets up archive recovery, so
+/// the server promotes onto a new timeline at the end of the stored WAL.
+pub fn wait_recovery_end(c: &PgCluster) {
+    c.wait_for_lsn(
+        "SELECT CASE WHEN pg_is_in_recovery() THEN '0/0' ELSE '0/1' END",
+        "0/1",
+        "end of recovery of the restored cluster",
+        std::time::Duration::from_secs(120),
+    );
+}
+
+/// The paranoia check of backup `id` of `source`, which must have been quiescent since the
+/// backup: the source is stopped, `id` restored and started until its recovery ends and
+/// stopped, the two data directories compared file by file and page by page
+/// (`ptrack_testkit::paranoia`), and both started again. Returns the restored cluster.
+pub fn restore_and_compare(
+    source: &mut PgCluster,
+    repo: &str,
+    id: &str,
+    tablespaces: &[String],
+) -> PgCluster {
+    let install = source.install.clone();
+    source.stop(ptrack_testkit::StopMode::Fast);
+    let mut r = restore_and_start(&install, repo, id, tablespaces);
+    r.stop(ptrack_testkit::StopMode::Fast);
+    let blcksz: usize = source.controldata()["Database block size"]
+        .parse()
+        .expect("block size");
+    let diffs = ptrack_testkit::paranoia::compare(source.datadir(), r.datadir(), blcksz);
+    assert!(
+        diffs.is_empty(),
+        "PG{} backup {id}: the restored data directory differs from the source:\n  {}",
+        install.major,
+        diffs.join("\n  ")
+    );
+    source.start();
+    r.start();
+    r
 }
 
 /// `pg_dumpall` of `c`, without the per-run `\restrict` keys and tablespace locations (a

@@ -19,6 +19,9 @@ use crate::install::{PgInstall, run_as_postgres};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The line [`PgCluster::adopt`] starts its `postgresql.conf` addition with.
+pub const ADOPTED_MARK: &str = "\n# adopted by ptrack-testkit";
+
 /// How to stop a server (`pg_ctl stop -m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -270,7 +273,7 @@ impl PgCluster {
             }
         }
         let conf = format!(
-            "\n# adopted\nunix_socket_directories = '{}'\n",
+            "{ADOPTED_MARK}\nunix_socket_directories = '{}'\n",
             base.join("sock").display()
         );
         PgCluster::at(install, base, &conf)

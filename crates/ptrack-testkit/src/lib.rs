@@ -10,11 +10,15 @@
 //!   run as the unprivileged `postgres` user on a private Unix socket and a free loopback port,
 //!   stopped and deleted on drop (also when a test panics).
 //!
+//! * [`paranoia`] compares a restored data directory with its source file by file and page by
+//!   page (masking only what PostgreSQL changes without WAL).
+//!
 //! The corruption simulator lives in `ptrack_page::damage` so the CLI can share it; it is
 //! re-exported here.
 
 pub mod cluster;
 mod install;
+pub mod paranoia;
 mod rng;
 
 pub use cluster::{ClusterConfig, PgCluster, StopMode};
