@@ -203,6 +203,18 @@ pub fn run_backup(
         )?),
         None => None,
     };
+    if let (Some(ext), Some(p)) = (&ptrack, &parent) {
+        // init_lsn only moves forward: refuse now rather than after recording the backup.
+        let p = &p.chain[0].info;
+        let init = session.ptrack_init_lsn(ext)?;
+        if !init.is_valid() || init > p.start_lsn {
+            return Err(refused(format!(
+                "LSN from ptrack_control {init} is greater than Start LSN of previous backup {} ({}). \
+                 Create new full backup before an incremental one.",
+                p.start_lsn, p.id
+            )));
+        }
+    }
     if instance.info.pgdata != info.pgdata {
         let mut i2 = instance.clone();
         i2.info.pgdata = info.pgdata.clone();

@@ -2,63 +2,13 @@
 //! bad requests. Never an OK backup that fails validation; every bad request exits 2 and leaves
 //! the repository as it was.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ptrack_testkit::{PgCluster, TestRng, require_ptrack};
-use serde_json::Value;
+use std::path::Path;
 
 use crate::backup_util::*;
 use crate::util::{ptrack, run};
-
-/// Every file of the repository with its content.
-fn snapshot(repo: &str) -> BTreeMap<String, Vec<u8>> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).expect("read repo").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, root, out);
-            } else {
-                let rel = p.strip_prefix(root).expect("inside").display().to_string();
-                out.insert(rel, std::fs::read(&p).expect("read file"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(Path::new(repo), Path::new(repo), &mut out);
-    out
-}
-
-/// The JSON body of a repository document.
-fn doc_body(path: &Path) -> Value {
-    let b = std::fs::read(path).expect("read document");
-    let nl = b.iter().position(|&c| c == b'\n').expect("header");
-    serde_json::from_slice(&b[nl + 1..]).expect("json body")
-}
-
-/// Rewrites a repository document with a valid header (an edit a CRC check cannot see).
-fn write_doc(path: &Path, kind: &str, v: &Value) {
-    let body = serde_json::to_vec_pretty(v).unwrap();
-    let mut out = format!(
-        "PTRACK {kind} 2 {:08x} {}\n",
-        crc32c::crc32c(&body),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    out.push(b'\n');
-    std::fs::write(path, out).unwrap();
-}
-
-fn instance_dir(repo: &str) -> std::path::PathBuf {
-    std::fs::read_dir(repo)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-        .expect("instance directory")
-}
 
 #[test]
 fn sigkill_at_random_points_never_leaves_a_bad_ok_backup() {

@@ -1,6 +1,7 @@
 //! Helpers of the backup tests: a ptrack-enabled cluster, `ptrack backup/restore/validate/show`
 //! runs against it, restoring into a started cluster, and the oracles (`pg_dumpall`, amcheck).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ptrack_testkit::{ClusterConfig, PgCluster, PgInstall};
@@ -270,4 +271,80 @@ pub fn amcheck(c: &PgCluster) {
         );
         assert!(!n.is_empty(), "amcheck in {db}");
     }
+}
+
+/// Every file of the repository with its content.
+pub fn snapshot(repo: &str) -> BTreeMap<String, Vec<u8>> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).expect("read repo").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                let rel = p.strip_prefix(root).expect("inside").display().to_string();
+                out.insert(rel, std::fs::read(&p).expect("read file"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(Path::new(repo), Path::new(repo), &mut out);
+    out
+}
+
+/// The JSON body of a repository document.
+pub fn doc_body(path: &Path) -> Value {
+    let b = std::fs::read(path).expect("read document");
+    let nl = b.iter().position(|&c| c == b'\n').expect("header");
+    serde_json::from_slice(&b[nl + 1..]).expect("json body")
+}
+
+/// Rewrites a repository document with a valid header (an edit a CRC check cannot see).
+pub fn write_doc(path: &Path, kind: &str, v: &Value) {
+    let body = serde_json::to_vec_pretty(v).unwrap();
+    let mut out = format!(
+        "PTRACK {kind} 2 {:08x} {}\n",
+        crc32c::crc32c(&body),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out.push(b'\n');
+    std::fs::write(path, out).unwrap();
+}
+
+pub fn instance_dir(repo: &str) -> std::path::PathBuf {
+    std::fs::read_dir(repo)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("instance directory")
+}
+
+/// Rewrites backup `id`'s manifest through `edit` and re-seals it as a careful attacker would:
+/// the document header and the catalog's BLAKE3 of it are made to match.
+pub fn reseal_manifest(repo: &str, id: &str, edit: impl FnOnce(&mut Value)) {
+    let inst = instance_dir(repo);
+    let path = inst.join(id).join("manifest");
+    let mut m = doc_body(&path);
+    edit(&mut m);
+    write_doc(&path, "manifest", &m);
+    let digest = blake3::hash(&std::fs::read(&path).unwrap())
+        .to_hex()
+        .to_string();
+    edit_catalog(repo, |cat| {
+        for b in cat["backups"].as_array_mut().unwrap() {
+            if b["id"] == id {
+                b["manifest_digest"] = Value::String(digest.clone());
+            }
+        }
+    });
+}
+
+/// Rewrites the catalog through `edit`, with a valid header.
+pub fn edit_catalog(repo: &str, edit: impl FnOnce(&mut Value)) {
+    let path = instance_dir(repo).join("catalog");
+    let mut cat = doc_body(&path);
+    edit(&mut cat);
+    write_doc(&path, "catalog", &cat);
 }
