@@ -325,15 +325,17 @@ impl BundleReader {
     }
 
     fn file(&mut self, n: u32) -> Result<&File> {
+        // Checked before the table grows: a bundle number from a damaged manifest must not size
+        // it (u32::MAX would be 16 GiB of slots).
+        if n > 4096 {
+            return Err(Error::Corrupt(format!("bundle number {n} is implausible")));
+        }
         let i = n as usize;
         if self.files.len() <= i {
             self.files.resize_with(i + 1, || None);
         }
         if self.files[i].is_none() {
             let p = bundle_path(&self.dir, n);
-            if n > 4096 {
-                return Err(Error::Corrupt(format!("bundle number {n} is implausible")));
-            }
             let f = crate::envelope::open_repo_file(&p)?;
             let mut h = [0u8; 16];
             f.read_exact_at(&mut h, 0)
@@ -526,5 +528,23 @@ mod tests {
                 assert!(wrong.index(&idx).is_err());
             }
         }
+    }
+
+    #[test]
+    fn implausible_bundle_number_is_refused_without_allocating() {
+        // Found by fuzz/fuzz_targets/bundle.rs: the slot table was grown to the bundle number
+        // before the number was checked (out of memory for 0x8b8b8b8b).
+        let d = tempfile::tempdir().unwrap();
+        let mut r = BundleReader::new(d.path(), Compression::None);
+        for n in [4097, 0x8b8b_8b8b, u32::MAX] {
+            let s = Stored {
+                bundle: n,
+                offset: HEADER_SIZE,
+                len: 1,
+            };
+            let e = r.blob(s, 1, Digest::of(b"x")).unwrap_err().to_string();
+            assert!(e.contains("implausible"), "{e}");
+        }
+        assert!(r.files.len() <= 1);
     }
 }

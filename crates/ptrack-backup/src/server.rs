@@ -18,7 +18,12 @@ pub fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => {
-            let t = e.to_string();
+            let mut t = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                t.push_str(&format!(": {s}"));
+                src = s.source();
+            }
             if t.contains("password missing") {
                 "fe_sendauth: no password supplied (give one in PGPASSWORD or ~/.pgpass)".into()
             } else {

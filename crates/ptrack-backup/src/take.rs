@@ -160,6 +160,13 @@ fn take_started(
         _ => HashMap::new(),
     };
     let (mut entries, work, total) = plan(ctx, &listing.items, pagemap.as_ref(), &also);
+    for w in &work {
+        if let Work::Tail { rel, len, .. } = w {
+            warnings.push(format!(
+                "\"{rel}\" ends with {len} byte(s) after its last whole block (a block being written, or a damaged file); stored as they are"
+            ));
+        }
+    }
     let data_bytes = listing
         .items
         .iter()

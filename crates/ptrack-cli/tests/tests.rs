@@ -3,6 +3,7 @@
 
 mod backup;
 mod backup_faults;
+mod backup_hostile;
 mod backup_loss;
 mod backup_util;
 mod bad_input;

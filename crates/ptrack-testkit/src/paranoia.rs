@@ -9,7 +9,8 @@
 //! `pg_stat/` (statistics written at shutdown), the contents of `pg_stat_tmp/`, `pg_replslot/`,
 //! `pg_dynshmem/`, `pg_notify/`, `pg_serial/`, `pg_snapshots/`, `pg_subtrans/`,
 //! `pg_ptrack/` and `global/ptrack.map*` (the tracker's map, not backed up), `pg_internal.init`
-//! (relation cache, rebuilt), `backup_label.old` / `tablespace_map.old` / `recovery.signal` / `standby.signal` (how the
+//! (relation cache, rebuilt), `backup_manifest` (a pg_basebackup's, left out as basebackup.c
+//! does), `backup_label.old` / `tablespace_map.old` / `recovery.signal` / `standby.signal` (how the
 //! restore started), and of `global/pg_control` only the system identifier, catalog version,
 //! block and segment sizes and data checksum version are compared (checkpoint and timeline move
 //! on in both). `postgresql.auto.conf` is compared without the block `ptrack restore` appends,
@@ -51,6 +52,7 @@ const SKIP_FILES: &[&str] = &[
     "postmaster.opts",
     "current_logfiles",
     "backup_label.old",
+    "backup_manifest",
     "tablespace_map.old",
     "recovery.signal",
     "standby.signal",
@@ -69,7 +71,8 @@ fn skipped(rel: &str) -> bool {
             .is_some_and(|n| n.starts_with("pg_internal.init"))
 }
 
-/// Every file below `root` (following `pg_tblspc` links), by relative path, with its bytes.
+/// Every file below `root` (following only `pg_tblspc/<oid>` links; other links are listed by
+/// their target), by relative path, with its bytes.
 fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
@@ -83,6 +86,13 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
                 format!("{rel}/{name}")
             };
             let p = e.path();
+            let lm = std::fs::symlink_metadata(&p)
+                .unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
+            if lm.file_type().is_symlink() && rel != "pg_tblspc" {
+                let t = std::fs::read_link(&p).unwrap_or_default();
+                out.insert(r, format!("symbolic link to {}", t.display()).into_bytes());
+                continue;
+            }
             let m = std::fs::metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
             if m.is_dir() {
                 stack.push((p, r));
