@@ -240,7 +240,7 @@ fn running_under_pgbench_is_clean(major: u32, checksums: bool) {
         );
     }
     eprintln!("PG{major} checksums={checksums}: {torn} torn reads in total, none reported");
-    let _ = bench.kill();
+    c.pgbench_stop(&mut bench);
     let _ = bench.wait();
 }
 

@@ -622,6 +622,26 @@ impl PgCluster {
             .unwrap_or_else(|e| panic!("spawn pgbench: {e}"))
     }
 
+    /// Stops a pgbench started by [`PgCluster::pgbench_spawn`]: killing the child would only
+    /// kill `runuser`, so its sessions are terminated on the server until pgbench exits
+    /// (bounded: 60 s).
+    pub fn pgbench_stop(&self, bench: &mut Child) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            self.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgbench'",
+            );
+            if bench.try_wait().expect("wait for pgbench").is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pgbench did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = self
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'");
+        assert_eq!(left, "0", "pgbench sessions left");
+    }
+
     /// `pg_controldata -D data` as a map of its `Key: value` lines.
     pub fn controldata(&self) -> BTreeMap<String, String> {
         let out = self.run_tool("pg_controldata", &["-D", &self.data.display().to_string()]);
