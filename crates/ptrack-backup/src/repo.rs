@@ -133,18 +133,7 @@ impl Repository {
     /// The instance of `sysid`, if the repository has it.
     pub fn instance(&self, sysid: u64) -> Result<Option<Instance>> {
         let dir = self.root.join(sysid.to_string());
-        match std::fs::symlink_metadata(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&dir, "stat", e)),
-            Ok(m) if !m.is_dir() => {
-                return Err(Error::Corrupt(format!(
-                    "\"{}\" is not a directory (ptrack never follows links inside a repository)",
-                    dir.display()
-                )));
-            }
-            Ok(_) => {}
-        }
-        if !dir.join("instance").exists() {
+        if !existing_dir(&dir)? || !dir.join("instance").exists() {
             return Ok(None);
         }
         let info: InstanceInfo =
@@ -206,6 +195,20 @@ impl Repository {
     }
 }
 
+/// Whether repository directory `dir` exists; an error when it is anything but a directory (a
+/// link included: ptrack never follows links inside a repository).
+fn existing_dir(dir: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(dir, "stat", e)),
+        Ok(m) if !m.is_dir() => Err(Error::Corrupt(format!(
+            "\"{}\" is not a directory (ptrack never follows links inside a repository)",
+            dir.display()
+        ))),
+        Ok(_) => Ok(true),
+    }
+}
+
 fn set_private(p: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
@@ -241,16 +244,8 @@ impl Instance {
     /// catalog record stays, with the cause).
     pub fn remove_backup_files(&self, id: &str) -> Result<()> {
         let dir = self.backup_dir(id);
-        match std::fs::symlink_metadata(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(&dir, "stat", e)),
-            Ok(m) if !m.is_dir() => {
-                return Err(Error::Corrupt(format!(
-                    "\"{}\" is not a directory",
-                    dir.display()
-                )));
-            }
-            Ok(_) => {}
+        if !existing_dir(&dir)? {
+            return Ok(());
         }
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, "remove", e))?;
         ptrack_durable::sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, "fsync", e))

@@ -28,19 +28,50 @@ fn restore_only(repo: &str, id: &str, extra: &[&str]) -> std::path::PathBuf {
     base
 }
 
+/// A PG18 cluster with data, a repository, a full backup F, changes (`n` pgbench transactions)
+/// and a `mode` backup P after them.
+struct TwoBackups {
+    install: ptrack_testkit::PgInstall,
+    c: PgCluster,
+    _dir: tempfile::TempDir,
+    repo: String,
+    f: String,
+    p: String,
+}
+
+fn two_backups(n: u32, mode: &str) -> Option<TwoBackups> {
+    let install = require_ptrack(18)?;
+    let c = ptrack_cluster(&install, true, 64);
+    c.pgbench_init(1);
+    let (_dir, repo) = new_repo();
+    let f = backup(&c, &repo, "full");
+    c.run_tool("pgbench", &["-t", &n.to_string(), "postgres"]);
+    let p = backup(&c, &repo, mode);
+    Some(TwoBackups {
+        install,
+        c,
+        _dir,
+        repo,
+        f,
+        p,
+    })
+}
+
 /// F ← P in one repository; the cluster restored from F, started and changed, backs up into
 /// the same repository: the parent must be F (an ancestor of its history), never P.
 #[test]
 fn restored_cluster_never_joins_the_original_chain() {
-    let Some(install) = require_ptrack(18) else {
+    let Some(TwoBackups {
+        install,
+        c: _c,
+        _dir,
+        repo,
+        f,
+        p,
+    }) = two_backups(200, "ptrack")
+    else {
         return;
     };
-    let c = ptrack_cluster(&install, true, 64);
-    c.pgbench_init(1);
-    let (_d, repo) = new_repo();
-    let f = backup(&c, &repo, "full");
-    c.run_tool("pgbench", &["-t", "200", "postgres"]);
-    let p = backup(&c, &repo, "ptrack");
     // Restored without a target: recovery ends on timeline 2.
     let mut r = restore_and_start(&install, &repo, &f, &[]);
     assert!(
@@ -89,15 +120,17 @@ fn restored_cluster_never_joins_the_original_chain() {
 /// on the other branch; the next backup's parent is F.
 #[test]
 fn recovery_target_immediate_branch_picks_an_ancestor() {
-    let Some(install) = require_ptrack(18) else {
+    let Some(TwoBackups {
+        install,
+        c: _c,
+        _dir,
+        repo,
+        f,
+        ..
+    }) = two_backups(300, "delta")
+    else {
         return;
     };
-    let c = ptrack_cluster(&install, true, 64);
-    c.pgbench_init(1);
-    let (_d, repo) = new_repo();
-    let f = backup(&c, &repo, "full");
-    c.run_tool("pgbench", &["-t", "300", "postgres"]);
-    let _p = backup(&c, &repo, "delta");
     let base = restore_only(&repo, &f, &["--recovery-target", "immediate"]);
     let mut r = PgCluster::adopt(&install, base, &[]);
     r.start();
@@ -112,15 +145,17 @@ fn recovery_target_immediate_branch_picks_an_ancestor() {
 /// means would): once its WAL passes P's stop LSN only the WAL comparison tells the fork.
 #[test]
 fn same_timeline_fork_is_caught_by_the_wal() {
-    let Some(install) = require_ptrack(18) else {
+    let Some(TwoBackups {
+        install,
+        c: _c,
+        _dir,
+        repo,
+        f,
+        p,
+    }) = two_backups(300, "delta")
+    else {
         return;
     };
-    let c = ptrack_cluster(&install, true, 64);
-    c.pgbench_init(1);
-    let (_d, repo) = new_repo();
-    let f = backup(&c, &repo, "full");
-    c.run_tool("pgbench", &["-t", "300", "postgres"]);
-    let p = backup(&c, &repo, "delta");
     let p_stop = show(&repo).last().unwrap()["stop_lsn"]
         .as_str()
         .unwrap()

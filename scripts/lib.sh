@@ -1,0 +1,21 @@
+# scripts/lib.sh — sourced by every script: the repository root, cargo on PATH, the project-local
+# PGRX_HOME, and one way to print (`say`), fail (`die`, exit 2) and time a step (`timed`).
+# shellcheck shell=bash
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPT_NAME=$(basename "$0")
+export PATH="$HOME/.cargo/bin:$PATH"
+# Every clone has its own pgrx configuration (see scripts/setup).
+export PGRX_HOME="$ROOT/.pg/pgrx"
+
+say() { printf '%s: %s\n' "$SCRIPT_NAME" "$*"; }
+die() { printf '%s: error: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 2; }
+
+# timed NAME LOG CMD... — runs CMD with its output in LOG, records "NAME STATUS SECONDS" in
+# $TIMINGS (one line per step) and returns CMD's status.
+timed() {
+  local name=$1 log=$2; shift 2
+  local t0=$SECONDS rc=0
+  "$@" >"$log" 2>&1 || rc=$?
+  printf '%s %s %s\n' "$name" "$rc" "$((SECONDS - t0))" >>"${TIMINGS:?}"
+  return "$rc"
+}
