@@ -18,7 +18,7 @@ use ptrack_types::{ForkNumber, Lsn, TimeLineId};
 use ptrack_wal::segment::SegmentName;
 
 use crate::backup::{BackupOptions, BackupReport, Progress, damage_report};
-use crate::bundle::{BundleReader, BundleWriter};
+use crate::bundle::BundleWriter;
 use crate::catalog::{BackupInfo, Mode, Status};
 use crate::manifest::{BundleInfo, Entry, EntryKind, MANIFEST_VERSION, Manifest, Skipped, Stored};
 use crate::pages::{Damaged, Part, PartResult, Select, Whole, copy_part, copy_tail, copy_whole};
@@ -154,9 +154,14 @@ fn take_started(
     let blcksz = ctx.control.blcksz as usize;
     let hints_unlogged = ctx.control.data_checksum_version == 0 && !ctx.control.wal_log_hints;
     let also = match (ctx.opts.mode, ctx.parent) {
-        (Mode::Delta, Some(p)) if hints_unlogged => {
-            newly_visible_pages(ctx, p, &listing.items, &tsdir)?
-        }
+        (Mode::Delta, Some(p)) if hints_unlogged => crate::vm::newly_visible_pages(
+            &ctx.opts.pgdata,
+            ctx.instance,
+            p,
+            &listing.items,
+            &tsdir,
+            (blcksz, ctx.control.relseg_size),
+        )?,
         _ => HashMap::new(),
     };
     let (mut entries, work, total) = plan(ctx, &listing.items, pagemap.as_ref(), &also);
@@ -433,66 +438,6 @@ fn plan<'a>(
         }
     }
     (entries, work, total)
-}
-
-/// For delta backups of clusters that do not WAL-log hints: per main-fork segment, the heap
-/// pages whose all-visible bit was set since the parent (`crate::vm`), segment-relative.
-fn newly_visible_pages(
-    ctx: &TakeContext,
-    parent: &Parent,
-    items: &[(RelPath, Item)],
-    tsdir: &str,
-) -> Result<HashMap<RelPath, Vec<u32>>> {
-    let blcksz = ctx.control.blcksz as usize;
-    let relseg = u64::from(ctx.control.relseg_size);
-    let dirs: Vec<_> = parent
-        .chain
-        .iter()
-        .map(|l| ctx.instance.backup_dir(&l.info.id))
-        .collect();
-    let mut readers: Vec<BundleReader> = parent
-        .chain
-        .iter()
-        .zip(&dirs)
-        .map(|(l, d)| BundleReader::new(d, l.manifest.compression))
-        .collect();
-    let mut out: HashMap<RelPath, Vec<u32>> = HashMap::new();
-    for (rel, item) in items {
-        let Item::File(_) = item else { continue };
-        let Some(PathKind::Relation(seg)) = rel.as_str().map(classify_path) else {
-            continue;
-        };
-        if seg.fork != ForkNumber::VisibilityMap || seg.segno != 0 {
-            continue;
-        }
-        let path = ctx.opts.pgdata.join(rel.as_path());
-        let current = match std::fs::read(&path) {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&path, "read", e)),
-        };
-        let old = match parent.chain[0].manifest.entry(rel) {
-            Some(
-                e @ Entry {
-                    kind: EntryKind::File { .. },
-                    ..
-                },
-            ) => crate::restore::file_content(&parent.chain, &mut readers, e, false)?,
-            _ => Vec::new(),
-        };
-        for b in crate::vm::newly_all_visible(&current, &old, blcksz) {
-            let main = ptrack_page::relpath::RelFileSegment {
-                locator: seg.locator,
-                fork: ForkNumber::Main,
-                segno: (b / relseg) as u32,
-            };
-            let Ok(p) = RelPath::new(&main.path(tsdir)) else {
-                continue;
-            };
-            out.entry(p).or_default().push((b % relseg) as u32);
-        }
-    }
-    Ok(out)
 }
 
 fn weight(w: &Work, blcksz: u64) -> u64 {

@@ -110,9 +110,10 @@ fn parse_zone(z: &str) -> Option<i32> {
         b'-' => (-1, &z[1..]),
         _ => return None,
     };
+    // `get`, not indexing: byte 2 of a zone that is not ASCII may be inside a character.
     let (h, m) = match rest.len() {
         2 => (digits(rest, 2)?, 0),
-        4 => (digits(&rest[..2], 2)?, digits(&rest[2..], 2)?),
+        4 => (digits(rest.get(..2)?, 2)?, digits(rest.get(2..)?, 2)?),
         5 if rest.as_bytes()[2] == b':' => (digits(&rest[..2], 2)?, digits(&rest[3..], 2)?),
         _ => return None,
     };
@@ -282,6 +283,12 @@ mod tests {
         );
         assert!(parse_time("2026-12-01 10:00:00.123456 UTC").is_some());
         assert!(parse_time("2026-12-01 10:00:00-0530").is_some());
+        // Found by tests/no_panic.rs: a four-byte zone with a character that is not ASCII
+        // across byte 2 panicked ("+a\u{e9}1", "+0\u{fffd}").
+        for z in ["+a\u{e9}1", "+1\u{e9}1", "+0\u{fffd}", "-\u{e9}:11"] {
+            assert_eq!(parse_zone(z), None, "{z}");
+            assert!(parse_time(&format!("2026-12-01 10:00 {z}")).is_none());
+        }
         let no_zone = parse_time("2026-12-01 10:00").unwrap();
         let (lo, hi) = no_zone.bounds();
         assert!(lo < no_zone.utc_seconds && hi > no_zone.utc_seconds);

@@ -4,8 +4,23 @@
 //! (`heapam.c: visibilitymap_set` sets it only when `XLogHintBitIsNeeded()`). Such a page looks
 //! unchanged to a delta backup although its flag changed. Every such page has its all-visible
 //! bit newly set in the visibility map, so comparing the fork's map now with the parent's finds
-//! them all (clearing the flag always comes with a WAL-logged, LSN-advancing change). Mirrors the
-//! map layout of `src/backend/access/heap/visibilitymap.c`.
+//! them all (clearing the flag always comes with a WAL-logged, LSN-advancing change); the
+//! parent's map is rebuilt from its chain. Mirrors the map layout of
+//! `src/backend/access/heap/visibilitymap.c`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ptrack_page::relpath::{PathKind, RelFileSegment, classify_path};
+use ptrack_types::ForkNumber;
+
+use crate::bundle::BundleReader;
+use crate::manifest::{Entry, EntryKind};
+use crate::parent::Parent;
+use crate::paths::RelPath;
+use crate::repo::Instance;
+use crate::walk::Item;
+use crate::{Error, Result};
 
 /// Size of the page header a visibility-map page starts with (`MAXALIGN(SizeOfPageHeaderData)`).
 const VM_HEADER: usize = 24;
@@ -33,6 +48,68 @@ pub fn newly_all_visible(current: &[u8], parent: &[u8], blcksz: usize) -> Vec<u6
         }
     }
     out
+}
+
+/// For delta backups of clusters that do not WAL-log hints: per main-fork segment, the heap
+/// pages whose all-visible bit was set since the parent, segment-relative. `items` is the data
+/// directory's listing, `tsdir` its `PG_<major>_<catver>`, `blcksz` and `relseg` its sizes.
+pub fn newly_visible_pages(
+    pgdata: &Path,
+    instance: &Instance,
+    parent: &Parent,
+    items: &[(RelPath, Item)],
+    tsdir: &str,
+    (blcksz, relseg): (usize, u32),
+) -> Result<HashMap<RelPath, Vec<u32>>> {
+    let relseg = u64::from(relseg);
+    let dirs: Vec<_> = parent
+        .chain
+        .iter()
+        .map(|l| instance.backup_dir(&l.info.id))
+        .collect();
+    let mut readers: Vec<BundleReader> = parent
+        .chain
+        .iter()
+        .zip(&dirs)
+        .map(|(l, d)| BundleReader::new(d, l.manifest.compression))
+        .collect();
+    let mut out: HashMap<RelPath, Vec<u32>> = HashMap::new();
+    for (rel, item) in items {
+        let Item::File(_) = item else { continue };
+        let Some(PathKind::Relation(seg)) = rel.as_str().map(classify_path) else {
+            continue;
+        };
+        if seg.fork != ForkNumber::VisibilityMap || seg.segno != 0 {
+            continue;
+        }
+        let path = pgdata.join(rel.as_path());
+        let current = match std::fs::read(&path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&path, "read", e)),
+        };
+        let old = match parent.chain[0].manifest.entry(rel) {
+            Some(
+                e @ Entry {
+                    kind: EntryKind::File { .. },
+                    ..
+                },
+            ) => crate::restore::file_content(&parent.chain, &mut readers, e, false)?,
+            _ => Vec::new(),
+        };
+        for b in newly_all_visible(&current, &old, blcksz) {
+            let main = RelFileSegment {
+                locator: seg.locator,
+                fork: ForkNumber::Main,
+                segno: (b / relseg) as u32,
+            };
+            let Ok(p) = RelPath::new(&main.path(tsdir)) else {
+                continue;
+            };
+            out.entry(p).or_default().push((b % relseg) as u32);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
