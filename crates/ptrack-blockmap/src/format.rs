@@ -228,6 +228,12 @@ impl ChangeSet {
             let bm = r.take(len, "bitmap")?;
             let blocks = RoaringBitmap::deserialize_from(bm)
                 .map_err(|_| FormatError::Malformed { field: "bitmap" })?;
+            // The portable format can describe what no bitmap holds (an empty run container,
+            // container keys out of order or repeated), which later operations trip over
+            // (found by fuzz/fuzz_targets/changeset.rs: writing such a set back panicked). Keep
+            // a bitmap rebuilt from the blocks, which must be strictly increasing.
+            let blocks = RoaringBitmap::from_sorted_iter(blocks.iter())
+                .map_err(|_| FormatError::Malformed { field: "bitmap" })?;
             let limit = match has_limit {
                 0 => None,
                 1 => Some(BlockNumber(limit)),
@@ -316,6 +322,54 @@ mod tests {
         assert!(matches!(
             ChangeSet::from_bytes(&newer),
             Err(FormatError::UnsupportedVersion(2))
+        ));
+    }
+
+    /// A file of one main-fork entry with `bitmap` as its serialized blocks.
+    fn file_with_bitmap(bitmap: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(MAGIC);
+        for v in [VERSION, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [7u64, 0x100, 0x200] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [1u32, 0, 0, 1663, 5, 16384] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        b.extend_from_slice(&(bitmap.len() as u32).to_le_bytes());
+        b.extend_from_slice(bitmap);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn bitmaps_no_writer_makes_are_rebuilt_or_refused() {
+        // Found by fuzz/fuzz_targets/changeset.rs: a run container with no runs (cookie 12347,
+        // one container, key 0) read as an empty container, and writing the set back
+        // underflowed its cardinality.
+        let empty_run = [0x3b, 0x30, 0, 0, 0x01, 0, 0, 0, 0, 0, 0];
+        let s = ChangeSet::from_bytes(&file_with_bitmap(&empty_run)).unwrap();
+        assert_eq!(s.block_count(), 0);
+        assert_eq!(ChangeSet::from_bytes(&s.to_bytes()).unwrap(), s);
+        // Two array containers with keys out of order (blocks 5·65536 then 1·65536).
+        let mut unsorted = Vec::new();
+        for v in [12346u32, 2] {
+            unsorted.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [5u16, 0, 1, 0] {
+            unsorted.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [24u32, 26] {
+            unsorted.extend_from_slice(&v.to_le_bytes());
+        }
+        unsorted.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(matches!(
+            ChangeSet::from_bytes(&file_with_bitmap(&unsorted)),
+            Err(FormatError::Malformed { field: "bitmap" })
         ));
     }
 
