@@ -118,6 +118,33 @@ fn check_same_cluster(
             c.system_identifier
         )));
     }
+    // Same system identifier is not enough: a standby and its primary share it. The server must
+    // be the one whose postmaster.pid is in the data directory.
+    let pidfile = opts.pgdata.join("postmaster.pid");
+    let text = std::fs::read_to_string(&pidfile).map_err(|e| {
+        refused(format!(
+            "no server is running on \"{}\" (\"{}\": {e}); ptrack backs up a running server's own data directory",
+            opts.pgdata.display(),
+            pidfile.display()
+        ))
+    })?;
+    let lines: Vec<&str> = text.lines().collect();
+    let (started, port) = session.postmaster()?;
+    let (file_started, file_port) = (
+        lines.get(2).and_then(|l| l.trim().parse::<i64>().ok()),
+        lines.get(3).and_then(|l| l.trim().parse::<u16>().ok()),
+    );
+    // postmaster.pid's time is taken a moment before pg_postmaster_start_time().
+    let same_start = file_started.is_some_and(|t| (t - started).abs() <= 2);
+    if !same_start || file_port != Some(port) {
+        return Err(refused(format!(
+            "the server you connected to (port {port}, started at Unix time {started}) is not the one running on \"{}\" \
+             (its postmaster.pid says port {}, started at {}): connect to that server (a standby and its primary share a system identifier)",
+            opts.pgdata.display(),
+            file_port.map_or("?".into(), |p| p.to_string()),
+            file_started.map_or("?".into(), |p| p.to_string())
+        )));
+    }
     if session.major != c.major.number() {
         return Err(refused(format!(
             "server is PostgreSQL {} but \"{}\" is a PostgreSQL {} data directory",
@@ -178,6 +205,7 @@ pub fn run_backup(
             i.info.pg_major, i.info.blcksz, info.pg_major, info.blcksz
         )));
     }
+    let lineage = crate::lineage::of_data_dir(&opts.pgdata)?;
     let ptrack = match opts.mode {
         Mode::Ptrack => Some(session.ptrack()?),
         _ => None,
@@ -200,6 +228,7 @@ pub fn run_backup(
             &opts.pgdata,
             h,
             control.data_checksum_version,
+            &lineage,
         )?),
         None => None,
     };
@@ -243,6 +272,7 @@ pub fn run_backup(
     instance.save_catalog(&cat, &lock)?;
     let dir = instance.backup_dir(&id);
     let ctx = TakeContext {
+        lineage: &lineage,
         opts,
         control: &control,
         instance: &instance,

@@ -25,7 +25,7 @@ pub struct Link {
 
 /// Reads backup `b`'s manifest and checks it against the catalog record.
 pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, Digest)> {
-    let path = instance.backup_dir(&b.id).join("manifest");
+    let path = instance.existing_backup_dir(&b.id)?.join("manifest");
     let bytes = envelope::read_repo_file(&path)?;
     let digest = Digest::of(&bytes);
     let corrupt = |why: String| Error::Corrupt(format!("backup {}: {why}", b.id));
@@ -50,12 +50,29 @@ pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, D
         &path.display().to_string(),
     )?;
     m.check_shape()
+        .and_then(|()| check_segments(&m, instance.info.relseg_blocks))
         .map_err(|why| corrupt(format!("manifest \"{}\": {why}", path.display())))?;
     let diff = m.disagreements(b);
     if !diff.is_empty() {
         return Err(corrupt(diff.join("; ")));
     }
     Ok((m, digest))
+}
+
+/// No relation segment has more blocks than the cluster's segment size (restore sizes its work
+/// by them).
+fn check_segments(m: &Manifest, relseg_blocks: u32) -> std::result::Result<(), String> {
+    for e in &m.entries {
+        if let crate::manifest::EntryKind::Data { blocks, .. } = e.kind
+            && blocks > relseg_blocks
+        {
+            return Err(format!(
+                "\"{}\" has {blocks} blocks, more than a segment's {relseg_blocks}",
+                e.path
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The chain of `id`, newest first, down to its full backup: every link OK (or CORRUPT when

@@ -59,6 +59,10 @@ pub fn act_as_owner_of(path: &Path, what: &str) -> Result<Option<Switched>> {
         return Ok(None);
     }
     let md = std::fs::metadata(path).map_err(|e| Error::io(path, "stat", e))?;
+    if !md.is_dir() {
+        // Not a directory: the command itself says what is wrong with it.
+        return Ok(None);
+    }
     if md.uid() == 0 {
         return Err(refused(format!(
             "ptrack does not work as root: {what} \"{}\" belongs to root. Run ptrack as the cluster's owner \

@@ -13,6 +13,7 @@ pub mod chain;
 pub mod conn;
 pub mod envelope;
 pub mod identity;
+pub mod lineage;
 pub mod manifest;
 pub mod pages;
 pub mod parallel;

@@ -91,6 +91,10 @@ pub enum EntryKind {
         /// A partial block after the last whole one, stored as is.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tail: Option<Tail>,
+        /// The file's identity when it was read: a later backup whose file has another one
+        /// reads it whole.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_id: Option<crate::walk::FileId>,
     },
 }
 
@@ -149,6 +153,11 @@ pub struct Manifest {
     pub start_lsn: Lsn,
     /// Stop LSN.
     pub stop_lsn: Lsn,
+    /// Where the restored cluster becomes consistent: the stop LSN, or on a standby the later
+    /// minimum recovery point of the `pg_control` stored (`xlogrecovery.c` takes a standby
+    /// backup's end from it). The stored WAL reaches it; a restore replays no further.
+    #[serde(default)]
+    pub consistent_lsn: Lsn,
     /// Timeline of the backup (start and stop).
     pub timeline: u32,
     /// Whether it was taken from a standby.
@@ -164,9 +173,18 @@ pub struct Manifest {
     /// What the backup left out and why (symlinks outside `pg_tblspc`, unreadable entries).
     #[serde(default)]
     pub skipped: Vec<Skipped>,
+    /// The restores the cluster came through, oldest first (`ptrack.restored`, see
+    /// `crate::lineage`): a parent's lineage must be a prefix of its child's.
+    #[serde(default)]
+    pub lineage: Vec<String>,
 }
 
 impl Manifest {
+    /// The consistency point (older manifests of format 2 lack the field: the stop LSN).
+    pub fn consistent(&self) -> Lsn {
+        self.consistent_lsn.max(self.stop_lsn)
+    }
+
     /// The entry for `path` (entries are sorted).
     pub fn entry(&self, path: &RelPath) -> Option<&Entry> {
         self.entries
@@ -213,8 +231,26 @@ impl Manifest {
         out
     }
 
+    /// Every entry but a top-level one lies in a directory or tablespace link of the manifest
+    /// (so no path runs through a file, and tablespace contents have their link).
+    fn check_parent(&self, e: &Entry) -> Result<(), String> {
+        let b = e.path.as_bytes();
+        let Some(cut) = b.iter().rposition(|&c| c == b'/') else {
+            return Ok(());
+        };
+        let parent = RelPath::from_bytes(&b[..cut]).map_err(|x| x.to_string())?;
+        match self.entry(&parent).map(|p| &p.kind) {
+            Some(EntryKind::Dir | EntryKind::Link { .. }) => Ok(()),
+            _ => Err(format!(
+                "entry \"{}\" does not lie in a directory or tablespace of the backup",
+                e.path
+            )),
+        }
+    }
+
     /// Checks what a reader relies on beyond the paths themselves: entries sorted and unique,
-    /// tablespace links only at `pg_tblspc/<oid>` with absolute targets, WAL names plain.
+    /// each inside a directory entry, tablespace links only at `pg_tblspc/<oid>` with absolute
+    /// targets, sizes that match blocks, LSNs in order, WAL names plain and segments whole.
     pub fn check_shape(&self) -> Result<(), String> {
         for w in self.entries.windows(2) {
             if w[0].path >= w[1].path {
@@ -244,16 +280,42 @@ impl Manifest {
                     ));
                 }
             }
-            if let EntryKind::Data { blocks, tail, .. } = &e.kind
-                && let Some(t) = tail
-                && (t.len == 0 || t.len >= self.blcksz || *blocks == u32::MAX)
+            if let EntryKind::Data {
+                blocks, tail, size, ..
+            } = &e.kind
             {
-                return Err(format!("\"{}\" has an implausible tail", e.path));
+                let whole = u64::from(*blocks) * u64::from(self.blcksz);
+                let t = tail.map_or(0, |t| u64::from(t.len));
+                if tail.is_some_and(|t| t.len == 0 || t.len >= self.blcksz) || *size != whole + t {
+                    return Err(format!(
+                        "\"{}\": size {size} does not match its {blocks} blocks and tail",
+                        e.path
+                    ));
+                }
             }
+            self.check_parent(e)?;
+        }
+        if self.start_lsn > self.stop_lsn
+            || self.stop_lsn > self.consistent()
+            || self.consistent().0 >= 1 << 62
+        {
+            return Err(format!(
+                "start {}, stop {} and consistency point {} are out of order",
+                self.start_lsn, self.stop_lsn, self.consistent_lsn
+            ));
         }
         for e in &self.wal {
-            if e.path.components().count() != 1 || !matches!(e.kind, EntryKind::File { .. }) {
-                return Err(format!("WAL entry \"{}\" is not a plain file name", e.path));
+            let segment = !e.path.as_bytes().ends_with(b".history");
+            match e.kind {
+                EntryKind::File { size, .. }
+                    if e.path.components().count() == 1
+                        && (!segment || size == self.wal_seg_size) => {}
+                _ => {
+                    return Err(format!(
+                        "WAL entry \"{}\" is not a plain file name of a whole segment or history file",
+                        e.path
+                    ));
+                }
             }
         }
         if !matches!(self.blcksz, 1024 | 2048 | 4096 | 8192 | 16384 | 32768) {

@@ -30,8 +30,12 @@ const BATCH: u32 = 128;
 pub struct Select {
     /// Segment-relative blocks to read, sorted; `None` reads every block of the range.
     pub blocks: Option<Vec<u32>>,
-    /// Keep only pages whose LSN is at or after this (all-zero and new pages are always kept).
+    /// Keep only pages whose LSN is at or after this (all-zero and new pages are always kept);
+    /// `None`: keep every page read (then the file is stored whole, `base`).
     pub since: Option<Lsn>,
+    /// Keep every page read whatever its LSN (ptrack mode: the map lists pages that may have
+    /// changed without an LSN change, such as VACUUM's all-visible flag and copied databases).
+    pub keep_read: bool,
     /// Pages at or after this segment-relative block are always kept (new since the parent).
     pub new_from: u32,
     /// Segment-relative blocks always kept, sorted (heap pages whose all-visible flag changed
@@ -193,6 +197,7 @@ pub fn copy_part(
                 let lsn = hdr.map_or(Lsn::INVALID, |h| h.lsn);
                 let keep = match sel.since {
                     None => true,
+                    Some(_) if sel.keep_read => true,
                     Some(since) => {
                         in_file >= sel.new_from
                             || sel.also.binary_search(&in_file).is_ok()

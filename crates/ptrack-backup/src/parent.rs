@@ -124,6 +124,7 @@ pub fn choose_parent(
     pgdata: &Path,
     history: &History,
     checksum_version: u32,
+    lineage: &[String],
 ) -> Result<Parent> {
     let mut passed_over = Vec::new();
     for b in cat.backups.iter().rev().filter(|b| b.status == Status::Ok) {
@@ -135,6 +136,15 @@ pub fn choose_parent(
             }
         };
         let m = &chain[0].manifest;
+        if !crate::lineage::is_prefix(&m.lineage, lineage) {
+            passed_over.push(format!(
+                "backup {} is not an ancestor of the server's current state: it was taken of another restore of the same backups \
+                 (its {} file differs from this data directory's)",
+                b.id,
+                crate::lineage::FILE
+            ));
+            continue;
+        }
         let why = history
             .not_ancestor(m)
             .map_or_else(|| wal_fork(pgdata, instance, m, history), |w| Ok(Some(w)))?;

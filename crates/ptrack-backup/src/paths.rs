@@ -154,7 +154,7 @@ pub fn to_hex(b: &[u8]) -> String {
 
 /// Bytes of lower-case or upper-case hex text.
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())

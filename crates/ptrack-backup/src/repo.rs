@@ -240,6 +240,19 @@ impl Instance {
         self.dir.join(id)
     }
 
+    /// A backup's directory, which must exist and be a directory (not a link).
+    pub fn existing_backup_dir(&self, id: &str) -> Result<PathBuf> {
+        let d = self.backup_dir(id);
+        if existing_dir(&d)? {
+            Ok(d)
+        } else {
+            Err(Error::Corrupt(format!(
+                "backup {id}: its directory \"{}\" is missing",
+                d.display()
+            )))
+        }
+    }
+
     /// Removes every file of backup `id` and its directory (a failed or interrupted backup; the
     /// catalog record stays, with the cause).
     pub fn remove_backup_files(&self, id: &str) -> Result<()> {
@@ -256,10 +269,10 @@ impl Instance {
     /// lock).
     pub fn lock(&self, what: &str) -> Result<Lock> {
         let path = self.dir.join("lock");
-        if !path.exists() {
+        if std::fs::symlink_metadata(&path).is_err() {
             ptrack_durable::write_file(&path, b"").map_err(|e| Error::io(&path, "create", e))?;
         }
-        let file = File::open(&path).map_err(|e| Error::io(&path, "open", e))?;
+        let file: File = envelope::open_repo_file(&path)?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {

@@ -23,7 +23,7 @@ use crate::chain::{Link, load_chain};
 use crate::manifest::{Entry, EntryKind};
 use crate::paths::RelPath;
 use crate::repo::{Instance, Repository};
-use crate::target::{RecoveryTarget, recovery_settings};
+use crate::target::{RecoveryTarget, auto_conf, recovery_settings};
 use crate::{Error, Result, refused};
 
 /// What to restore and where.
@@ -56,6 +56,8 @@ pub struct RestoreReport {
     pub files: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// For the user: newer backups passed over, and why.
+    pub warnings: Vec<String>,
 }
 
 /// Picks the backup: the one asked for, or the newest OK one whose consistency point lies
@@ -106,6 +108,27 @@ pub fn choose_backup(
         )));
     }
     Ok(b)
+}
+
+/// Backups newer than the one restored, with their status when it is not OK.
+fn passed_over(instance: &Instance, b: &BackupInfo) -> Result<Vec<String>> {
+    Ok(instance
+        .catalog()?
+        .backups
+        .iter()
+        .filter(|x| x.id > b.id)
+        .map(|x| {
+            format!(
+                "newer backup {} ({}) was not restored{}",
+                x.id,
+                x.status,
+                x.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect())
 }
 
 fn is_empty_dir(p: &Path) -> Result<bool> {
@@ -163,7 +186,66 @@ fn tablespaces(entries: &[Entry], opts: &RestoreOptions, id: &str) -> Result<Vec
             "-T {old}={new}: backup {id} has no tablespace at \"{old}\""
         )));
     }
+    check_locations(&out, opts)?;
     Ok(out)
+}
+
+/// Tablespace locations must be apart from each other and from the target directory (a
+/// location inside another would mix their files), and each `-T OLD` given once.
+fn check_locations(spaces: &[Tablespace], opts: &RestoreOptions) -> Result<()> {
+    for (i, (old, _)) in opts.tablespace_map.iter().enumerate() {
+        if opts.tablespace_map[..i].iter().any(|(o, _)| o == old) {
+            return Err(refused(format!("-T {old}=…: given more than once")));
+        }
+    }
+    let norm = |p: &Path| -> PathBuf {
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    let target = norm(&std::path::absolute(&opts.target).unwrap_or_else(|_| opts.target.clone()));
+    let nested = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+    for (i, t) in spaces.iter().enumerate() {
+        let here = norm(&t.new);
+        if nested(&here, &target) {
+            return Err(refused(format!(
+                "tablespace location \"{}\" (for {}) and the restore target \"{}\" lie inside one another",
+                t.new.display(),
+                t.link,
+                opts.target.display()
+            )));
+        }
+        if let Some(o) = spaces[..i].iter().find(|o| nested(&here, &norm(&o.new))) {
+            return Err(refused(format!(
+                "tablespaces {} and {} would share \"{}\" / \"{}\"; give each its own -T location",
+                o.link,
+                t.link,
+                o.new.display(),
+                t.new.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Without a `restore_command` the restored cluster has only the backup's own WAL, which ends
+/// where it becomes consistent: `immediate` is the only target it can reach.
+fn check_reachable(opts: &RestoreOptions) -> Result<()> {
+    match (&opts.recovery_target, &opts.restore_command) {
+        (Some(t), None) if *t != RecoveryTarget::Immediate => Err(refused(
+            "without --restore-command the restored cluster has only the backup's own WAL, which ends where it becomes consistent: \
+             the only recovery target it can reach is `immediate`; give --restore-command to recover from a WAL archive",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The directory an entry's parent lies in and its file name: entries below `pg_tblspc/<oid>/`
@@ -233,6 +315,7 @@ pub fn run_restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    check_reachable(opts)?;
     let instance = repo.only_instance(opts.instance)?;
     let backup = choose_backup(
         &instance,
@@ -286,6 +369,7 @@ pub fn run_restore(
         dirs.insert(p);
     }
     let control = RelPath::new("global/pg_control").expect("plain");
+    let lineage_file = RelPath::new(crate::lineage::FILE).expect("plain");
     let mut jobs: Vec<Job> = Vec::new();
     for e in &target_m.entries {
         match &e.kind {
@@ -293,10 +377,12 @@ pub fn run_restore(
                 entry: e,
                 blocks: *blocks,
             }),
-            EntryKind::File { .. } if e.path != control => jobs.push(Job::File {
-                entry: e,
-                wal: false,
-            }),
+            EntryKind::File { .. } if e.path != control && e.path != lineage_file => {
+                jobs.push(Job::File {
+                    entry: e,
+                    wal: false,
+                })
+            }
             _ => {}
         }
     }
@@ -307,6 +393,7 @@ pub fn run_restore(
     jobs.sort_by_key(|j| std::cmp::Reverse(job_size(j, blcksz)));
     progress.start(jobs.iter().map(|j| job_size(j, blcksz)).sum());
     progress.step("restoring files");
+    let cut = opts.recovery_target.is_none() && opts.restore_command.is_none();
     let backup_dirs: Vec<PathBuf> = chain
         .iter()
         .map(|l| instance.backup_dir(&l.info.id))
@@ -323,26 +410,39 @@ pub fn run_restore(
         jobs.len(),
         readers,
         |readers, i| {
-            let n = restore_one(&chain, readers, &jobs[i], &places, &spaces, blcksz as usize)?;
+            let n = restore_one(
+                &chain,
+                readers,
+                &jobs[i],
+                &places,
+                &spaces,
+                blcksz as usize,
+                cut,
+            )?;
             progress.advance(job_size(&jobs[i], blcksz));
             Ok(n)
         },
         |_, _| Ok(()),
     )?;
     let auto = RelPath::new("postgresql.auto.conf").expect("plain");
-    let mut text = std::fs::read(opts.target.join(auto.as_path())).unwrap_or_default();
-    text.extend_from_slice(
-        recovery_settings(
-            opts.recovery_target.as_ref(),
-            opts.restore_command.as_deref(),
-            &backup.id,
-        )
-        .as_bytes(),
+    let old = std::fs::read(opts.target.join(auto.as_path())).unwrap_or_default();
+    let settings = recovery_settings(
+        opts.recovery_target.as_ref(),
+        opts.restore_command.as_deref(),
+        &backup.id,
     );
+    let text = auto_conf(&old, &settings);
     root.write_file(auto.as_bytes(), &text)
         .map_err(|e| Error::io(&opts.target.join("postgresql.auto.conf"), "write", e))?;
     root.write_file(b"recovery.signal", b"")
         .map_err(|e| Error::io(&opts.target.join("recovery.signal"), "write", e))?;
+    let earlier = match target_m.entry(&lineage_file) {
+        Some(e) => file_content(&chain, &mut readers(0)?, e, false)?,
+        None => Vec::new(),
+    };
+    let lineage = crate::lineage::append(&earlier, &backup.id, crate::repo::now())?;
+    root.write_file(lineage_file.as_bytes(), &lineage)
+        .map_err(|e| Error::io(&opts.target.join(crate::lineage::FILE), "write", e))?;
     progress.step("syncing directories");
     for d in &dirs {
         let dir = places.mkdir(d)?;
@@ -363,7 +463,9 @@ pub fn run_restore(
     let (d, name) = places.parent_of(&control)?;
     d.write_file(name, &data)
         .map_err(|e| Error::io(&opts.target.join("global/pg_control"), "write", e))?;
+    let warnings = passed_over(&instance, &backup)?;
     Ok(RestoreReport {
+        warnings,
         chain: chain.iter().map(|l| l.info.id.clone()).collect(),
         backup,
         files: written.len() as u64 + 1,
@@ -371,6 +473,7 @@ pub fn run_restore(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn restore_one(
     chain: &[Link],
     readers: &mut [BundleReader],
@@ -378,6 +481,7 @@ fn restore_one(
     places: &Places,
     spaces: &[Tablespace],
     blcksz: usize,
+    cut: bool,
 ) -> Result<u64> {
     let (entry, wal) = match job {
         Job::Data { entry, blocks } => {
@@ -386,6 +490,9 @@ fn restore_one(
         Job::File { entry, wal } => (*entry, *wal),
     };
     let mut data = file_content(chain, readers, entry, wal)?;
+    if wal && cut {
+        cut_after_consistency(&mut data, &entry.path, &chain[0].manifest);
+    }
     if !wal && entry.path.as_str() == Some("tablespace_map") {
         data = remap_tablespace_map(&data, spaces);
     }
@@ -408,6 +515,27 @@ fn restore_one(
         .map_err(|e| Error::io(&shown, "write", e))?;
     f.commit().map_err(|e| Error::io(&shown, "fsync", e))?;
     Ok(data.len() as u64)
+}
+
+/// Zeroes the WAL after the backup's consistency point in the segment holding it: the stored
+/// copy of that segment was read after the backup ended and may hold later records, which a
+/// restore without a target must not replay. Not done with a recovery target or a
+/// `restore_command`: `immediate` stops at the first record after consistency (there must be
+/// one), and archive recovery goes further on purpose.
+fn cut_after_consistency(data: &mut [u8], name: &RelPath, m: &crate::manifest::Manifest) {
+    let seg = m.wal_seg_size;
+    let end = m.consistent().0;
+    let parsed = name
+        .as_str()
+        .and_then(|n| ptrack_wal::segment::SegmentName::parse(n, seg));
+    if let Some(s) = parsed
+        && s.segno == end / seg
+        && let Ok(off) = usize::try_from(end % seg)
+        && off > 0
+        && off < data.len()
+    {
+        data[off..].fill(0);
+    }
 }
 
 /// Rewrites `tablespace_map` lines (`<oid> <path>`) for relocated tablespaces.

@@ -172,6 +172,21 @@ impl Session {
         }
     }
 
+    /// The server's postmaster start time (Unix seconds) and port, as `postmaster.pid` records
+    /// them.
+    pub fn postmaster(&mut self) -> Result<(i64, u16)> {
+        let t = self.text(
+            "SELECT floor(extract(epoch FROM pg_catalog.pg_postmaster_start_time()))::bigint::text || ' ' || pg_catalog.current_setting('port')",
+        )?;
+        let (a, b) = t
+            .split_once(' ')
+            .ok_or_else(|| Error::Server(format!("unexpected answer {t:?}")))?;
+        match (a.parse(), b.parse()) {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            _ => Err(Error::Server(format!("unexpected answer {t:?}"))),
+        }
+    }
+
     /// The server's timeline and WAL position now.
     pub fn position(&mut self) -> Result<Position> {
         if self.in_recovery {

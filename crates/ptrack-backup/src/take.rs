@@ -50,6 +50,8 @@ pub struct TakeContext<'a> {
     pub ptrack: Option<&'a PtrackExt>,
     /// The server's timeline when the parent was chosen.
     pub timeline: u32,
+    /// The data directory's lineage (`crate::lineage`).
+    pub lineage: &'a [String],
     /// Progress.
     pub progress: &'a dyn Progress,
 }
@@ -152,9 +154,10 @@ fn take_started(
     let listing = walk(&ctx.opts.pgdata, &tsdir)?;
     let mut skipped = listing.skipped;
     let blcksz = ctx.control.blcksz as usize;
-    let hints_unlogged = ctx.control.data_checksum_version == 0 && !ctx.control.wal_log_hints;
+    // Whether hints were WAL-logged all the time since the parent cannot be known (wal_log_hints
+    // and pg_checksums may have been switched meanwhile): the visibility maps are always compared.
     let also = match (ctx.opts.mode, ctx.parent) {
-        (Mode::Delta, Some(p)) if hints_unlogged => crate::vm::newly_visible_pages(
+        (Mode::Delta, Some(p)) => crate::vm::newly_visible_pages(
             &ctx.opts.pgdata,
             ctx.instance,
             p,
@@ -175,7 +178,7 @@ fn take_started(
     let data_bytes = listing
         .items
         .iter()
-        .map(|(_, i)| if let Item::File(s) = i { *s } else { 0 })
+        .map(|(_, i)| if let Item::File(s, _) = i { *s } else { 0 })
         .sum();
     ctx.progress.start(total);
     ctx.progress.step("copying files");
@@ -214,8 +217,9 @@ fn take_started(
         );
     }
     ctx.progress.step("copying WAL");
-    session.wait_wal_durable(stop.lsn)?;
-    let (wal, wal_bytes) = store_wal(ctx, &mut w, start_lsn, stop.lsn, timeline)?;
+    let consistent = stop.lsn.max(control_now.min_recovery_point);
+    session.wait_wal_durable(consistent)?;
+    let (wal, wal_bytes) = store_wal(ctx, &mut w, start_lsn, consistent, timeline)?;
     let size = w.finish()?;
     bundles.push(BundleInfo {
         number: wal_bundle,
@@ -253,6 +257,7 @@ fn take_started(
         compression: ctx.opts.compression,
         start_lsn,
         stop_lsn: stop.lsn,
+        consistent_lsn: consistent,
         timeline,
         from_standby: session.in_recovery,
         bundles,
@@ -260,6 +265,7 @@ fn take_started(
         wal,
         removed,
         skipped: skipped.clone(),
+        lineage: ctx.lineage.to_vec(),
     };
     let bytes = envelope::encode("manifest", MANIFEST_VERSION, &manifest);
     let mpath = ctx.dir.join("manifest");
@@ -306,12 +312,14 @@ fn select(
         (Mode::Full, _) | (_, None) => Select {
             blocks: None,
             since: None,
+            keep_read: true,
             new_from: 0,
             also: Vec::new(),
         },
         (Mode::Delta, Some((p, pb))) => Select {
             blocks: None,
             since: Some(p.start_lsn),
+            keep_read: false,
             new_from: pb,
             also: Vec::new(),
         },
@@ -322,6 +330,7 @@ fn select(
             Select {
                 blocks: Some(list),
                 since: Some(p.start_lsn),
+                keep_read: true,
                 new_from: pb,
                 also: Vec::new(),
             }
@@ -359,8 +368,9 @@ fn plan<'a>(
                 });
                 continue;
             }
-            Item::File(size) => *size,
+            Item::File(size, id) => (*size, *id),
         };
+        let (size, file_id) = size;
         let parent_kind = parent.and_then(|p| p.manifest.entry(rel)).map(|e| &e.kind);
         let seg = match rel.as_str().map(classify_path) {
             Some(PathKind::Relation(s)) if s.fork == ForkNumber::Main => s,
@@ -383,8 +393,13 @@ fn plan<'a>(
                 len: tail,
             });
         }
+        // A file created anew under the same name since the parent is read whole (base).
         let parent_blocks = match parent_kind {
-            Some(EntryKind::Data { blocks, .. }) => parent.map(|p| (&p.info, *blocks)),
+            Some(EntryKind::Data {
+                blocks,
+                file_id: pid,
+                ..
+            }) if pid.is_none_or(|p| p.same_file(&file_id)) => parent.map(|p| (&p.info, *blocks)),
             _ => None,
         };
         let listed = pagemap.and_then(|m| rel.as_str().and_then(|r| m.get(r)));
@@ -409,6 +424,7 @@ fn plan<'a>(
                 pages: 0,
                 corrupt: Vec::new(),
                 tail: None,
+                file_id: Some(file_id),
             },
         });
         let mut start = 0;

@@ -214,7 +214,7 @@ impl RecoveryTarget {
 
     /// The `postgresql.conf` line for the target.
     fn setting(&self) -> String {
-        let q = |s: &str| s.replace('\'', "''");
+        let q = conf_quote;
         match self {
             RecoveryTarget::Immediate => "recovery_target = 'immediate'".to_string(),
             RecoveryTarget::Lsn(l) => format!("recovery_target_lsn = '{l}'"),
@@ -223,6 +223,48 @@ impl RecoveryTarget {
             RecoveryTarget::Name(s) => format!("recovery_target_name = '{}'", q(s)),
         }
     }
+}
+
+/// A `postgresql.conf` string literal's content: `'` doubled and `\` escaped
+/// (`guc-file.l` reads backslash escapes in quoted values).
+fn conf_quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\'', "''")
+}
+
+/// Settings in `postgresql.auto.conf` that would change how a restored cluster recovers; an
+/// earlier restore's are still there when the backup was taken of a restored cluster.
+const RECOVERY_SETTINGS: &[&str] = &[
+    "recovery_target",
+    "recovery_target_lsn",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+    "restore_command",
+];
+
+/// The restored cluster's `postgresql.auto.conf`: the backed-up one with earlier recovery
+/// settings commented out (each line kept, prefixed, so a DBA sees what was there), then this
+/// restore's settings.
+pub fn auto_conf(old: &[u8], settings: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(old);
+    let mut out = String::new();
+    for line in text.lines() {
+        let name = line
+            .trim_start()
+            .split(['=', ' ', '\t'])
+            .next()
+            .unwrap_or("");
+        if RECOVERY_SETTINGS.contains(&name.to_ascii_lowercase().as_str()) {
+            out.push_str("# (earlier, disabled by ptrack restore) ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str(settings);
+    out.into_bytes()
 }
 
 /// The settings appended to the restored cluster's `postgresql.auto.conf`: archive recovery
@@ -235,7 +277,7 @@ pub fn recovery_settings(
     restore_command: Option<&str>,
     id: &str,
 ) -> String {
-    let q = |s: &str| s.replace('\'', "''");
+    let q = conf_quote;
     let cmd = restore_command.unwrap_or("/bin/false");
     let mut out = format!(
         "\n# Recovery settings written by ptrack restore of backup {id}\nrestore_command = '{}'\n",
@@ -292,6 +334,18 @@ mod tests {
         let no_zone = parse_time("2026-12-01 10:00").unwrap();
         let (lo, hi) = no_zone.bounds();
         assert!(lo < no_zone.utc_seconds && hi > no_zone.utc_seconds);
+    }
+
+    #[test]
+    fn earlier_settings_are_disabled_and_quotes_escaped() {
+        let old = b"work_mem = '8MB'\nrecovery_target_lsn = '0/4000100'\nrestore_command = 'x'\n";
+        let new = auto_conf(old, &recovery_settings(None, Some("cp /a\\b/%f %p"), "X"));
+        let t = String::from_utf8(new).unwrap();
+        assert!(t.starts_with(
+            "work_mem = '8MB'\n# (earlier, disabled by ptrack restore) recovery_target_lsn"
+        ));
+        assert!(t.contains("restore_command = 'cp /a\\\\b/%f %p'"), "{t}");
+        assert_eq!(conf_quote("it's"), "it''s");
     }
 
     #[test]

@@ -416,7 +416,7 @@ fn check_wal(
     loop {
         match dec.poll() {
             Ok(Poll::Record(rec)) => {
-                if rec.end_lsn >= m.stop_lsn {
+                if rec.end_lsn >= m.consistent() {
                     return;
                 }
             }
@@ -425,17 +425,22 @@ fn check_wal(
                 Some(s) => dec.feed_owned(s),
                 None => {
                     problems.push(format!(
-                        "stored WAL ends at {} before the stop LSN {}",
+                        "stored WAL ends at {} before the consistency point {} (stop LSN or standby minimum recovery point)",
                         dec.position(),
-                        m.stop_lsn
+                        m.consistent()
                     ));
                     return;
                 }
             },
+            // A standby's stop LSN is the (aligned) position after its last replayed record: WAL
+            // may end right there.
+            Ok(Poll::End(e)) if e.lsn >= m.consistent() => return,
             Ok(Poll::End(e)) => {
                 problems.push(format!(
-                    "stored WAL is invalid at {} ({:?}) before the stop LSN {}",
-                    e.lsn, e.reason, m.stop_lsn
+                    "stored WAL is invalid at {} ({:?}) before the consistency point {}",
+                    e.lsn,
+                    e.reason,
+                    m.consistent()
                 ));
                 return;
             }

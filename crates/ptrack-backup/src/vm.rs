@@ -75,7 +75,7 @@ pub fn newly_visible_pages(
         .collect();
     let mut out: HashMap<RelPath, Vec<u32>> = HashMap::new();
     for (rel, item) in items {
-        let Item::File(_) = item else { continue };
+        let Item::File(..) = item else { continue };
         let Some(PathKind::Relation(seg)) = rel.as_str().map(classify_path) else {
             continue;
         };

@@ -68,8 +68,47 @@ pub enum Item {
     Dir,
     /// A tablespace link and its (absolute) target.
     Link(String),
-    /// A regular file and its size.
-    File(u64),
+    /// A regular file: its size and identity.
+    File(u64, FileId),
+}
+
+/// Which file a path names: its inode number and, where the filesystem records it, its birth
+/// time. A relation file that was removed and created again under the same name (a database
+/// dropped and re-created with the same OID, moved to another tablespace and back) has another
+/// identity, and its pages, copied with their old LSNs, cannot be picked by LSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileId {
+    /// `st_ino`.
+    pub ino: u64,
+    /// Birth time in nanoseconds since the epoch (`statx` `stx_btime`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub born_ns: Option<i64>,
+}
+
+impl FileId {
+    /// The identity of the file `m` describes.
+    pub fn of(m: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        let born_ns = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_nanos()).ok());
+        FileId {
+            ino: m.ino(),
+            born_ns,
+        }
+    }
+
+    /// Whether `self` and `other` may be the same file (birth times compared only when both
+    /// are known).
+    pub fn same_file(&self, other: &FileId) -> bool {
+        self.ino == other.ino
+            && match (self.born_ns, other.born_ns) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
 }
 
 /// What a backup of a data directory holds.
@@ -214,7 +253,9 @@ impl Walker<'_> {
             return self.dir(path, Some(&relp));
         }
         if ft.is_file() {
-            self.out.items.push((relp, Item::File(meta.len())));
+            self.out
+                .items
+                .push((relp, Item::File(meta.len(), FileId::of(&meta))));
             return Ok(());
         }
         self.skip(relp, "not a regular file, directory or link".into());

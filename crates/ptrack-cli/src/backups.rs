@@ -340,6 +340,9 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
     let r = run_restore(&repo, &opts, &bar);
     bar.done();
     let r = r?;
+    for w in &r.warnings {
+        eprintln!("ptrack: note: {w}");
+    }
     println!(
         "ptrack: restored backup {} (chain {}) into \"{}\": {} files, {}, {:.1} s",
         r.backup.id,
@@ -441,7 +444,11 @@ pub fn show(a: &ShowArgs) -> Result<u8> {
                 b.id,
                 b.mode.to_string(),
                 b.parent.as_deref().unwrap_or("-"),
-                b.start_lsn.to_string(),
+                if b.start_lsn.is_valid() {
+                    b.start_lsn.to_string()
+                } else {
+                    "-".into()
+                },
                 b.stop_lsn.map_or("-".into(), |l| l.to_string()),
                 format_time(b.start_time),
                 b.end_time

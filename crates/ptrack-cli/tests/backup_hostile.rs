@@ -348,13 +348,24 @@ fn bad_recovery_targets_write_nothing() {
     let id = backup(&c, &repo, "full");
     let target = d.path().join("never");
     let t = target.display().to_string();
-    for (spec, needle) in [
-        ("time:garbage", "bad recovery target time"),
-        ("time:1999-01-01 00:00:00+00", "before backup"),
-        ("lsn:0/1", "before backup"),
-        ("xid:abc", "bad recovery target transaction ID"),
+    let archive = ["--restore-command", "cp /nonexistent/%f %p"];
+    for (spec, extra, needle) in [
+        ("time:garbage", &[][..], "bad recovery target time"),
+        ("xid:abc", &[], "bad recovery target transaction ID"),
+        (
+            "lsn:0/1",
+            &[],
+            "the only recovery target it can reach is `immediate`",
+        ),
+        (
+            "name:nosuch",
+            &[],
+            "the only recovery target it can reach is `immediate`",
+        ),
+        ("time:1999-01-01 00:00:00+00", &archive[..], "before backup"),
+        ("lsn:0/1", &archive[..], "before backup"),
     ] {
-        let r = run(&[
+        let mut args = vec![
             "restore",
             "-B",
             &repo,
@@ -364,7 +375,9 @@ fn bad_recovery_targets_write_nothing() {
             &id,
             "--recovery-target",
             spec,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let r = run(&args);
         assert_eq!(r.code, 2, "{spec}: {}", r.stdout);
         assert!(r.stderr.contains(needle), "{spec}: {}", r.stderr);
         assert!(!target.exists(), "{spec}: the target was created");
@@ -383,8 +396,15 @@ fn bad_recovery_targets_write_nothing() {
         &base.join("data").display().to_string(),
         "--recovery-target",
         &format!("lsn:{lsn}"),
+        "--restore-command",
+        "cp /nonexistent/%f %p",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("newer backup"),
+        "the newer backup passed over is named: {}",
+        r.stderr
+    );
     assert!(
         r.stdout.contains(&format!("restored backup {id}")),
         "{}",

@@ -2,6 +2,7 @@
 //! `ptrack-testkit` (one test target, modules per command, as ripgrep does).
 
 mod backup;
+mod backup_attacks;
 mod backup_faults;
 mod backup_hostile;
 mod backup_loss;

@@ -10,7 +10,7 @@
 //! `pg_dynshmem/`, `pg_notify/`, `pg_serial/`, `pg_snapshots/`, `pg_subtrans/`,
 //! `pg_ptrack/` and `global/ptrack.map*` (the tracker's map, not backed up), `pg_internal.init`
 //! (relation cache, rebuilt), `backup_manifest` (a pg_basebackup's, left out as basebackup.c
-//! does), `backup_label.old` / `tablespace_map.old` / `recovery.signal` / `standby.signal` (how the
+//! does), `backup_label.old` / `tablespace_map.old` / `recovery.signal` / `standby.signal` / `ptrack.restored` (how the
 //! restore started), and of `global/pg_control` only the system identifier, catalog version,
 //! block and segment sizes and data checksum version are compared (checkpoint and timeline move
 //! on in both). `postgresql.auto.conf` is compared without the block `ptrack restore` appends,
@@ -55,6 +55,7 @@ const SKIP_FILES: &[&str] = &[
     "backup_manifest",
     "tablespace_map.old",
     "recovery.signal",
+    "ptrack.restored",
     "standby.signal",
     "global/ptrack.map",
     "global/ptrack.map.tmp",

@@ -31,7 +31,7 @@ impl ChunkBuf {
     pub(crate) fn end(&self) -> u64 {
         self.chunks
             .back()
-            .map_or(self.start, |(l, c)| l + c.len() as u64)
+            .map_or(self.start, |(l, c)| l.saturating_add(c.len() as u64))
     }
 
     fn must_extend(&self) -> bool {
@@ -89,7 +89,7 @@ impl ChunkBuf {
     /// Forgets chunks that end at or before `lsn`.
     pub(crate) fn drop_before(&mut self, lsn: u64) {
         while let Some((l, c)) = self.chunks.front() {
-            let end = l + c.len() as u64;
+            let end = l.saturating_add(c.len() as u64);
             if end > lsn {
                 break;
             }
