@@ -144,6 +144,13 @@ fn paranoia_chain_pg18_checksums() {
 }
 
 #[test]
+fn paranoia_chain_pg16_no_checksums() {
+    if let Some(i) = require_ptrack(16) {
+        paranoia_chain(i, false);
+    }
+}
+
+#[test]
 fn paranoia_chain_pg15_no_checksums() {
     if let Some(i) = require_ptrack(15) {
         paranoia_chain(i, false);

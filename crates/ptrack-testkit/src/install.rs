@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Majors CI must have: a missing one fails the test run when `CI=true`.
-pub const CI_MAJORS: [u32; 2] = [15, 18];
+pub const CI_MAJORS: [u32; 3] = [15, 16, 18];
 
 /// One installed PostgreSQL major.
 #[derive(Debug, Clone)]
@@ -119,7 +119,7 @@ pub fn require_ptrack(major: u32) -> Option<PgInstall> {
     None
 }
 
-/// Like [`require_pg`] for the optional majors (13, 14, 16, 17): skips loudly, even in CI.
+/// Like [`require_pg`] for the optional majors (13, 14, 17): skips loudly, even in CI.
 pub fn optional_pg(major: u32) -> Option<PgInstall> {
     if CI_MAJORS.contains(&major) {
         return require_pg(major);

@@ -89,6 +89,11 @@ fn corrupt_map_pg18() {
     corrupt_map(18, Location::PgPtrack);
 }
 
+#[test]
+fn corrupt_map_pg16() {
+    corrupt_map(16, Location::PgPtrack);
+}
+
 /// A map copied from another cluster (same major, same size) is not loaded.
 fn foreign_map(major: u32) {
     let Some(pg) = require_ptrack(major) else {
@@ -118,6 +123,11 @@ fn foreign_map_pg15() {
 #[test]
 fn foreign_map_pg18() {
     foreign_map(18);
+}
+
+#[test]
+fn foreign_map_pg16() {
+    foreign_map(16);
 }
 
 /// Restarts without ptrack preloaded, updates table `t` (and, when `remove_wal`, checkpoints
@@ -172,6 +182,11 @@ fn stale_map_pg18() {
     stale_map(18);
 }
 
+#[test]
+fn stale_map_pg16() {
+    stale_map(16);
+}
+
 /// ptrack unloaded briefly, WAL still there: the tracker follows it, nothing is lost.
 fn unloaded_with_wal_kept(major: u32) {
     let Some(pg) = require_ptrack(major) else {
@@ -196,6 +211,11 @@ fn unloaded_with_wal_kept_pg15() {
 #[test]
 fn unloaded_with_wal_kept_pg18() {
     unloaded_with_wal_kept(18);
+}
+
+#[test]
+fn unloaded_with_wal_kept_pg16() {
+    unloaded_with_wal_kept(16);
 }
 
 /// The tracker stopped (SIGSTOP) while checkpoints remove the WAL it has not read yet.
@@ -248,6 +268,11 @@ fn wal_removed_under_tracker_pg15() {
 #[test]
 fn wal_removed_under_tracker_pg18() {
     wal_removed_under_tracker(18);
+}
+
+#[test]
+fn wal_removed_under_tracker_pg16() {
+    wal_removed_under_tracker(16);
 }
 
 /// A map of the previous format (version 1: 64-byte header) is discarded with the original's
@@ -311,6 +336,11 @@ fn old_format_map_pg15() {
 #[test]
 fn old_format_map_pg18() {
     old_format_map(18);
+}
+
+#[test]
+fn old_format_map_pg16() {
+    old_format_map(16);
 }
 
 /// An out-of-range or malformed `ptrack.map_size`, or an unknown `ptrack.map_location`, stops
@@ -383,4 +413,9 @@ fn invalid_settings_refuse_start_pg15() {
 #[test]
 fn invalid_settings_refuse_start_pg18() {
     invalid_settings_refuse_start(18);
+}
+
+#[test]
+fn invalid_settings_refuse_start_pg16() {
+    invalid_settings_refuse_start(16);
 }

@@ -81,6 +81,11 @@ fn location_switch_moves_the_map_pg18() {
     location_switch_moves_the_map(18);
 }
 
+#[test]
+fn location_switch_moves_the_map_pg16() {
+    location_switch_moves_the_map(16);
+}
+
 /// A directory where the map file goes: the server starts, warns with the path, tracks in
 /// memory (init_lsn moves), warns at each failed save, and never touches the directory; once
 /// the DBA removes it, the next save writes the map again. A regular file where the
@@ -161,4 +166,9 @@ fn map_path_not_a_file_pg15() {
 #[test]
 fn map_path_not_a_file_pg18() {
     map_path_not_a_file(18);
+}
+
+#[test]
+fn map_path_not_a_file_pg16() {
+    map_path_not_a_file(16);
 }

@@ -207,3 +207,8 @@ fn no_false_negatives_pg15() {
 fn no_false_negatives_pg18() {
     no_false_negatives(18);
 }
+
+#[test]
+fn no_false_negatives_pg16() {
+    no_false_negatives(16);
+}

@@ -74,6 +74,11 @@ fn pg_checksums_check_pg18() {
     pg_checksums_check(18);
 }
 
+#[test]
+fn pg_checksums_check_pg16() {
+    pg_checksums_check(16);
+}
+
 /// `pg_checksums --enable` rewrites every page without WAL and without changing page LSNs, so
 /// the map cannot vouch for anything before it: on start the tracker warns and moves `init_lsn`
 /// past every LSN of the old server run. `--disable` (which rewrites `pg_control` only, but
@@ -157,6 +162,11 @@ fn pg_checksums_enable_disable_pg18() {
     pg_checksums_enable_disable(18);
 }
 
+#[test]
+fn pg_checksums_enable_disable_pg16() {
+    pg_checksums_enable_disable(16);
+}
+
 /// `pg_basebackup` verifies checksums (PG15: of every file in `global/`) and copies the map;
 /// at the original's `global/ptrack.map`, PG15's stops at it.
 fn pg_basebackup_verifies_checksums(major: u32) {
@@ -211,6 +221,11 @@ fn pg_basebackup_verifies_checksums_pg18() {
     pg_basebackup_verifies_checksums(18);
 }
 
+#[test]
+fn pg_basebackup_verifies_checksums_pg16() {
+    pg_basebackup_verifies_checksums(16);
+}
+
 /// `pg_resetwal` removes every WAL segment and starts WAL further on: the tracker finds the WAL
 /// after its saved position gone, warns and moves `init_lsn` (the gap logic, no new check).
 fn pg_resetwal_moves_init_lsn(major: u32) {
@@ -242,6 +257,11 @@ fn pg_resetwal_moves_init_lsn_pg15() {
 #[test]
 fn pg_resetwal_moves_init_lsn_pg18() {
     pg_resetwal_moves_init_lsn(18);
+}
+
+#[test]
+fn pg_resetwal_moves_init_lsn_pg16() {
+    pg_resetwal_moves_init_lsn(16);
 }
 
 /// `pg_rewind` of an old primary after its standby was promoted and both changed data: the
@@ -342,4 +362,9 @@ fn pg_rewind_keeps_every_change_pg15() {
 #[test]
 fn pg_rewind_keeps_every_change_pg18() {
     pg_rewind_keeps_every_change(18);
+}
+
+#[test]
+fn pg_rewind_keeps_every_change_pg16() {
+    pg_rewind_keeps_every_change(16);
 }
