@@ -75,6 +75,8 @@ pub struct BackupReport {
     pub files: u64,
     /// Pages stored.
     pub pages: u64,
+    /// Wall time of each phase.
+    pub phases: Vec<crate::phases::Phase>,
 }
 
 /// Formats damaged pages, one per line.
@@ -182,6 +184,7 @@ pub fn run_backup(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
+    let mut clock = crate::phases::Clock::new();
     let control = read_control_file(&opts.pgdata).map_err(|e| {
         refused(format!(
             "\"{}\" is not a readable PostgreSQL data directory: {e}",
@@ -285,14 +288,20 @@ pub fn run_backup(
     };
     let result = ptrack_durable::create_private_dir(&dir)
         .map_err(|e| Error::io(&dir, "create", e))
-        .and_then(|()| take(&mut session, &ctx));
+        .and_then(|()| {
+            clock.lap("connect, checks, parent");
+            take(&mut session, &ctx, &mut clock)
+        });
     let result = result.map(|mut r| {
         if let Some(p) = &parent {
             r.warnings.extend(p.passed_over.iter().cloned());
         }
         r
     });
-    finish(&instance, &lock, &id, result)
+    let mut r = finish(&instance, &lock, &id, result)?;
+    clock.lap("catalog");
+    r.phases = clock.phases();
+    Ok(r)
 }
 
 /// The next backup ID: the start time in base 36, later than every ID already used.

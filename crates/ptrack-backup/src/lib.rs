@@ -19,6 +19,7 @@ pub mod pages;
 pub mod parallel;
 pub mod parent;
 pub mod paths;
+pub mod phases;
 pub mod repo;
 pub mod restore;
 pub mod server;

@@ -24,6 +24,7 @@ use crate::manifest::{BundleInfo, Entry, EntryKind, MANIFEST_VERSION, Manifest, 
 use crate::pages::{Damaged, Part, PartResult, Select, Whole, copy_part, copy_tail, copy_whole};
 use crate::parent::Parent;
 use crate::paths::{Digest, RelPath};
+use crate::phases::Clock;
 use crate::repo::{Instance, now};
 use crate::server::{PtrackExt, Session};
 use crate::walk::{Item, walk};
@@ -81,7 +82,7 @@ enum Done {
 }
 
 /// Reserves WAL, starts the backup, takes it, and ends the server's backup on failure.
-pub fn take(session: &mut Session, ctx: &TakeContext) -> Result<BackupReport> {
+pub fn take(session: &mut Session, ctx: &TakeContext, clock: &mut Clock) -> Result<BackupReport> {
     let mut warnings = Vec::new();
     let slot = format!(
         "ptrack_{}_{}",
@@ -93,7 +94,8 @@ pub fn take(session: &mut Session, ctx: &TakeContext) -> Result<BackupReport> {
     }
     ctx.progress.step("starting backup (checkpoint)");
     let start_lsn = session.backup_start(&format!("ptrack backup {}", ctx.id))?;
-    let r = take_started(session, ctx, start_lsn, warnings);
+    clock.lap("start (checkpoint)");
+    let r = take_started(session, ctx, start_lsn, warnings, clock);
     if r.is_err() {
         session.abort_backup();
     }
@@ -129,6 +131,7 @@ fn take_started(
     ctx: &TakeContext,
     start_lsn: Lsn,
     mut warnings: Vec<String>,
+    clock: &mut Clock,
 ) -> Result<BackupReport> {
     let parent = ctx.parent.map(|p| &p.chain[0]);
     let mut pagemap: Option<HashMap<String, Vec<u32>>> = None;
@@ -151,6 +154,7 @@ fn take_started(
         ctx.control.major.number(),
         ctx.control.catalog_version_no
     );
+    clock.lap("pagemap");
     let listing = walk(&ctx.opts.pgdata, &tsdir)?;
     let mut skipped = listing.skipped;
     let blcksz = ctx.control.blcksz as usize;
@@ -182,7 +186,9 @@ fn take_started(
         .sum();
     ctx.progress.start(total);
     ctx.progress.step("copying files");
+    clock.lap("walk");
     let (results, mut bundles, jobs) = copy_all(ctx, &work)?;
+    clock.lap("pages and files");
     let (damaged, pages) = merge(&mut entries, &work, results, &mut skipped, blcksz);
     if !damaged.is_empty() && !ctx.opts.allow_corruption {
         return Err(Error::Corrupt(format!(
@@ -194,6 +200,7 @@ fn take_started(
     }
     ctx.progress.step("stopping backup");
     let stop = session.backup_stop()?;
+    clock.lap("stop");
     let timeline = timeline_of_label(&stop.label).unwrap_or(ctx.control.timeline.0);
     if ctx.parent.is_some() && timeline != ctx.timeline {
         return Err(refused(format!(
@@ -219,7 +226,9 @@ fn take_started(
     ctx.progress.step("copying WAL");
     let consistent = stop.lsn.max(control_now.min_recovery_point);
     session.wait_wal_durable(consistent)?;
+    clock.lap("pg_control, label");
     let (wal, wal_bytes) = store_wal(ctx, &mut w, start_lsn, consistent, timeline)?;
+    clock.lap("WAL");
     let size = w.finish()?;
     bundles.push(BundleInfo {
         number: wal_bundle,
@@ -291,7 +300,9 @@ fn take_started(
         error: None,
         program_version: env!("CARGO_PKG_VERSION").into(),
     };
+    clock.lap("fsync, manifest");
     Ok(BackupReport {
+        phases: Vec::new(),
         info,
         warnings,
         damaged,

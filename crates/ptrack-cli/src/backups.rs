@@ -302,7 +302,7 @@ pub fn backup(a: &BackupArgs) -> Result<u8> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "backup": r.info, "files": r.files, "pages": r.pages, "damaged": r.damaged,
-                "skipped": r.skipped, "warnings": r.warnings,
+                "skipped": r.skipped, "warnings": r.warnings, "phases": r.phases,
                 "elapsed_seconds": started.elapsed().as_secs_f64(),
             }))?
         );
