@@ -53,6 +53,17 @@ pub struct Tail {
     pub stored: Stored,
 }
 
+/// A range of WAL inside one segment and its BLAKE3 digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalSpan {
+    /// First byte.
+    pub from: Lsn,
+    /// End (exclusive).
+    pub to: Lsn,
+    /// BLAKE3 of the bytes.
+    pub digest: Digest,
+}
+
 /// What a manifest entry is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -173,6 +184,10 @@ pub struct Manifest {
     /// What the backup left out and why (symlinks outside `pg_tblspc`, unreadable entries).
     #[serde(default)]
     pub skipped: Vec<Skipped>,
+    /// The WAL from the start LSN to the end of its segment (or the consistency point), for the
+    /// fork check of later incrementals (`crate::parent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_wal: Option<WalSpan>,
     /// The restores the cluster came through, oldest first (`ptrack.restored`, see
     /// `crate::lineage`): a parent's lineage must be a prefix of its child's.
     #[serde(default)]
@@ -294,6 +309,12 @@ impl Manifest {
                 }
             }
             self.check_parent(e)?;
+        }
+        if let Some(w) = &self.start_wal
+            && (w.from > w.to
+                || w.from.0 / self.wal_seg_size != (w.to.0.max(1) - 1) / self.wal_seg_size)
+        {
+            return Err("the start WAL span does not lie in one segment".into());
         }
         if self.start_lsn > self.stop_lsn
             || self.stop_lsn > self.consistent()

@@ -5,7 +5,7 @@
 //! stays on that timeline up to the backup's stop LSN; on the current timeline the server must
 //! be past the stop LSN. Where the server's WAL segment holding the backup's start LSN is still
 //! in `pg_wal`, its bytes from the start LSN to the stop LSN must equal the WAL stored with the
-//! backup, which catches a fork on one timeline (a data directory copied or restored by other
+//! backup (its digest, recorded at backup time), which catches a fork on one timeline (a data directory copied or restored by other
 //! means and started twice). pg_probackup checks timelines the same way; ptrack's own restore
 //! always ends recovery on a new timeline, so its restored clusters are told apart by history.
 //!
@@ -18,10 +18,10 @@ use ptrack_types::{Lsn, TimeLineId};
 use ptrack_wal::archive::{HistoryEntry, parse_history};
 use ptrack_wal::segment::SegmentName;
 
-use crate::bundle::BundleReader;
 use crate::catalog::{Catalog, Status};
 use crate::chain::{Link, load_chain};
-use crate::manifest::{EntryKind, Manifest};
+use crate::manifest::Manifest;
+use crate::paths::Digest;
 use crate::repo::Instance;
 use crate::server::Position;
 use crate::{Error, Result, refused};
@@ -147,7 +147,7 @@ pub fn choose_parent(
         }
         let why = history
             .not_ancestor(m)
-            .map_or_else(|| wal_fork(pgdata, instance, m, history), |w| Ok(Some(w)))?;
+            .or_else(|| wal_fork(pgdata, m, history));
         if let Some(why) = why {
             passed_over.push(format!(
                 "backup {} is not an ancestor of the server's current state: {why}",
@@ -184,27 +184,20 @@ pub fn choose_parent(
     }))
 }
 
-/// Compares the server's WAL from the parent's start LSN with the WAL stored in the parent,
-/// where the server still has that segment. `Some(why)` when they differ.
-fn wal_fork(
-    pgdata: &Path,
-    instance: &Instance,
-    m: &Manifest,
-    history: &History,
-) -> Result<Option<String>> {
+/// Compares the server's WAL from the parent's start LSN with the digest of the WAL stored in
+/// the parent (`Manifest::start_wal`), where the server still has that segment. `Some(why)`
+/// when they differ.
+fn wal_fork(pgdata: &Path, m: &Manifest, history: &History) -> Option<String> {
+    let span = m.start_wal.as_ref()?;
     let seg = m.wal_seg_size;
-    let segno = m.start_lsn.0 / seg;
-    let seg_start = segno * seg;
-    // The end of what both must share: the stop LSN, the segment end, the timeline's end.
-    let mut end = m.stop_lsn.0.min(seg_start + seg);
-    if let Some(Some(sw)) = history.end_of(m.timeline) {
-        end = end.min(sw.0);
+    let segno = span.from.0 / seg;
+    if let Some(Some(sw)) = history.end_of(m.timeline)
+        && sw < span.to
+    {
+        return None;
     }
-    if end <= m.start_lsn.0 {
-        return Ok(None);
-    }
-    let mut names = vec![m.timeline];
-    names.extend(
+    let mut tlis = vec![m.timeline];
+    tlis.extend(
         history
             .parents
             .iter()
@@ -212,56 +205,28 @@ fn wal_fork(
             .chain([history.position.timeline])
             .filter(|t| *t > m.timeline),
     );
-    let server = names.iter().find_map(|tli| {
+    let server = tlis.iter().find_map(|tli| {
         let name = SegmentName {
             tli: TimeLineId(*tli),
             segno,
         }
         .file_name(seg);
         std::fs::read(pgdata.join("pg_wal").join(name)).ok()
-    });
-    let Some(server) = server.filter(|s| s.len() as u64 == seg) else {
-        return Ok(None);
-    };
-    let own_name = SegmentName {
-        tli: TimeLineId(m.timeline),
-        segno,
-    }
-    .file_name(seg);
-    let stored = m
-        .wal
-        .iter()
-        .find(|e| e.path.as_str() == Some(own_name.as_str()));
-    let Some(EntryKind::File {
-        size,
-        digest,
-        stored: Some(at),
-    }) = stored.map(|e| &e.kind)
-    else {
-        return Err(Error::Corrupt(format!(
-            "backup {} does not store its first WAL segment {own_name}",
-            m.backup_id
-        )));
-    };
-    let mut r = BundleReader::new(&instance.backup_dir(&m.backup_id), m.compression);
-    let ours = r.blob(*at, *size, *digest).map_err(|e| {
-        Error::Corrupt(format!(
-            "backup {}: WAL segment {own_name}: {e}",
-            m.backup_id
-        ))
     })?;
     let (a, b) = (
-        (m.start_lsn.0 - seg_start) as usize,
-        (end - seg_start) as usize,
+        (span.from.0 % seg) as usize,
+        (span.to.0 - segno * seg) as usize,
     );
-    if ours.get(a..b) != server.get(a..b) {
-        return Ok(Some(format!(
+    let same = server
+        .get(a..b)
+        .is_some_and(|bytes| Digest::of(bytes) == span.digest);
+    (!same).then(|| {
+        format!(
             "the server's WAL from {} differs from the WAL stored with it: the server's history forked from the backup's on timeline {} \
              (a data directory restored or copied by other means and started more than once?)",
-            m.start_lsn, m.timeline
-        )));
-    }
-    Ok(None)
+            span.from, m.timeline
+        )
+    })
 }
 
 #[cfg(test)]

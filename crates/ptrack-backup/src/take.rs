@@ -20,7 +20,9 @@ use ptrack_wal::segment::SegmentName;
 use crate::backup::{BackupOptions, BackupReport, Progress, damage_report};
 use crate::bundle::BundleWriter;
 use crate::catalog::{BackupInfo, Mode, Status};
-use crate::manifest::{BundleInfo, Entry, EntryKind, MANIFEST_VERSION, Manifest, Skipped, Stored};
+use crate::manifest::{
+    BundleInfo, Entry, EntryKind, MANIFEST_VERSION, Manifest, Skipped, Stored, WalSpan,
+};
 use crate::pages::{Damaged, Part, PartResult, Select, Whole, copy_part, copy_tail, copy_whole};
 use crate::parent::Parent;
 use crate::paths::{Digest, RelPath};
@@ -227,7 +229,7 @@ fn take_started(
     let consistent = stop.lsn.max(control_now.min_recovery_point);
     session.wait_wal_durable(consistent)?;
     clock.lap("pg_control, label");
-    let (wal, wal_bytes) = store_wal(ctx, &mut w, start_lsn, consistent, timeline)?;
+    let (wal, wal_bytes, start_wal) = store_wal(ctx, &mut w, start_lsn, consistent, timeline)?;
     clock.lap("WAL");
     let size = w.finish()?;
     bundles.push(BundleInfo {
@@ -274,6 +276,7 @@ fn take_started(
         wal,
         removed,
         skipped: skipped.clone(),
+        start_wal,
         lineage: ctx.lineage.to_vec(),
     };
     let bytes = envelope::encode("manifest", MANIFEST_VERSION, &manifest);
@@ -683,7 +686,7 @@ fn store_wal(
     start: Lsn,
     stop: Lsn,
     timeline: u32,
-) -> Result<(Vec<Entry>, u64)> {
+) -> Result<(Vec<Entry>, u64, Option<WalSpan>)> {
     let wal_dir = ctx.opts.pgdata.join("pg_wal");
     let seg_size = u64::from(ctx.control.xlog_seg_size);
     let mut wal = Vec::new();
@@ -703,6 +706,7 @@ fn store_wal(
         wal.push(stored_entry(&name, &data, w)?);
     }
     let mut wal_bytes = 0;
+    let mut span = None;
     for segno in start.0 / seg_size..=(stop.0.max(1) - 1) / seg_size {
         let name = SegmentName {
             tli: TimeLineId(timeline),
@@ -726,7 +730,16 @@ fn store_wal(
             )));
         }
         wal_bytes += seg_size;
+        if segno == start.0 / seg_size {
+            let to = stop.0.min((segno + 1) * seg_size);
+            let bytes = &data[(start.0 % seg_size) as usize..(to - segno * seg_size) as usize];
+            span = Some(WalSpan {
+                from: start,
+                to: Lsn(to),
+                digest: Digest::of(bytes),
+            });
+        }
         wal.push(stored_entry(&name, &data, w)?);
     }
-    Ok((wal, wal_bytes))
+    Ok((wal, wal_bytes, span))
 }
