@@ -17,6 +17,7 @@ use ptrack_map::MapLocation;
 use ptrack_map::files;
 
 pub mod api;
+pub mod compat;
 pub mod settings;
 pub mod shmem;
 pub mod tracker;

@@ -1,4 +1,4 @@
-//! Integration tests of the ptrack extension on real PostgreSQL 15 and 18 servers, out of
+//! Integration tests of the ptrack extension on real PostgreSQL 15, 16 and 18 servers, out of
 //! process through the testkit. Each needs the extension installed (`scripts/install-ext`,
 //! which `scripts/test` runs first); without it they skip loudly, and fail under `CI=true`.
 
@@ -7,3 +7,4 @@ mod failures;
 mod location;
 mod property;
 mod tools;
+mod upgrade;
