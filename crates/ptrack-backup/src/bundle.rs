@@ -307,7 +307,7 @@ fn write_at_end(
 pub struct BundleReader {
     dir: PathBuf,
     kind: Compression,
-    files: Vec<Option<File>>,
+    files: Vec<Option<(File, u64)>>,
     zstd: Option<zstd::bulk::Decompressor<'static>>,
     buf: Vec<u8>,
 }
@@ -324,7 +324,8 @@ impl BundleReader {
         }
     }
 
-    fn file(&mut self, n: u32) -> Result<&File> {
+    /// Bundle `n`, opened and checked once, with its length.
+    fn file(&mut self, n: u32) -> Result<(&File, u64)> {
         // Checked before the table grows: a bundle number from a damaged manifest must not size
         // it (u32::MAX would be 16 GiB of slots).
         if n > 4096 {
@@ -351,15 +352,15 @@ impl BundleReader {
                     self.kind.name()
                 )));
             }
-            self.files[i] = Some(f);
+            let len = f.metadata().map_err(|e| Error::io(&p, "stat", e))?.len();
+            self.files[i] = Some((f, len));
         }
-        Ok(self.files[i].as_ref().expect("opened"))
+        let (f, len) = self.files[i].as_ref().expect("opened");
+        Ok((f, *len))
     }
 
     fn read_range(&mut self, s: Stored) -> Result<Vec<u8>> {
-        let p = bundle_path(&self.dir, s.bundle);
-        let f = self.file(s.bundle)?;
-        let flen = f.metadata().map_err(|e| Error::io(&p, "stat", e))?.len();
+        let (_, flen) = self.file(s.bundle)?;
         let len = s
             .offset
             .checked_add(s.len)
@@ -372,7 +373,7 @@ impl BundleReader {
                 ))
             })?;
         let mut out = vec![0u8; len];
-        let f = self.file(s.bundle)?;
+        let (f, _) = self.file(s.bundle)?;
         f.read_exact_at(&mut out, s.offset)
             .map_err(|e| Error::io(&bundle_path(&self.dir, s.bundle), "read", e))?;
         Ok(out)

@@ -423,6 +423,8 @@ fn check_wal(
             Ok(Poll::Abandoned { .. }) => {}
             Ok(Poll::NeedMore) => match segs.next() {
                 Some(s) => dec.feed_owned(s),
+                // Consistent exactly at the end of the last stored segment.
+                None if dec.position() >= m.consistent() => return,
                 None => {
                     problems.push(format!(
                         "stored WAL ends at {} before the consistency point {} (stop LSN or standby minimum recovery point)",

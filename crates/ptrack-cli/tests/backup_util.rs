@@ -118,11 +118,21 @@ pub fn backup(c: &PgCluster, repo: &str, mode: &str) -> String {
     // Every phase is timed, and the phases add up to no more than the whole.
     let phases = j["phases"].as_array().expect("phases");
     let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    for want in ["start (checkpoint)", "walk", "pages and files", "stop", "WAL", "catalog"] {
+    for want in [
+        "start (checkpoint)",
+        "walk",
+        "pages and files",
+        "stop",
+        "WAL",
+        "catalog",
+    ] {
         assert!(names.contains(&want), "phase {want} missing: {names:?}");
     }
     let sum: f64 = phases.iter().map(|p| p["seconds"].as_f64().unwrap()).sum();
-    assert!(sum <= j["elapsed_seconds"].as_f64().unwrap() + 0.05, "{phases:?}");
+    assert!(
+        sum <= j["elapsed_seconds"].as_f64().unwrap() + 0.05,
+        "{phases:?}"
+    );
     j["backup"]["id"].as_str().expect("id").to_string()
 }
 

@@ -4,7 +4,10 @@
 //! error, `ELOOP`/`ENOTDIR`) can lead outside. Files are written to `<name>.tmp` with
 //! `O_CREAT | O_EXCL | O_NOFOLLOW`, fsynced and renamed with `renameat` inside the same
 //! directory; directories are fsynced through their own descriptors. The same protocol as
-//! [`crate::write_file`], by descriptor (`fd.c: durable_rename`).
+//! [`crate::write_file`], by descriptor (`fd.c: durable_rename`). For a target that is not live
+//! until its last file lands (a restore), files may instead be written in place and made durable
+//! together (`create_new`, `sync_filesystem`, as `initdb --sync-method=syncfs` does) before that
+//! last file goes through the durable path.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -133,6 +136,29 @@ impl Dir {
         })
     }
 
+    /// Creates file `name`, which must not exist, for writing in place, without a temporary
+    /// file and without an fsync. Only for a target that nothing reads until the writer puts a
+    /// last file in place through the durable path (a restore writes `pg_control` last): such
+    /// files are made durable together with [`Dir::sync_filesystem`] before that.
+    pub fn create_new(&self, name: &[u8]) -> io::Result<File> {
+        let n = component(name)?;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            n,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// `syncfs(2)` on the filesystem holding this directory: every file and directory written
+    /// there reaches the disk, and a write-back error since the files were opened is reported
+    /// (Linux 5.8+).
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        rustix::fs::syncfs(&self.fd)?;
+        Ok(())
+    }
+
     /// Writes `bytes` to `name` durably (temp, fsync, rename, fsync this directory).
     pub fn write_file(&self, name: &[u8], bytes: &[u8]) -> io::Result<()> {
         let mut f = self.create_staged(name)?;
@@ -232,6 +258,11 @@ mod tests {
         sub.write_file(b"f", b"data").unwrap();
         assert_eq!(std::fs::read(root.join("a/b/f")).unwrap(), b"data");
         assert!(!root.join("a/b/f.tmp").exists());
+        let mut f = sub.create_new(b"g").unwrap();
+        f.write_all(b"in place").unwrap();
+        assert!(sub.create_new(b"g").is_err(), "create_new never replaces");
+        assert!(r.create_new(b"link").is_err(), "nor writes through a link");
+        r.sync_filesystem().unwrap();
         r.symlink(Path::new("/nowhere"), b"ts").unwrap();
         assert!(r.open_dir(b"ts").is_err());
         r.sync().unwrap();
