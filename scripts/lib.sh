@@ -6,6 +6,10 @@ SCRIPT_NAME=$(basename "$0")
 export PATH="$HOME/.cargo/bin:$PATH"
 # Every clone has its own pgrx configuration (see scripts/setup).
 export PGRX_HOME="$ROOT/.pg/pgrx"
+# Heavy downloads and builds, kept once per machine outside any clone (readable by postgres).
+export PTRACK_CACHE="${PTRACK_CACHE:-/var/cache/ptrack}"
+# The majors the extension is built, installed and tested on.
+MAJORS="13 14 15 16 17 18"
 
 say() { printf '%s: %s\n' "$SCRIPT_NAME" "$*"; }
 die() { printf '%s: error: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 2; }

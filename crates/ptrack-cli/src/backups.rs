@@ -14,7 +14,7 @@ use ptrack_backup::catalog::Mode;
 use ptrack_backup::conn::ConnOptions;
 use ptrack_backup::identity::act_as_owner_of;
 use ptrack_backup::repo::Repository;
-use ptrack_backup::restore::{RestoreOptions, run_restore};
+use ptrack_backup::restore::{RestoreOptions, SyncMethod, run_restore};
 use ptrack_backup::target::RecoveryTarget;
 use ptrack_backup::validate::run_validate;
 
@@ -132,9 +132,23 @@ pub struct RestoreArgs {
     /// Parallel writers.
     #[arg(short = 'j', long = "jobs", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     jobs: u32,
+    /// How the restored files are made durable before pg_control is written: syncfs (one
+    /// syncfs per filesystem; also waits for other dirty data there) or fsync (each file and
+    /// directory).
+    #[arg(long = "sync-method", value_enum, default_value_t = SyncArg::Syncfs)]
+    sync: SyncArg,
     /// Show progress on standard error (default when it is a terminal).
     #[arg(long)]
     progress: bool,
+}
+
+/// `--sync-method`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SyncArg {
+    /// One syncfs per filesystem written.
+    Syncfs,
+    /// fsync of every file and directory.
+    Fsync,
 }
 
 /// Options of `ptrack validate`.
@@ -334,6 +348,10 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
         recovery_target: a.target_spec.clone(),
         restore_command: a.restore_command.clone(),
         jobs: a.jobs as usize,
+        sync: match a.sync {
+            SyncArg::Syncfs => SyncMethod::Syncfs,
+            SyncArg::Fsync => SyncMethod::Fsync,
+        },
     };
     let bar = Bar::new(a.progress);
     let started = std::time::Instant::now();

@@ -1,4 +1,4 @@
-//! `ptrack backup/restore/validate/show` against real PG15 and PG18 servers: the paranoia chain
+//! `ptrack backup/restore/validate/show` against real PG13 to PG18 servers: the paranoia chain
 //! (FULL → PTRACK → DELTA → PTRACK over pgbench, a DDL mix and catalog rewrites, every backup
 //! restored, compared file by file and page by page with its quiescent source, started and
 //! compared with `pg_dumpall` taken at backup time, its prepared transactions checked, then
@@ -10,8 +10,8 @@ use crate::backup_util::*;
 use crate::util::run;
 
 fn ddl_mix(c: &ptrack_testkit::PgCluster, ts_dir: &str, round: u32) {
-    c.execute(&format!("CREATE DATABASE fc{round} STRATEGY FILE_COPY"));
-    c.execute(&format!("CREATE DATABASE wl{round} STRATEGY WAL_LOG"));
+    c.create_database(&format!("fc{round}"), "file_copy", "");
+    c.create_database(&format!("wl{round}"), "wal_log", "");
     c.execute_db(
         &format!("wl{round}"),
         "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 5000) g",
@@ -154,6 +154,27 @@ fn paranoia_chain_pg16_no_checksums() {
 fn paranoia_chain_pg15_no_checksums() {
     if let Some(i) = require_ptrack(15) {
         paranoia_chain(i, false);
+    }
+}
+
+#[test]
+fn paranoia_chain_pg17_checksums() {
+    if let Some(i) = require_ptrack(17) {
+        paranoia_chain(i, true);
+    }
+}
+
+#[test]
+fn paranoia_chain_pg14_no_checksums() {
+    if let Some(i) = require_ptrack(14) {
+        paranoia_chain(i, false);
+    }
+}
+
+#[test]
+fn paranoia_chain_pg13_checksums() {
+    if let Some(i) = require_ptrack(13) {
+        paranoia_chain(i, true);
     }
 }
 

@@ -284,6 +284,19 @@ fn bad_requests_exit_2_and_change_nothing() {
         ],
         "not in the catalog",
     );
+    expect_2(
+        "unknown --sync-method",
+        vec![
+            "restore".into(),
+            "-B".into(),
+            repo.clone(),
+            "-D".into(),
+            target.path().display().to_string(),
+            "--sync-method".into(),
+            "none".into(),
+        ],
+        "invalid value 'none' for '--sync-method",
+    );
     std::fs::write(target.path().join("occupied"), b"x").unwrap();
     expect_2(
         "non-empty target",

@@ -175,6 +175,14 @@ pub fn restore_and_start(
         id.into(),
         "-j".into(),
         "2".into(),
+        // Both ways of making the files durable, each on half of the majors.
+        "--sync-method".into(),
+        if install.major % 2 == 1 {
+            "fsync"
+        } else {
+            "syncfs"
+        }
+        .into(),
     ];
     let mut extra: Vec<PathBuf> = Vec::new();
     for (i, old) in tablespaces.iter().enumerate() {

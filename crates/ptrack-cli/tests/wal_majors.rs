@@ -1,4 +1,4 @@
-//! WAL of every installed major (13–18; the npm builds of 13, 14, 16 and 17 have no pg_waldump):
+//! WAL of every installed major (13–18):
 //! decoding the whole pg_wal of a real server after a clean shutdown ends cleanly, its last record
 //! is the shutdown checkpoint that pg_control names, and every block of a freshly loaded table that
 //! is not all zeroes on disk appears in the block references (PG16+ extends relations in bulk with

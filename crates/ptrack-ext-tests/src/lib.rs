@@ -42,6 +42,16 @@ pub enum Location {
 }
 
 impl Location {
+    /// The location a test on `major` uses: the original's `global/` on 13 and 15, our
+    /// `pg_ptrack/` on the others, so both are exercised on old and new majors.
+    pub fn for_major(major: u32) -> Location {
+        if major == 13 || major == 15 {
+            Location::Global
+        } else {
+            Location::PgPtrack
+        }
+    }
+
     /// The setting's value, which is also the directory's name.
     pub fn setting(self) -> &'static str {
         match self {

@@ -74,8 +74,9 @@ pub fn identity() -> Result<(MapIdentity, ptrack_page::control::ControlFile), St
 /// Writes a map snapshot ([`Map::snapshot`]) to the map file through `ptrack.map.tmp`,
 /// fsync, rename, directory fsync. Failures are reported, not fatal: the previous file stays
 /// valid. Touches no PostgreSQL state, so the tracker runs it on its writer thread.
-pub fn write_snapshot(path: &str, snapshot: Vec<u8>) -> Result<(), String> {
-    write_file(path, &ptrack_map::map::seal(snapshot))
+pub fn write_snapshot(path: &str, snapshot: Vec<u8>) -> (Result<(), String>, Vec<u8>) {
+    let image = ptrack_map::map::seal(snapshot);
+    (write_file(path, &image), image)
 }
 
 /// Writes a map file image durably.

@@ -29,6 +29,12 @@ use crate::shmem;
 /// How long the worker sleeps when there is no new WAL (waiters set its latch).
 const IDLE_WAIT: Duration = Duration::from_millis(5);
 
+/// After a checkpoint record, the tracker reads on to the flush position before it saves when
+/// that is at most this far (one default WAL segment, a few milliseconds of decoding): callers
+/// waiting for the tracker are not held up by the save, and the save still comes soon after the
+/// checkpoint. Further behind, it stops at the checkpoint record and saves first.
+const SAVE_SLACK: u64 = 16 << 20;
+
 /// Registers the worker (from `_PG_init`).
 pub fn register() {
     BackgroundWorkerBuilder::new("ptrack tracker")
@@ -50,10 +56,31 @@ pub fn wal_position() -> (Lsn, TimeLineId) {
         if pg_sys::RecoveryInProgress() {
             pg_sys::GetXLogReplayRecPtr(&mut tli)
         } else {
-            pg_sys::GetFlushRecPtr(&mut tli)
+            flush_position(&mut tli)
         }
     };
     (Lsn(lsn), TimeLineId(tli))
+}
+
+/// `GetFlushRecPtr` and the timeline written: 15 returns it through the call; 13 and 14 keep it
+/// in `ThisTimeLineID`, which `RecoveryInProgress` (just called) set through `InitXLOGAccess`
+/// once recovery had ended (`xlog.c`).
+///
+/// # Safety
+/// As for [`wal_position`]: a process attached to shared memory, after `RecoveryInProgress()`
+/// returned false.
+unsafe fn flush_position(tli: &mut pg_sys::TimeLineID) -> pg_sys::XLogRecPtr {
+    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    // SAFETY: per this function's contract; ThisTimeLineID is this process's own global.
+    unsafe {
+        *tli = pg_sys::ThisTimeLineID;
+        pg_sys::GetFlushRecPtr()
+    }
+    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    // SAFETY: per this function's contract.
+    unsafe {
+        pg_sys::GetFlushRecPtr(tli)
+    }
 }
 
 /// Redo pointer of the checkpoint in progress or last completed (`GetRedoRecPtr`).
@@ -78,6 +105,8 @@ struct WriterShared {
 #[derive(Default)]
 struct WriterState {
     pending: Option<Vec<u8>>,
+    /// A written (or replaced) snapshot's buffer, for the next snapshot to reuse.
+    spare: Option<Vec<u8>>,
     busy: bool,
     stop: bool,
     errors: Vec<String>,
@@ -111,9 +140,10 @@ impl Writer {
                     st.busy = true;
                     snap
                 };
-                let result = shmem::write_snapshot(&path, snapshot);
+                let (result, buffer) = shmem::write_snapshot(&path, snapshot);
                 if let Ok(mut st) = s.state.lock() {
                     st.busy = false;
+                    st.spare = Some(buffer);
                     if let Err(e) = result {
                         st.errors.push(e);
                     }
@@ -133,9 +163,21 @@ impl Writer {
         let Ok(mut st) = self.shared.state.lock() else {
             return vec!["ptrack: map writer thread failed".into()];
         };
-        st.pending = Some(snapshot);
+        if let Some(old) = st.pending.replace(snapshot) {
+            st.spare = Some(old);
+        }
         self.shared.cond.notify_all();
         std::mem::take(&mut st.errors)
+    }
+
+    /// A buffer to take the next snapshot into (empty when none is free).
+    fn spare(&self) -> Vec<u8> {
+        self.shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|mut st| st.spare.take())
+            .unwrap_or_default()
     }
 
     /// Writes what is pending and stops the thread.
@@ -257,7 +299,9 @@ impl Tracker {
         self.saved_redo = current_redo().min(pos);
         self.map.set_tracked(pos, self.follower.timeline_of(pos));
         if let Some(w) = &self.writer {
-            for e in w.submit(self.map.snapshot()) {
+            let mut buf = w.spare();
+            self.map.snapshot_into(&mut buf);
+            for e in w.submit(buf) {
                 warning!("{e}");
             }
         }
@@ -282,6 +326,8 @@ impl Tracker {
         }
         let before = self.follower.read_up_to();
         let mut checkpoint = false;
+        let mut stopped = false;
+        let mut last_end = Lsn(0);
         let map = self.map;
         let ctx = &self.ctx;
         let outcome = self.follower.advance(target, &mut |r| {
@@ -292,11 +338,25 @@ impl Tracker {
                     "ptrack: {why}; changes before {new} cannot be tracked: init_lsn moved to {new}, a full backup is needed before the next incremental one"
                 );
             }
-            checkpoint = a.checkpoint;
-            !checkpoint
+            last_end = r.end_lsn;
+            checkpoint |= a.checkpoint;
+            stopped = a.checkpoint && target.0.saturating_sub(r.end_lsn.0) > SAVE_SLACK;
+            !stopped
         });
         match outcome {
             Outcome::CaughtUp => {
+                // Every record up to here is in the map: callers waiting for it go on now, not
+                // after the save below (copying a large map takes tens of milliseconds). Records
+                // come in order: every one ending by the last one's end was applied, and, unless
+                // a checkpoint record stopped the reading, every one ending by the target.
+                let done = if stopped {
+                    last_end
+                } else {
+                    target.max(last_end)
+                };
+                if let Some(rt) = shmem::runtime() {
+                    rt.caught_up.fetch_max(done.0, Ordering::AcqRel);
+                }
                 // Save after a checkpoint record, and as soon as the tracker has passed the redo
                 // point of a checkpoint in progress: that checkpoint ends by removing the WAL
                 // before its redo point, and a crash after that must not find the saved position
@@ -305,9 +365,6 @@ impl Tracker {
                 if checkpoint || (redo > self.saved_redo && self.follower.position() >= redo) {
                     self.save();
                     return Ok(true);
-                }
-                if let Some(rt) = shmem::runtime() {
-                    rt.caught_up.fetch_max(target.0, Ordering::AcqRel);
                 }
             }
             Outcome::Gap { at, why } => {

@@ -392,11 +392,20 @@ impl<'a> Map<'a> {
     /// The header and slots as little-endian bytes, without the CRC (see [`seal`]): the cheap
     /// part of a save, done by the tracker; sealing and writing can happen elsewhere.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.words.len() * 8 + CRC_BYTES);
-        for w in self.words {
-            out.extend_from_slice(&w.load(Ordering::Acquire).to_le_bytes());
-        }
+        let mut out = Vec::new();
+        self.snapshot_into(&mut out);
         out
+    }
+
+    /// [`Map::snapshot`] into `out`, replacing its contents. Reusing one buffer matters for a
+    /// large map: a fresh allocation of tens of megabytes costs more in page faults than the copy.
+    pub fn snapshot_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(self.words.len() * 8 + CRC_BYTES);
+        out.resize(self.words.len() * 8, 0);
+        for (dst, w) in out.chunks_exact_mut(8).zip(self.words) {
+            dst.copy_from_slice(&w.load(Ordering::Acquire).to_le_bytes());
+        }
     }
 
     /// Loads a file image into this map after checking magic, version, size, CRC and cluster.

@@ -542,6 +542,18 @@ impl PgCluster {
         self.query(sql);
     }
 
+    /// `CREATE DATABASE name` with `extra` (e.g. `OID 20000`) and, from 15, `STRATEGY strategy`
+    /// (`file_copy` or `wal_log`). Before 15 every database is created by file copy, which
+    /// writes no page to WAL: the harder case for tracking.
+    pub fn create_database(&self, name: &str, strategy: &str, extra: &str) {
+        let strategy = if self.install.major >= 15 {
+            format!("STRATEGY {strategy}")
+        } else {
+            String::new()
+        };
+        self.execute(&format!("CREATE DATABASE {name} {extra} {strategy}"));
+    }
+
     /// Runs SQL in database `db` and returns the server's error text instead of panicking.
     pub fn try_execute_db(&self, db: &str, sql: &str) -> Result<(), String> {
         self.connect_db(db).batch_execute(sql).map_err(|e| {

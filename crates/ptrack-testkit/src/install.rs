@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Majors CI must have: a missing one fails the test run when `CI=true`.
-pub const CI_MAJORS: [u32; 3] = [15, 16, 18];
+pub const CI_MAJORS: [u32; 6] = [13, 14, 15, 16, 17, 18];
 
 /// One installed PostgreSQL major.
 #[derive(Debug, Clone)]
@@ -72,14 +72,15 @@ impl PgInstall {
         self.bindir.join(name)
     }
 
-    /// Whether this installation has program `name` (the npm builds have only the server).
+    /// Whether this installation has program `name` (a server-only build may lack the tools).
     pub fn has(&self, name: &str) -> bool {
         self.bin(name).is_file()
     }
 }
 
 /// Returns the installation of `major` for a test, or `None` (after a loud SKIPPED message) when
-/// it is not installed. Under `CI=true` a missing 15 or 18 panics: CI must run every test.
+/// it is not installed. Under `CI=true` a missing major of [`CI_MAJORS`] panics: CI must run every
+/// test.
 pub fn require_pg(major: u32) -> Option<PgInstall> {
     if let Some(i) = PgInstall::find(major) {
         return Some(i);
@@ -119,7 +120,7 @@ pub fn require_ptrack(major: u32) -> Option<PgInstall> {
     None
 }
 
-/// Like [`require_pg`] for the optional majors (13, 14, 17): skips loudly, even in CI.
+/// Like [`require_pg`], and for a major outside [`CI_MAJORS`] skips loudly even in CI.
 pub fn optional_pg(major: u32) -> Option<PgInstall> {
     if CI_MAJORS.contains(&major) {
         return require_pg(major);
@@ -127,7 +128,7 @@ pub fn optional_pg(major: u32) -> Option<PgInstall> {
     let found = PgInstall::find(major);
     if found.is_none() {
         eprintln!(
-            "\n*** SKIPPED: optional PostgreSQL {major} is not installed (scripts/setup installs it from npm) ***\n"
+            "\n*** SKIPPED: optional PostgreSQL {major} is not installed (scripts/setup installs 13 to 18) ***\n"
         );
     }
     found

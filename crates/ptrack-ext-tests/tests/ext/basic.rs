@@ -164,20 +164,7 @@ fn basic(major: u32, location: Location) {
     disabled_checks(&c);
 }
 
-#[test]
-fn basic_pg15() {
-    basic(15, Location::Global);
-}
-
-#[test]
-fn basic_pg18() {
-    basic(18, Location::PgPtrack);
-}
-
-#[test]
-fn basic_pg16() {
-    basic(16, Location::PgPtrack);
-}
+every_major!(basic, located);
 
 /// A database created by file copy (no block in WAL) is reported whole; unlogged tables are
 /// reported whole; a role without privileges can call the functions.
@@ -189,7 +176,7 @@ fn file_copy_unlogged_public(major: u32) {
     c.start();
     c.execute("CREATE EXTENSION ptrack; CHECKPOINT");
     let start = c.query_one("SELECT pg_current_wal_flush_lsn()");
-    c.execute("CREATE DATABASE fc STRATEGY file_copy");
+    c.create_database("fc", "file_copy", "");
     c.execute("CREATE UNLOGGED TABLE u AS SELECT generate_series(1, 5000) AS x");
     c.execute("CREATE ROLE plain LOGIN");
     let oid = c.query_one("SELECT oid FROM pg_database WHERE datname = 'fc'");
@@ -245,20 +232,7 @@ fn file_copy_unlogged_public(major: u32) {
     );
 }
 
-#[test]
-fn file_copy_unlogged_public_pg15() {
-    file_copy_unlogged_public(15);
-}
-
-#[test]
-fn file_copy_unlogged_public_pg18() {
-    file_copy_unlogged_public(18);
-}
-
-#[test]
-fn file_copy_unlogged_public_pg16() {
-    file_copy_unlogged_public(16);
-}
+every_major!(file_copy_unlogged_public);
 
 /// On a streaming standby the tracker follows the replay position: a table created on the
 /// primary is in the standby's pagemapset once replayed, and `ptrack_get_pagemapset` on the
@@ -305,17 +279,4 @@ fn standby(major: u32) {
     );
 }
 
-#[test]
-fn standby_pg15() {
-    standby(15);
-}
-
-#[test]
-fn standby_pg18() {
-    standby(18);
-}
-
-#[test]
-fn standby_pg16() {
-    standby(16);
-}
+every_major!(standby);

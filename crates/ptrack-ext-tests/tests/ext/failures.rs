@@ -79,20 +79,7 @@ fn corrupt_map(major: u32, location: Location) {
     assert!(pagemapset(&c, &now).contains_key(&t));
 }
 
-#[test]
-fn corrupt_map_pg15() {
-    corrupt_map(15, Location::Global);
-}
-
-#[test]
-fn corrupt_map_pg18() {
-    corrupt_map(18, Location::PgPtrack);
-}
-
-#[test]
-fn corrupt_map_pg16() {
-    corrupt_map(16, Location::PgPtrack);
-}
+every_major!(corrupt_map, located);
 
 /// A map copied from another cluster (same major, same size) is not loaded.
 fn foreign_map(major: u32) {
@@ -115,20 +102,7 @@ fn foreign_map(major: u32) {
     assert!(lsn(&init) > lsn(&init_b), "init_lsn {init_b} -> {init}");
 }
 
-#[test]
-fn foreign_map_pg15() {
-    foreign_map(15);
-}
-
-#[test]
-fn foreign_map_pg18() {
-    foreign_map(18);
-}
-
-#[test]
-fn foreign_map_pg16() {
-    foreign_map(16);
-}
+every_major!(foreign_map);
 
 /// Restarts without ptrack preloaded, updates table `t` (and, when `remove_wal`, checkpoints
 /// until that WAL is gone), restarts with ptrack again. Returns `init_lsn` before and the flush
@@ -172,20 +146,7 @@ fn stale_map(major: u32) {
     );
 }
 
-#[test]
-fn stale_map_pg15() {
-    stale_map(15);
-}
-
-#[test]
-fn stale_map_pg18() {
-    stale_map(18);
-}
-
-#[test]
-fn stale_map_pg16() {
-    stale_map(16);
-}
+every_major!(stale_map);
 
 /// ptrack unloaded briefly, WAL still there: the tracker follows it, nothing is lost.
 fn unloaded_with_wal_kept(major: u32) {
@@ -203,20 +164,7 @@ fn unloaded_with_wal_kept(major: u32) {
     );
 }
 
-#[test]
-fn unloaded_with_wal_kept_pg15() {
-    unloaded_with_wal_kept(15);
-}
-
-#[test]
-fn unloaded_with_wal_kept_pg18() {
-    unloaded_with_wal_kept(18);
-}
-
-#[test]
-fn unloaded_with_wal_kept_pg16() {
-    unloaded_with_wal_kept(16);
-}
+every_major!(unloaded_with_wal_kept);
 
 /// The tracker stopped (SIGSTOP) while checkpoints remove the WAL it has not read yet.
 fn wal_removed_under_tracker(major: u32) {
@@ -260,20 +208,7 @@ fn wal_removed_under_tracker(major: u32) {
     );
 }
 
-#[test]
-fn wal_removed_under_tracker_pg15() {
-    wal_removed_under_tracker(15);
-}
-
-#[test]
-fn wal_removed_under_tracker_pg18() {
-    wal_removed_under_tracker(18);
-}
-
-#[test]
-fn wal_removed_under_tracker_pg16() {
-    wal_removed_under_tracker(16);
-}
+every_major!(wal_removed_under_tracker);
 
 /// A map of the previous format (version 1: 64-byte header) is discarded with the original's
 /// "incompatible format version" warning, and the next save writes version 2.
@@ -328,20 +263,7 @@ fn old_format_map(major: u32) {
     assert_eq!((saved.version, saved.data_checksum_version), (2, 1));
 }
 
-#[test]
-fn old_format_map_pg15() {
-    old_format_map(15);
-}
-
-#[test]
-fn old_format_map_pg18() {
-    old_format_map(18);
-}
-
-#[test]
-fn old_format_map_pg16() {
-    old_format_map(16);
-}
+every_major!(old_format_map);
 
 /// An out-of-range or malformed `ptrack.map_size`, or an unknown `ptrack.map_location`, stops
 /// the server with PostgreSQL's message for the value, and touches no map file; the map saved
@@ -405,17 +327,4 @@ fn invalid_settings_refuse_start(major: u32) {
     assert_eq!(c.query_one("SHOW ptrack.map_size"), "4MB");
 }
 
-#[test]
-fn invalid_settings_refuse_start_pg15() {
-    invalid_settings_refuse_start(15);
-}
-
-#[test]
-fn invalid_settings_refuse_start_pg18() {
-    invalid_settings_refuse_start(18);
-}
-
-#[test]
-fn invalid_settings_refuse_start_pg16() {
-    invalid_settings_refuse_start(16);
-}
+every_major!(invalid_settings_refuse_start);

@@ -71,20 +71,7 @@ fn location_switch_moves_the_map(major: u32) {
     assert!(pagemapset(&c, &before).contains_key(&t));
 }
 
-#[test]
-fn location_switch_moves_the_map_pg15() {
-    location_switch_moves_the_map(15);
-}
-
-#[test]
-fn location_switch_moves_the_map_pg18() {
-    location_switch_moves_the_map(18);
-}
-
-#[test]
-fn location_switch_moves_the_map_pg16() {
-    location_switch_moves_the_map(16);
-}
+every_major!(location_switch_moves_the_map);
 
 /// A directory where the map file goes: the server starts, warns with the path, tracks in
 /// memory (init_lsn moves), warns at each failed save, and never touches the directory; once
@@ -158,17 +145,4 @@ fn map_path_not_a_file(major: u32) {
     wait_map_saved(&c, &map);
 }
 
-#[test]
-fn map_path_not_a_file_pg15() {
-    map_path_not_a_file(15);
-}
-
-#[test]
-fn map_path_not_a_file_pg18() {
-    map_path_not_a_file(18);
-}
-
-#[test]
-fn map_path_not_a_file_pg16() {
-    map_path_not_a_file(16);
-}
+every_major!(map_path_not_a_file);

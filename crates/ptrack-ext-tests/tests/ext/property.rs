@@ -71,7 +71,7 @@ fn workload(c: &PgCluster, r: u32, rng: &mut TestRng) -> String {
         } else {
             "wal_log"
         };
-        c.execute(&format!("CREATE DATABASE d{r} STRATEGY {strategy}"));
+        c.create_database(&format!("d{r}"), strategy, "");
         c.execute_db(
             &format!("d{r}"),
             "CREATE TABLE x AS SELECT generate_series(1, 3000) AS g",
@@ -198,17 +198,4 @@ fn no_false_negatives(major: u32) {
     );
 }
 
-#[test]
-fn no_false_negatives_pg15() {
-    no_false_negatives(15);
-}
-
-#[test]
-fn no_false_negatives_pg18() {
-    no_false_negatives(18);
-}
-
-#[test]
-fn no_false_negatives_pg16() {
-    no_false_negatives(16);
-}
+every_major!(no_false_negatives);

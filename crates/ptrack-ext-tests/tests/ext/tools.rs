@@ -64,20 +64,7 @@ fn pg_checksums_check(major: u32) {
     );
 }
 
-#[test]
-fn pg_checksums_check_pg15() {
-    pg_checksums_check(15);
-}
-
-#[test]
-fn pg_checksums_check_pg18() {
-    pg_checksums_check(18);
-}
-
-#[test]
-fn pg_checksums_check_pg16() {
-    pg_checksums_check(16);
-}
+every_major!(pg_checksums_check);
 
 /// `pg_checksums --enable` rewrites every page without WAL and without changing page LSNs, so
 /// the map cannot vouch for anything before it: on start the tracker warns and moves `init_lsn`
@@ -152,20 +139,7 @@ fn pg_checksums_enable_disable(major: u32) {
     );
 }
 
-#[test]
-fn pg_checksums_enable_disable_pg15() {
-    pg_checksums_enable_disable(15);
-}
-
-#[test]
-fn pg_checksums_enable_disable_pg18() {
-    pg_checksums_enable_disable(18);
-}
-
-#[test]
-fn pg_checksums_enable_disable_pg16() {
-    pg_checksums_enable_disable(16);
-}
+every_major!(pg_checksums_enable_disable);
 
 /// `pg_basebackup` verifies checksums (PG15: of every file in `global/`) and copies the map;
 /// at the original's `global/ptrack.map`, PG15's stops at it.
@@ -211,20 +185,7 @@ fn pg_basebackup_verifies_checksums(major: u32) {
     let _ = std::fs::remove_dir_all(&base);
 }
 
-#[test]
-fn pg_basebackup_verifies_checksums_pg15() {
-    pg_basebackup_verifies_checksums(15);
-}
-
-#[test]
-fn pg_basebackup_verifies_checksums_pg18() {
-    pg_basebackup_verifies_checksums(18);
-}
-
-#[test]
-fn pg_basebackup_verifies_checksums_pg16() {
-    pg_basebackup_verifies_checksums(16);
-}
+every_major!(pg_basebackup_verifies_checksums);
 
 /// `pg_resetwal` removes every WAL segment and starts WAL further on: the tracker finds the WAL
 /// after its saved position gone, warns and moves `init_lsn` (the gap logic, no new check).
@@ -249,20 +210,7 @@ fn pg_resetwal_moves_init_lsn(major: u32) {
     );
 }
 
-#[test]
-fn pg_resetwal_moves_init_lsn_pg15() {
-    pg_resetwal_moves_init_lsn(15);
-}
-
-#[test]
-fn pg_resetwal_moves_init_lsn_pg18() {
-    pg_resetwal_moves_init_lsn(18);
-}
-
-#[test]
-fn pg_resetwal_moves_init_lsn_pg16() {
-    pg_resetwal_moves_init_lsn(16);
-}
+every_major!(pg_resetwal_moves_init_lsn);
 
 /// `pg_rewind` of an old primary after its standby was promoted and both changed data: the
 /// rewound server gets the new primary's map (pg_rewind copies `pg_ptrack/`), replays the new
@@ -354,17 +302,4 @@ fn pg_rewind_keeps_every_change(major: u32) {
     );
 }
 
-#[test]
-fn pg_rewind_keeps_every_change_pg15() {
-    pg_rewind_keeps_every_change(15);
-}
-
-#[test]
-fn pg_rewind_keeps_every_change_pg18() {
-    pg_rewind_keeps_every_change(18);
-}
-
-#[test]
-fn pg_rewind_keeps_every_change_pg16() {
-    pg_rewind_keeps_every_change(16);
-}
+every_major!(pg_rewind_keeps_every_change);

@@ -138,32 +138,6 @@ fn original_2_4_keeps_working(major: u32) {
     assert_eq!(c.query_one("SELECT ptrack_version()"), "2.4");
 }
 
-#[test]
-fn original_2_4_keeps_working_pg15() {
-    original_2_4_keeps_working(15);
-}
+every_major!(original_2_4_keeps_working);
 
-#[test]
-fn original_2_4_keeps_working_pg16() {
-    original_2_4_keeps_working(16);
-}
-
-#[test]
-fn original_2_4_keeps_working_pg18() {
-    original_2_4_keeps_working(18);
-}
-
-#[test]
-fn update_from_original_pg15() {
-    update_from_original(15);
-}
-
-#[test]
-fn update_from_original_pg16() {
-    update_from_original(16);
-}
-
-#[test]
-fn update_from_original_pg18() {
-    update_from_original(18);
-}
+every_major!(update_from_original);
