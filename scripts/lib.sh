@@ -10,6 +10,11 @@ export PGRX_HOME="$ROOT/.pg/pgrx"
 export PTRACK_CACHE="${PTRACK_CACHE:-/var/cache/ptrack}"
 # The majors the extension is built, installed and tested on.
 MAJORS="13 14 15 16 17 18"
+# ext_target MAJOR — the extension's cargo target directory for MAJOR. Kept in the machine's
+# cache, not the clone: the dependencies (pgrx-pg-sys's bindings above all) are then built once
+# per machine and major; cargo still rebuilds whatever changed, ptrack's own crates in a new
+# clone included.
+ext_target() { printf '%s/ext-target/pg%s' "$PTRACK_CACHE" "$1"; }
 
 say() { printf '%s: %s\n' "$SCRIPT_NAME" "$*"; }
 die() { printf '%s: error: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 2; }

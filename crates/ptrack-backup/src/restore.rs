@@ -279,13 +279,18 @@ struct Places<'a> {
 }
 
 impl Places<'_> {
-    /// Ends the writing of a file: fsynced now with [`SyncMethod::Fsync`], else by the syncfs
-    /// at the end.
+    /// Ends the writing of a file: fsynced now with [`SyncMethod::Fsync`], else its write-back
+    /// started, to be waited for by the syncfs at the end.
     fn finish(&self, f: &std::fs::File, shown: &Path) -> Result<()> {
-        if self.sync == SyncMethod::Fsync {
-            f.sync_all().map_err(|e| Error::io(shown, "fsync", e))?;
+        match self.sync {
+            SyncMethod::Fsync => f.sync_all().map_err(|e| Error::io(shown, "fsync", e)),
+            // The kernel would otherwise hold the data until the syncfs, then write it all
+            // while nothing else happens. An error here only means no head start.
+            SyncMethod::Syncfs => {
+                let _ = Dir::start_writeback(f);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Makes every file and directory written durable (see [`SyncMethod`]).
