@@ -10,6 +10,7 @@
 //! `src/bin/pg_combinebackup/reconstruct.c` (rebuilding files from a chain) and what a server
 //! needs to start from a base backup (`backup_label`, `recovery.signal`, `xlogrecovery.c`).
 
+use std::collections::BTreeSet;
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -294,7 +295,7 @@ impl Places<'_> {
     }
 
     /// Makes every file and directory written durable (see [`SyncMethod`]).
-    fn sync_all(&self, dirs: &[RelPath]) -> Result<()> {
+    fn sync_all(&self, dirs: &BTreeSet<RelPath>) -> Result<()> {
         let fs_roots =
             std::iter::once(self.root).chain(self.spaces.iter().filter_map(|t| t.dir.as_ref()));
         match self.sync {
@@ -305,18 +306,20 @@ impl Places<'_> {
                 }
             }
             SyncMethod::Fsync => {
+                // Every directory once: those listed, then those opened for files only.
                 let opened: Vec<std::sync::Arc<Dir>> = self
                     .opened
                     .lock()
                     .expect("lock")
-                    .values()
-                    .cloned()
+                    .iter()
+                    .filter(|(k, _)| RelPath::from_bytes(k).map_or(true, |p| !dirs.contains(&p)))
+                    .map(|(_, d)| d.clone())
                     .collect();
-                for d in opened.iter().map(|d| &**d).chain(fs_roots) {
-                    d.sync().map_err(|e| Error::io(d.path(), "fsync", e))?;
-                }
                 for p in dirs {
                     let d = self.mkdir(p)?;
+                    d.sync().map_err(|e| Error::io(d.path(), "fsync", e))?;
+                }
+                for d in opened.iter().map(|d| &**d).chain(fs_roots) {
                     d.sync().map_err(|e| Error::io(d.path(), "fsync", e))?;
                 }
             }
@@ -334,9 +337,6 @@ impl Places<'_> {
             .map_err(|e| Error::io(&shown, "create", e))?;
         Ok((f, shown))
     }
-}
-
-impl Places<'_> {
     fn split<'p>(&self, path: &'p RelPath) -> Result<(&Dir, Vec<&'p [u8]>)> {
         let comps: Vec<&[u8]> = path.components().collect();
         for ts in self.spaces {
@@ -440,12 +440,12 @@ pub fn run_restore(
         sync: opts.sync,
         creating: Default::default(),
     };
-    let mut dirs: Vec<RelPath> = Vec::new();
+    let mut dirs: BTreeSet<RelPath> = BTreeSet::new();
     for e in &target_m.entries {
         match &e.kind {
             EntryKind::Dir => {
                 places.mkdir(&e.path)?;
-                dirs.push(e.path.clone());
+                dirs.insert(e.path.clone());
             }
             EntryKind::Link { .. } => {
                 let ts = spaces.iter().find(|t| t.link == e.path).expect("collected");
@@ -463,7 +463,7 @@ pub fn run_restore(
         }
         let p = RelPath::new(sub).expect("plain");
         places.mkdir(&p)?;
-        dirs.push(p);
+        dirs.insert(p);
     }
     let control = RelPath::new("global/pg_control").expect("plain");
     let lineage_file = RelPath::new(crate::lineage::FILE).expect("plain");
