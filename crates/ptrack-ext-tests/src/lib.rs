@@ -198,6 +198,14 @@ pub struct Snapshot {
     pub crcs: BTreeMap<String, Vec<u32>>,
     /// Per file, the bytes of block 0 (to tell hint-only metapage changes apart).
     pub first_blocks: BTreeMap<String, Vec<u8>>,
+    /// Per file, per block: the page LSN (`pd_lsn`).
+    pub lsns: BTreeMap<String, Vec<u64>>,
+}
+
+/// The page LSN of a page (`pd_lsn`: high word, then low word).
+pub fn page_lsn(p: &[u8]) -> u64 {
+    let u32_at = |o: usize| u64::from(u32::from_le_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]));
+    (u32_at(0) << 32) | u32_at(4)
 }
 
 /// Snapshot value of an empty page.
@@ -233,6 +241,10 @@ pub fn snapshot(c: &PgCluster) -> Snapshot {
             out.first_blocks
                 .insert(f.rel_path.clone(), bytes[..bs].to_vec());
         }
+        out.lsns.insert(
+            f.rel_path.clone(),
+            bytes.chunks_exact(bs).map(page_lsn).collect(),
+        );
         out.crcs.insert(
             f.rel_path,
             bytes
@@ -255,6 +267,8 @@ pub fn snapshot(c: &PgCluster) -> Snapshot {
 pub struct Comparison {
     /// Changed or new blocks (not all-zero new blocks).
     pub changed: u64,
+    /// Of those, free-space-map blocks.
+    pub changed_fsm: u64,
     /// Changed blocks ptrack did not report: data loss for an incremental backup.
     pub missed: Vec<(String, u32)>,
     /// New blocks that are empty pages (relation, FSM or VM extension without WAL; PostgreSQL
@@ -264,6 +278,10 @@ pub struct Comparison {
     /// `SpGistUpdateMetaPage` rewrites without WAL (also after a VACUUM that logs nothing for
     /// the index); a stale cache is harmless and pg_probackup's own tests exclude it too.
     pub spgist_cache: u64,
+    /// With hint bits not WAL-logged: main-fork pages that changed without their page LSN
+    /// moving past the start (hint bits or `LP_DEAD` marks set by readers; PostgreSQL's own
+    /// incremental backup does not see them either, and they are rebuilt from the commit log).
+    pub hint_only: u64,
     /// Reported blocks that did not change.
     pub false_positives: u64,
     /// Reported blocks in total.
@@ -290,11 +308,28 @@ pub fn spgist_cache_only(before: &[u8], after: &[u8]) -> bool {
         .all(|i| before[i] == after[i])
 }
 
+/// How hint-bit changes are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hints {
+    /// With WAL (data checksums or `wal_log_hints`): every change must be reported.
+    Logged,
+    /// Without WAL, since this start LSN: a main-fork page whose LSN is still before it changed
+    /// only in hints. FSM and VM pages get no such excuse.
+    Unlogged(Lsn),
+}
+
+/// Whether a relation segment path is of the main fork (no `_fsm`, `_vm`, `_init` suffix).
+fn is_main_fork(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    !name.contains('_')
+}
+
 /// Compares snapshots `before` and `after` with a pagemapset since `before`.
 pub fn compare(
     before: &Snapshot,
     after: &Snapshot,
     reported: &BTreeMap<String, Vec<u32>>,
+    hints: Hints,
 ) -> Comparison {
     let mut cmp = Comparison::default();
     for (path, blocks) in &after.crcs {
@@ -322,7 +357,17 @@ pub fn compare(
                 cmp.spgist_cache += 1;
                 continue;
             }
+            if let Hints::Unlogged(start) = hints
+                && was.is_some()
+                && !rep.contains(&i)
+                && is_main_fork(path)
+                && after.lsns.get(path).and_then(|l| l.get(i as usize)) < Some(&start.0)
+            {
+                cmp.hint_only += 1;
+                continue;
+            }
             cmp.changed += 1;
+            cmp.changed_fsm += u64::from(path.ends_with("_fsm") || path.contains("_fsm."));
             if !rep.contains(&i) {
                 cmp.missed.push((path.clone(), i));
             }

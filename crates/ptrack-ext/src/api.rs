@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
-use ptrack_map::{ScanConfig, Strategy};
+use ptrack_map::{FsmRule, ScanConfig, Strategy};
 use ptrack_types::Lsn;
 
 use crate::{shmem, tracker};
@@ -118,24 +118,37 @@ fn ptrack_get_pagemapset(
         } else {
             Strategy::Skip
         },
-        fsm_untracked: !hints_logged,
+        fsm: fsm_rule(hints_logged, start, init_after),
     };
     let (rows, stats) = match ptrack_map::pagemapset(&map, start, &cfg) {
         Ok(x) => x,
         Err(e) => error!("{e}"),
     };
     debug1!(
-        "ptrack_get_pagemapset({start}): {} rows; {} files, {} skipped, {} chunks skipped, {} blocks probed",
+        "ptrack_get_pagemapset({start}): {} rows; {} files, {} skipped, {} chunks skipped, {} blocks probed, {} FSM forks whole ({:?})",
         rows.len(),
         stats.files,
         stats.files_skipped,
         stats.chunks_skipped,
-        stats.blocks_probed
+        stats.blocks_probed,
+        stats.fsm_whole,
+        cfg.fsm
     );
     TableIterator::new(
         rows.into_iter()
             .map(|r| (r.path, r.pagecount as i64, r.pagemap)),
     )
+}
+
+/// How FSM changes since `start` are found: from the map when they are WAL-logged, else by file
+/// modification time since the moment `start` was reached ([`ptrack_map::clock`]).
+fn fsm_rule(hints_logged: bool, start: Lsn, init_lsn: Lsn) -> FsmRule {
+    if hints_logged {
+        return FsmRule::Logged;
+    }
+    let state = shmem::runtime().map(|rt| rt.clock().read());
+    let now = ptrack_map::clock::now_ns();
+    FsmRule::ModifiedSince(state.and_then(|st| st.changed_since(start, init_lsn, now)))
 }
 
 extension_sql!(

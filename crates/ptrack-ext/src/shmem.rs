@@ -25,6 +25,15 @@ pub struct Runtime {
     pub caught_up: AtomicU64,
     /// The tracker's latch (a pointer into its PGPROC), 0 when not running.
     pub tracker_latch: AtomicU64,
+    /// When WAL positions were reached ([`ptrack_map::clock`]).
+    pub clock: [AtomicU64; ptrack_map::clock::CLOCK_WORDS],
+}
+
+impl Runtime {
+    /// The clock samples.
+    pub fn clock(&self) -> ptrack_map::clock::Clock<'_> {
+        ptrack_map::clock::Clock::of(&self.clock)
+    }
 }
 
 static MAP_WORDS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
@@ -216,6 +225,10 @@ fn load_or_reset() {
     crate::remove_map_files(location.other(), true, true);
     if !loaded {
         map.reset(id);
+        // Before any other process runs: every change the new map can know of comes later.
+        if let Some(rt) = runtime() {
+            rt.clock().map_created(ptrack_map::clock::now_ns());
+        }
         return;
     }
     if let Some(change) = map.check_checksum_version(control.data_checksum_version, control.redo) {

@@ -319,7 +319,10 @@ impl Tracker {
 
     /// Reads what is new; true when it did some work.
     fn step(&mut self) -> Result<bool, String> {
+        // The clock first, then the position: no WAL beyond `target` was flushed at `now`.
+        let now = ptrack_map::clock::now_ns();
         let (target, tli) = wal_position();
+        sample_clock(now, target);
         if tli != self.follower.timeline() {
             let history = read_history(&self.pg_wal, tli).unwrap_or_default();
             self.follower.set_timeline(tli, history);
@@ -385,6 +388,25 @@ impl Tracker {
             }
         }
         Ok(self.follower.read_up_to() > before)
+    }
+}
+
+/// Samples taken at most this often (a step backwards of the clock is recorded at once).
+const SAMPLE_EVERY_NS: u64 = 1_000_000_000;
+
+/// Records when WAL reached where, for the FSM rule of `ptrack_get_pagemapset`
+/// ([`ptrack_map::clock`]).
+fn sample_clock(now: u64, flushed: Lsn) {
+    let Some(rt) = shmem::runtime() else { return };
+    let clock = rt.clock();
+    let due = clock
+        .newest()
+        .is_none_or(|s| now < s.at_ns || flushed < s.flushed || now - s.at_ns >= SAMPLE_EVERY_NS);
+    if due {
+        clock.push(ptrack_map::clock::Sample {
+            flushed,
+            at_ns: now,
+        });
     }
 }
 

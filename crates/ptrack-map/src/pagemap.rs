@@ -9,8 +9,10 @@
 //!
 //! Two kinds of file are reported whole because WAL does not describe their changes (over-reporting
 //! is safe, missing a change is not): every fork of an unlogged relation (one with an `_init`
-//! fork), and, when the caller says FSM changes are not WAL-logged (no data checksums and no
-//! `wal_log_hints`, or a standby), every free-space-map fork.
+//! fork), and, when free-space-map changes are not WAL-logged (no data checksums and no
+//! `wal_log_hints`, or a standby), every FSM fork whose file was modified since the start LSN
+//! was reached ([`FsmRule`], bounds from [`crate::clock`]); FSM pages implied by heap records
+//! are in the map either way.
 
 use std::collections::HashSet;
 use std::io;
@@ -43,8 +45,29 @@ pub struct ScanConfig {
     pub relseg_blocks: u32,
     /// Which scan.
     pub strategy: Strategy,
-    /// Report every FSM block (FSM changes are not WAL-logged on this server).
-    pub fsm_untracked: bool,
+    /// How free-space-map changes are found.
+    pub fsm: FsmRule,
+}
+
+/// How free-space-map changes are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsmRule {
+    /// They are WAL-logged (data checksums or `wal_log_hints`, on a primary): the map has them.
+    Logged,
+    /// They are not: an FSM fork whose file was modified at or after this time (nanoseconds
+    /// since the Unix epoch) is reported whole; with `None` (no bound known) every FSM fork is.
+    ModifiedSince(Option<u64>),
+}
+
+impl FsmRule {
+    /// Whether an FSM file with modification time `mtime_ns` is reported whole.
+    pub fn whole(self, mtime_ns: u64) -> bool {
+        match self {
+            FsmRule::Logged => false,
+            FsmRule::ModifiedSince(None) => true,
+            FsmRule::ModifiedSince(Some(t)) => mtime_ns >= t,
+        }
+    }
 }
 
 /// One result row.
@@ -69,6 +92,9 @@ pub struct ScanStats {
     pub chunks_skipped: u64,
     /// Blocks whose own key was probed.
     pub blocks_probed: u64,
+    /// FSM forks reported whole because they were modified since the start (or no bound was
+    /// known).
+    pub fsm_whole: u64,
 }
 
 /// A directory or file that could not be read: the scan refuses rather than omit its changes.
@@ -162,9 +188,17 @@ pub fn relation_files_in(
     Ok(out)
 }
 
-fn file_blocks(path: &Path, blcksz: u32) -> Result<Option<u32>, ScanError> {
+/// Blocks and modification time (ns since the Unix epoch) of a regular file; `None` when it is
+/// gone or not a regular file.
+fn file_stat(path: &Path, blcksz: u32) -> Result<Option<(u32, u64)>, ScanError> {
+    use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => Ok(Some((m.len() / u64::from(blcksz)) as u32)),
+        Ok(m) if m.is_file() => {
+            let mtime = (m.mtime().max(0) as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.mtime_nsec().max(0) as u64);
+            Ok(Some(((m.len() / u64::from(blcksz)) as u32, mtime)))
+        }
         Ok(_) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(ScanError {
@@ -192,8 +226,15 @@ pub fn pagemapset(
             .collect();
         for (path, seg) in files {
             stats.files += 1;
-            let whole = unlogged.contains(&seg.locator.rel_number)
-                || (cfg.fsm_untracked && seg.fork == ForkNumber::Fsm);
+            let fsm_stat = match (seg.fork, cfg.fsm) {
+                (ForkNumber::Fsm, FsmRule::ModifiedSince(_)) => {
+                    file_stat(&cfg.root.join(&path), cfg.blcksz)?
+                }
+                _ => None,
+            };
+            let fsm_whole = fsm_stat.is_some_and(|(_, mtime)| cfg.fsm.whole(mtime));
+            stats.fsm_whole += u64::from(fsm_whole);
+            let whole = unlogged.contains(&seg.locator.rel_number) || fsm_whole;
             let first = seg.segno.saturating_mul(cfg.relseg_blocks);
             let base = block_key(seg.locator, seg.fork, BlockNumber(first));
             if !whole
@@ -203,7 +244,11 @@ pub fn pagemapset(
                 stats.files_skipped += 1;
                 continue;
             }
-            let Some(nblocks) = file_blocks(&cfg.root.join(&path), cfg.blcksz)? else {
+            let stat = match fsm_stat {
+                Some(st) => Some(st),
+                None => file_stat(&cfg.root.join(&path), cfg.blcksz)?,
+            };
+            let Some((nblocks, _)) = stat else {
                 continue;
             };
             let mut pm = PageMap::default();
@@ -323,7 +368,7 @@ mod tests {
                 blcksz: 8192,
                 relseg_blocks: relseg,
                 strategy,
-                fsm_untracked: false,
+                fsm: FsmRule::Logged,
             };
             let (rows, stats) = pagemapset(&map, Lsn(100), &cfg).unwrap();
             let got: Vec<(String, Vec<u32>)> = rows
@@ -360,5 +405,85 @@ mod tests {
                 assert_eq!(stats.blocks_probed, u64::from(relseg) + 3000 + 2 + 5);
             }
         }
+    }
+
+    /// Without WAL-logged FSM changes, an FSM fork is whole when modified since the bound, and
+    /// only its marked pages (those implied by heap records) otherwise; every FSM fork is whole
+    /// when no bound is known; with logged FSM changes, only marks count.
+    #[test]
+    fn fsm_forks_by_modification_time() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_file(root, "base/5/16385_fsm", 3);
+        write_file(root, "base/5/16386_fsm", 3);
+        write_file(root, "base/5/16387", 1);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let set_mtime = |rel: &str, t: SystemTime| {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(root.join(rel))
+                .unwrap();
+            f.set_modified(t).unwrap();
+        };
+        set_mtime("base/5/16385_fsm", t0);
+        set_mtime("base/5/16386_fsm", t0 + Duration::from_secs(10));
+        let layout = MapLayout::for_size_mb(8).unwrap();
+        let words = Map::alloc(layout);
+        let map = Map::new(&words);
+        map.reset(MapIdentity {
+            system_identifier: 1,
+            major: 18,
+            data_checksum_version: 0,
+        });
+        let loc = RelFileLocator {
+            spc_oid: Oid(1663),
+            db_oid: Oid(5),
+            rel_number: RelFileNumber(16385),
+        };
+        map.mark(loc, ForkNumber::Fsm, BlockNumber(2), Lsn(200), 131072);
+        let ns =
+            |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let run = |fsm| {
+            let cfg = ScanConfig {
+                root: root.to_path_buf(),
+                ts_version_dir: "PG_18_202506291".into(),
+                blcksz: 8192,
+                relseg_blocks: 131072,
+                strategy: Strategy::Skip,
+                fsm,
+            };
+            let (rows, stats) = pagemapset(&map, Lsn(100), &cfg).unwrap();
+            let rows: Vec<(String, u64)> =
+                rows.into_iter().map(|r| (r.path, r.pagecount)).collect();
+            (rows, stats.fsm_whole)
+        };
+        let bound = ns(t0 + Duration::from_secs(5));
+        assert_eq!(
+            run(FsmRule::ModifiedSince(Some(bound))),
+            (
+                vec![
+                    ("base/5/16385_fsm".into(), 1),
+                    ("base/5/16386_fsm".into(), 3)
+                ],
+                1
+            )
+        );
+        // A file modified exactly at the bound counts as modified.
+        assert_eq!(run(FsmRule::ModifiedSince(Some(ns(t0)))).1, 2);
+        assert_eq!(
+            run(FsmRule::ModifiedSince(None)),
+            (
+                vec![
+                    ("base/5/16385_fsm".into(), 3),
+                    ("base/5/16386_fsm".into(), 3)
+                ],
+                2
+            )
+        );
+        assert_eq!(
+            run(FsmRule::Logged),
+            (vec![("base/5/16385_fsm".into(), 1)], 0)
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The behaviour checked by the original ptrack's `t/001_basic.pl` (spec ptrack.md §5.1, its 23
 //! checks), plus the file-copy database strategy, unlogged tables and EXECUTE for PUBLIC. The
 //! PG15 run keeps the map at the original's `global/ptrack.map` (`ptrack.map_location =
-//! global`), the PG18 run at the default `pg_ptrack/ptrack.map`.
+//! global`), the PG18 run at the default `pg_ptrack/ptrack.map`. Like the original, `basic` runs
+//! in PostgreSQL's default configuration (data checksums and `wal_log_hints` off).
 
 use ptrack_ext_tests::{Location, lsn, pagemapset, ptrack_cluster, wait_map_saved};
 use ptrack_testkit::{PgCluster, StopMode, require_ptrack};
@@ -34,8 +35,10 @@ fn basic(major: u32, location: Location) {
     let Some(pg) = require_ptrack(major) else {
         return;
     };
-    // 1. Not preloaded: CREATE EXTENSION fails with the original's message.
-    let mut c = PgCluster::init(&pg, true);
+    // 1. Not preloaded: CREATE EXTENSION fails with the original's message. PostgreSQL's
+    // default configuration, as the original test has it: no data checksums, no
+    // wal_log_hints, so free-space-map changes are not WAL-logged.
+    let mut c = PgCluster::init(&pg, false);
     c.start();
     let err = c
         .try_execute_db("postgres", "CREATE EXTENSION ptrack")

@@ -9,8 +9,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use ptrack_ext_tests::{
-    Location, compare, lsn, pagemapset, ptrack_cluster, read_saved_map, snapshot, sync_tracker,
-    wait_map_saved,
+    Hints, Location, compare, lsn, pagemapset, ptrack_cluster, read_saved_map, snapshot,
+    sync_tracker, wait_map_saved,
 };
 use ptrack_testkit::{PgCluster, StopMode, require_ptrack};
 
@@ -284,7 +284,7 @@ fn pg_rewind_keeps_every_change(major: u32) {
         return;
     }
     let set = pagemapset(&a, &point);
-    let cmp = compare(&before, &after, &set);
+    let cmp = compare(&before, &after, &set, Hints::Logged);
     eprintln!(
         "PG{major} after pg_rewind: {} changed blocks since {point}, {} reported, {} false positives",
         cmp.changed, cmp.reported, cmp.false_positives
