@@ -78,7 +78,7 @@ impl<'a> Clock<'a> {
         let mut st = self.read();
         f(&mut st);
         let seq = self.words[W_SEQ].fetch_add(1, Ordering::AcqRel);
-        debug_assert!(seq % 2 == 0, "one writer at a time");
+        debug_assert!(seq.is_multiple_of(2), "one writer at a time");
         self.words[W_CREATED_NS].store(st.created_ns.unwrap_or(0), Ordering::Relaxed);
         self.words[W_COUNT].store(st.samples.len() as u64, Ordering::Relaxed);
         for (i, s) in st.samples.iter().enumerate() {
@@ -117,7 +117,7 @@ impl<'a> Clock<'a> {
     pub fn read(&self) -> ClockState {
         loop {
             let seq = self.words[W_SEQ].load(Ordering::Acquire);
-            if seq % 2 == 1 {
+            if !seq.is_multiple_of(2) {
                 std::hint::spin_loop();
                 continue;
             }
