@@ -92,11 +92,24 @@ pub struct SavedMap {
     pub data_checksum_version: u64,
 }
 
-/// Reads the header of the map file at `path`; `None` when there is none (yet). The tracker
-/// replaces the file by a rename, so a reader sees a whole old or a whole new file.
+/// Reads the saved map header at `path`: the map file's, or that of the newest delta of its
+/// chain (`ptrack.map.delta.1`, `.2`, ... of the file's generation) when there are any; `None`
+/// when there is no map file (yet). The tracker replaces each file by a rename, so a reader sees
+/// whole files.
 pub fn read_saved_map(path: &std::path::Path) -> Option<SavedMap> {
-    let mut head = [0u8; 72];
+    let mut head = [0u8; 128];
     std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    let generation = u64::from_le_bytes(head[72..80].try_into().ok()?);
+    let dir = path.parent()?;
+    for seq in 1.. {
+        let Ok(bytes) = std::fs::read(dir.join(ptrack_map::mapsave::delta_name(seq))) else {
+            break;
+        };
+        match ptrack_map::mapsave::parse_delta(&bytes) {
+            Ok(d) if d.generation == generation && d.seq == seq => head.copy_from_slice(d.header),
+            _ => break,
+        }
+    }
     let w = |i: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&head[i * 8..i * 8 + 8]);
@@ -108,6 +121,21 @@ pub fn read_saved_map(path: &std::path::Path) -> Option<SavedMap> {
         tracked: Lsn(w(4)),
         data_checksum_version: w(8),
     })
+}
+
+/// The map's delta files next to the map file at `path`, sorted by sequence number.
+pub fn map_deltas(path: &std::path::Path) -> Vec<PathBuf> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut seqs: Vec<u32> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| ptrack_map::mapsave::delta_seq(e.ok()?.file_name().to_str()?))
+                .collect()
+        })
+        .unwrap_or_default();
+    seqs.sort_unstable();
+    seqs.into_iter()
+        .map(|s| dir.join(ptrack_map::mapsave::delta_name(s)))
+        .collect()
 }
 
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `limit`.

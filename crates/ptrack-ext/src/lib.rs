@@ -21,6 +21,7 @@ pub mod compat;
 pub mod settings;
 pub mod shmem;
 pub mod tracker;
+pub mod writer;
 
 pub use settings::{FULL_SCAN, MAP_SIZE, WAIT_TIMEOUT};
 

@@ -25,6 +25,11 @@ pub struct Runtime {
     pub caught_up: AtomicU64,
     /// The tracker's latch (a pointer into its PGPROC), 0 when not running.
     pub tracker_latch: AtomicU64,
+    /// 1 while the map files on disk hold the map as loaded (the first tracker continues their
+    /// delta chain); the tracker takes it.
+    pub file_in_sync: AtomicU64,
+    /// The next delta's sequence number in the loaded chain.
+    pub next_seq: AtomicU64,
     /// When WAL positions were reached ([`ptrack_map::clock`]).
     pub clock: [AtomicU64; ptrack_map::clock::CLOCK_WORDS],
 }
@@ -38,6 +43,8 @@ impl Runtime {
 
 static MAP_WORDS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
 static MAP_LEN: AtomicU64 = AtomicU64::new(0);
+static DIRTY_WORDS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
+static DIRTY_LEN: AtomicU64 = AtomicU64::new(0);
 static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
 
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
@@ -57,7 +64,14 @@ pub fn map() -> Option<Map<'static>> {
     // SAFETY: the pointer and length were set from ShmemInitStruct, which lives as long as the
     // process.
     let words = unsafe { std::slice::from_raw_parts(p, MAP_LEN.load(Ordering::Acquire) as usize) };
-    Some(Map::new(words))
+    let d = DIRTY_WORDS.load(Ordering::Acquire);
+    let dirty: &[AtomicU64] = if d.is_null() {
+        &[]
+    } else {
+        // SAFETY: as above, from ShmemInitStruct.
+        unsafe { std::slice::from_raw_parts(d, DIRTY_LEN.load(Ordering::Acquire) as usize) }
+    };
+    Some(Map::with_dirty(words, dirty))
 }
 
 /// The runtime state, when tracking is on.
@@ -80,14 +94,6 @@ pub fn identity() -> Result<(MapIdentity, ptrack_page::control::ControlFile), St
     ))
 }
 
-/// Writes a map snapshot ([`Map::snapshot`]) to the map file through `ptrack.map.tmp`,
-/// fsync, rename, directory fsync. Failures are reported, not fatal: the previous file stays
-/// valid. Touches no PostgreSQL state, so the tracker runs it on its writer thread.
-pub fn write_snapshot(path: &str, snapshot: Vec<u8>) -> (Result<(), String>, Vec<u8>) {
-    let image = ptrack_map::map::seal(snapshot);
-    (write_file(path, &image), image)
-}
-
 /// Writes a map file image durably.
 fn write_file(path: &str, image: &[u8]) -> Result<(), String> {
     ptrack_durable::write_file(std::path::Path::new(path), image)
@@ -98,10 +104,16 @@ fn runtime_bytes() -> usize {
     std::mem::size_of::<Runtime>()
 }
 
+fn dirty_bytes(l: MapLayout) -> usize {
+    ptrack_map::mapsave::dirty_words(l.slots) * 8
+}
+
 fn request_space() {
     if let Some(l) = layout() {
         // SAFETY: called from the shmem request hook (or _PG_init before PG15).
-        unsafe { pg_sys::RequestAddinShmemSpace(l.shmem_bytes() + runtime_bytes()) };
+        unsafe {
+            pg_sys::RequestAddinShmemSpace(l.shmem_bytes() + runtime_bytes() + dirty_bytes(l))
+        };
     }
 }
 
@@ -141,7 +153,18 @@ unsafe extern "C-unwind" fn shmem_startup() {
         if !rt_found {
             std::ptr::write_bytes(rt as *mut u8, 0, runtime_bytes());
         }
+        let mut dirty_found = false;
+        let dirty = pg_sys::ShmemInitStruct(
+            c"ptrack map dirty".as_ptr(),
+            dirty_bytes(l),
+            &mut dirty_found,
+        ) as *mut AtomicU64;
+        if !dirty_found {
+            std::ptr::write_bytes(dirty as *mut u8, 0, dirty_bytes(l));
+        }
         pg_sys::LWLockRelease(&raw mut (*pg_sys::MainLWLockArray.add(21)).lock);
+        DIRTY_LEN.store((dirty_bytes(l) / 8) as u64, Ordering::Release);
+        DIRTY_WORDS.store(dirty, Ordering::Release);
         (words, rt)
     };
     MAP_LEN.store(l.words() as u64, Ordering::Release);
@@ -176,6 +199,53 @@ fn load(map: &Map<'static>, path: &str, bytes: &[u8], id: MapIdentity) -> bool {
     }
 }
 
+/// Applies the delta chain next to a loaded map file ([`ptrack_map::mapsave::load_deltas`]) and
+/// records where the chain continues.
+fn load_chain(map: &Map<'static>, dir: &std::path::Path, id: MapIdentity) {
+    let report = ptrack_map::mapsave::load_deltas(map, dir, id);
+    if report.applied > 0 {
+        log!(
+            "ptrack: applied {} map deltas ({} bytes): tracked up to {}",
+            report.applied,
+            report.bytes,
+            map.tracked().0
+        );
+    }
+    if let Some((p, e)) = &report.stopped {
+        warning!(
+            "ptrack: map delta \"{}\" not used: {e}; the map is as of the delta before it, tracked up to {}, and WAL from there is read again",
+            p.display(),
+            map.tracked().0
+        );
+    }
+    for e in &report.problems {
+        warning!("ptrack: {e}");
+    }
+    if let Some(rt) = runtime() {
+        rt.next_seq
+            .store(u64::from(report.applied) + 1, Ordering::Release);
+        let in_sync = report.problems.is_empty() && map.tracks_dirty();
+        rt.file_in_sync.store(u64::from(in_sync), Ordering::Release);
+    }
+}
+
+/// Writes a map loaded from the other location here, whole (its deltas applied), before the
+/// files there are removed: never a moment without a file.
+fn move_here(map: &Map<'static>, from: &str, path: &str, location: files::MapLocation) {
+    crate::remove_map_files(location, false, false);
+    match write_file(path, &map.to_file_bytes()) {
+        Ok(()) => log!(
+            "ptrack: map moved from \"{from}\" to \"{path}\" (ptrack.map_location is '{}')",
+            location.name()
+        ),
+        Err(e) => warning!("{e}"),
+    }
+    if let Some(rt) = runtime() {
+        rt.next_seq.store(1, Ordering::Release);
+        rt.file_in_sync.store(0, Ordering::Release);
+    }
+}
+
 /// Fills a new shared map from its file (or one left at the other location), or resets it;
 /// then removes whatever is left at the other location, so that no stale map can be loaded
 /// later.
@@ -191,23 +261,19 @@ fn load_or_reset() {
     let loaded = match files::find_map(&pgdata, location) {
         Found::Here(bytes) => {
             let ok = load(&map, &path, &bytes, id);
-            if !ok {
+            if ok {
+                load_chain(&map, &location.dir(&pgdata), id);
+            } else {
                 crate::remove_map_files(location, false, false);
             }
             ok
         }
         Found::Moved { from, bytes } => {
-            let from = from.display().to_string();
-            let ok = load(&map, &from, &bytes, id);
+            let from_s = from.display().to_string();
+            let ok = load(&map, &from_s, &bytes, id);
             if ok {
-                // Saved here before it is removed there: never a moment without a file.
-                match write_file(&path, &bytes) {
-                    Ok(()) => log!(
-                        "ptrack: map moved from \"{from}\" to \"{path}\" (ptrack.map_location is '{}')",
-                        location.name()
-                    ),
-                    Err(e) => warning!("{e}"),
-                }
+                load_chain(&map, &location.other().dir(&pgdata), id);
+                move_here(&map, &from_s, &path, location);
             }
             ok
         }

@@ -25,6 +25,7 @@ use ptrack_types::{Lsn, TimeLineId};
 use ptrack_wal::DecoderConfig;
 
 use crate::shmem;
+use crate::writer::Writer;
 
 /// How long the worker sleeps when there is no new WAL (waiters set its latch).
 const IDLE_WAIT: Duration = Duration::from_millis(5);
@@ -87,114 +88,6 @@ unsafe fn flush_position(tli: &mut pg_sys::TimeLineID) -> pg_sys::XLogRecPtr {
 fn current_redo() -> Lsn {
     // SAFETY: reads XLogCtl->RedoRecPtr under its spinlock.
     Lsn(unsafe { pg_sys::GetRedoRecPtr() })
-}
-
-/// Saves map snapshots on a thread of its own, so that the tracker keeps reading WAL while a
-/// large map is written and fsynced; only the newest pending snapshot is written.
-struct Writer {
-    shared: std::sync::Arc<WriterShared>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct WriterShared {
-    state: std::sync::Mutex<WriterState>,
-    cond: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct WriterState {
-    pending: Option<Vec<u8>>,
-    /// A written (or replaced) snapshot's buffer, for the next snapshot to reuse.
-    spare: Option<Vec<u8>>,
-    busy: bool,
-    stop: bool,
-    errors: Vec<String>,
-}
-
-impl Writer {
-    fn start(path: String) -> Writer {
-        let shared = std::sync::Arc::new(WriterShared::default());
-        let s = shared.clone();
-        let thread = std::thread::spawn(move || {
-            // PostgreSQL's signal handlers belong to the main thread: block every signal here.
-            // SAFETY: sigfillset/pthread_sigmask on a local set, for this thread only.
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigfillset(&mut set);
-                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            }
-            loop {
-                let snapshot = {
-                    let Ok(mut st) = s.state.lock() else { return };
-                    while st.pending.is_none() && !st.stop {
-                        // Wait for work; on stop, pending work is still written first.
-                        st = match s.cond.wait(st) {
-                            Ok(g) => g,
-                            Err(_) => return,
-                        };
-                    }
-                    let Some(snap) = st.pending.take() else {
-                        return;
-                    };
-                    st.busy = true;
-                    snap
-                };
-                let (result, buffer) = shmem::write_snapshot(&path, snapshot);
-                if let Ok(mut st) = s.state.lock() {
-                    st.busy = false;
-                    st.spare = Some(buffer);
-                    if let Err(e) = result {
-                        st.errors.push(e);
-                    }
-                    s.cond.notify_all();
-                }
-            }
-        });
-        Writer {
-            shared,
-            thread: Some(thread),
-        }
-    }
-
-    /// Queues a snapshot (replacing one not yet written); returns write errors seen since the
-    /// last call, for the tracker to log.
-    fn submit(&self, snapshot: Vec<u8>) -> Vec<String> {
-        let Ok(mut st) = self.shared.state.lock() else {
-            return vec!["ptrack: map writer thread failed".into()];
-        };
-        if let Some(old) = st.pending.replace(snapshot) {
-            st.spare = Some(old);
-        }
-        self.shared.cond.notify_all();
-        std::mem::take(&mut st.errors)
-    }
-
-    /// A buffer to take the next snapshot into (empty when none is free).
-    fn spare(&self) -> Vec<u8> {
-        self.shared
-            .state
-            .lock()
-            .ok()
-            .and_then(|mut st| st.spare.take())
-            .unwrap_or_default()
-    }
-
-    /// Writes what is pending and stops the thread.
-    fn finish(mut self) -> Vec<String> {
-        if let Ok(mut st) = self.shared.state.lock() {
-            st.stop = true;
-            self.shared.cond.notify_all();
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.shared
-            .state
-            .lock()
-            .map(|mut st| std::mem::take(&mut st.errors))
-            .unwrap_or_default()
-    }
 }
 
 struct Tracker {
@@ -290,7 +183,7 @@ impl Tracker {
             pg_wal,
             follower,
             saved_redo: Lsn(0),
-            writer: Some(Writer::start(crate::map_path())),
+            writer: Some(Writer::start(map)),
         })
     }
 
@@ -299,9 +192,9 @@ impl Tracker {
         self.saved_redo = current_redo().min(pos);
         self.map.set_tracked(pos, self.follower.timeline_of(pos));
         if let Some(w) = &self.writer {
-            let mut buf = w.spare();
-            self.map.snapshot_into(&mut buf);
-            for e in w.submit(buf) {
+            let full = !self.map.tracks_dirty() || w.wants_full();
+            let save = self.map.take_save(full, w.spare());
+            for e in w.submit(save) {
                 warning!("{e}");
             }
         }

@@ -223,7 +223,21 @@ pub struct Cleanup {
     pub problems: Vec<FileError>,
 }
 
-/// Removes the map file and its temporary file from `location`: regular files and symbolic
+/// Names of the map's delta files in `dir` (and their temporary files), sorted; none when it
+/// cannot be read.
+pub fn delta_files(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(crate::mapsave::DELTA_PREFIX))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Removes the map file, its delta files and their temporary files from `location`: regular files and symbolic
 /// links only, anything else is reported and left alone (never a user's directory). Then, for
 /// `pg_ptrack` and when `remove_dir`, the directory itself if it is empty. Every directory
 /// changed is fsynced, as `durable_unlink` does.
@@ -231,7 +245,9 @@ pub fn remove_files(pgdata: &Path, location: MapLocation, remove_dir: bool) -> C
     let mut out = Cleanup::default();
     let dir = location.dir(pgdata);
     let mut changed = false;
-    for name in [TMP_FILE, MAP_FILE] {
+    let mut names = vec![TMP_FILE.to_string(), MAP_FILE.to_string()];
+    names.extend(delta_files(&dir));
+    for name in names {
         let path = dir.join(name);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() || m.file_type().is_symlink() => {

@@ -5,6 +5,7 @@
 //! * [`clock`]: when WAL positions were reached, for files changed without WAL (FSM forks);
 //! * [`hash`]: PostgreSQL's `hash_bytes_extended` and ptrack's 20-byte block key;
 //! * [`map`]: the two-slot LSN map over shared atomics, its summary levels and its file image;
+//! * [`mapsave`]: incremental saves: the dirty regions, delta files and their chain;
 //! * [`files`]: where the map file lives (`pg_ptrack/` or `global/`) and the file work at start;
 //! * [`pagemap`]: the `ptrack_get_pagemapset` scan and its datapagemap bitmaps;
 //! * [`settings`]: checks of the two postmaster settings, with PostgreSQL's messages;
@@ -16,6 +17,7 @@ pub mod files;
 pub mod follow;
 pub mod hash;
 pub mod map;
+pub mod mapsave;
 pub mod pagemap;
 pub mod settings;
 

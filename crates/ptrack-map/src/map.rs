@@ -178,11 +178,13 @@ impl std::fmt::Display for ChecksumChange {
     }
 }
 
-/// A map over shared 64-bit words (shared memory in the extension, a `Vec` in tests and tools).
+/// A map over shared 64-bit words (shared memory in the extension, a `Vec` in tests and tools),
+/// with an optional dirty bitmap of its regions ([`crate::mapsave`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Map<'a> {
     words: &'a [AtomicU64],
     nslots: u64,
+    dirty: &'a [AtomicU64],
 }
 
 /// Why a byte image cannot be loaded as a map. The messages are the original's (spec §1.6), so
@@ -244,10 +246,64 @@ pub enum LoadError {
 impl<'a> Map<'a> {
     /// A view of `words` (at least the header; the slot count comes from the length).
     pub fn new(words: &'a [AtomicU64]) -> Map<'a> {
+        Map::with_dirty(words, &[])
+    }
+
+    /// A view of `words` that records changed regions in `dirty` (at least
+    /// [`crate::mapsave::dirty_words`] words; a shorter bitmap records nothing, and every save
+    /// must then be full).
+    pub fn with_dirty(words: &'a [AtomicU64], dirty: &'a [AtomicU64]) -> Map<'a> {
+        let nslots = words.len().saturating_sub(HEADER_WORDS).max(1) as u64;
+        let dirty = if dirty.len() >= crate::mapsave::dirty_words(nslots) {
+            dirty
+        } else {
+            &[]
+        };
         Map {
-            nslots: words.len().saturating_sub(HEADER_WORDS).max(1) as u64,
+            nslots,
             words,
+            dirty,
         }
+    }
+
+    /// Fresh dirty-bitmap words for `layout`.
+    pub fn alloc_dirty(layout: MapLayout) -> Vec<AtomicU64> {
+        (0..crate::mapsave::dirty_words(layout.slots))
+            .map(|_| AtomicU64::new(0))
+            .collect()
+    }
+
+    /// Whether changed regions are recorded (incremental saves are possible).
+    pub fn tracks_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// The changed regions since the last call, ascending; their bits are cleared.
+    pub fn take_dirty(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (i, w) in self.dirty.iter().enumerate() {
+            let mut bits = w.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                out.push((i * 64) as u32 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+        out
+    }
+
+    fn set_dirty(&self, slot: usize) {
+        let r = slot / crate::mapsave::REGION_SLOTS;
+        if let Some(w) = self.dirty.get(r / 64) {
+            w.fetch_or(1 << (r % 64), Ordering::AcqRel);
+        }
+    }
+
+    pub(crate) fn header_word(&self, i: usize) -> &AtomicU64 {
+        &self.words[i]
+    }
+
+    pub(crate) fn slot_word(&self, i: usize) -> &AtomicU64 {
+        &self.words[HEADER_WORDS + i]
     }
 
     /// Fresh words for `layout` (tests and offline tools).
@@ -355,8 +411,11 @@ impl<'a> Map<'a> {
 
     fn raise_key(&self, key: BlockKey, lsn: u64) {
         let (a, b) = slots(key.hash(), self.nslots);
-        self.slot(a).fetch_max(lsn, Ordering::AcqRel);
-        self.slot(b).fetch_max(lsn, Ordering::AcqRel);
+        for i in [a, b] {
+            if self.slot(i).fetch_max(lsn, Ordering::AcqRel) < lsn {
+                self.set_dirty(i);
+            }
+        }
     }
 
     /// Whether both slots of `key` are `>= start`; the second slot is read only when the first

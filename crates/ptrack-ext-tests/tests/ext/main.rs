@@ -45,5 +45,6 @@ mod basic;
 mod failures;
 mod location;
 mod property;
+mod saves;
 mod tools;
 mod upgrade;
