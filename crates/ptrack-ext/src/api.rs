@@ -120,17 +120,20 @@ fn ptrack_get_pagemapset(
         },
         fsm: fsm_rule(hints_logged, start, init_after),
     };
-    let (rows, stats) = match ptrack_map::pagemapset(&map, start, &cfg) {
+    let sets = change_sets(start, init_after, target, control.system_identifier);
+    let (rows, stats) = match ptrack_map::pagemapset_with(&map, start, &cfg, sets.as_ref()) {
         Ok(x) => x,
         Err(e) => error!("{e}"),
     };
     debug1!(
-        "ptrack_get_pagemapset({start}): {} rows; {} files, {} skipped, {} chunks skipped, {} blocks probed, {} FSM forks whole ({:?})",
+        "ptrack_get_pagemapset({start}): {} rows; {} files, {} skipped, {} chunks skipped, {} blocks probed, {} blocks from change sets ({}), {} FSM forks whole ({:?})",
         rows.len(),
         stats.files,
         stats.files_skipped,
         stats.chunks_skipped,
         stats.blocks_probed,
+        stats.blocks_listed,
+        if sets.is_some() { "used" } else { "not used" },
         stats.fsm_whole,
         cfg.fsm
     );
@@ -138,6 +141,41 @@ fn ptrack_get_pagemapset(
         rows.into_iter()
             .map(|r| (r.path, r.pagecount as i64, r.pagemap)),
     )
+}
+
+/// The change sets that hold every change from `start` up to `target` ([`ptrack_map::changelog`]):
+/// the tracker is asked to cut the current one, then the chain is checked against this
+/// timeline's history. `None` (probe the map) when they are not kept, do not reach back to
+/// `start`, or cannot be read.
+fn change_sets(
+    start: Lsn,
+    init_lsn: Lsn,
+    target: Lsn,
+    system_identifier: u64,
+) -> Option<ptrack_map::changelog::Changes> {
+    let dir = crate::changes_dir()?;
+    let rt = shmem::runtime()?;
+    if start < init_lsn || crate::FULL_SCAN.get() {
+        return None;
+    }
+    rt.cut_request.fetch_max(target.0, Ordering::AcqRel);
+    if !wait_for(&|| rt.sets_end.load(Ordering::Acquire) >= target.0) {
+        debug1!("ptrack: change sets not cut up to {target} in time; probing the map");
+        return None;
+    }
+    let names = ptrack_map::changelog::list(&dir);
+    let (_, tli) = tracker::wal_position();
+    let history =
+        ptrack_map::follow::read_history(&crate::pgdata().join("pg_wal"), tli).unwrap_or_default();
+    let timeline_of = |l| ptrack_map::follow::timeline_of(&history, tli, l);
+    let chain = ptrack_map::changelog::covering(&names, start, target, timeline_of)?;
+    match ptrack_map::changelog::read_chain(&dir, &chain, start, system_identifier) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            debug1!("ptrack: change set not used ({e}); probing the map");
+            None
+        }
+    }
 }
 
 /// How FSM changes since `start` are found: from the map when they are WAL-logged, else by file

@@ -58,6 +58,17 @@ pub fn map_location() -> MapLocation {
     settings::map_location()
 }
 
+/// Where the change sets live: `$PGDATA/pg_ptrack/changes`, with the map at the default
+/// location only (the original's `global/` layout keeps none: PostgreSQL's tools check every
+/// file there).
+pub fn changes_dir() -> Option<std::path::PathBuf> {
+    (map_location() == MapLocation::PgPtrack).then(|| {
+        MapLocation::PgPtrack
+            .dir(&pgdata())
+            .join(ptrack_map::changelog::DIR)
+    })
+}
+
 /// The map file: `$PGDATA/pg_ptrack/ptrack.map` or `$PGDATA/global/ptrack.map`.
 pub fn map_path() -> String {
     map_location().map_path(&pgdata()).display().to_string()

@@ -30,6 +30,10 @@ pub struct Runtime {
     pub file_in_sync: AtomicU64,
     /// The next delta's sequence number in the loaded chain.
     pub next_seq: AtomicU64,
+    /// The change sets should reach this LSN (a caller of `ptrack_get_pagemapset` asks).
+    pub cut_request: AtomicU64,
+    /// How far the written change sets reach.
+    pub sets_end: AtomicU64,
     /// When WAL positions were reached ([`ptrack_map::clock`]).
     pub clock: [AtomicU64; ptrack_map::clock::CLOCK_WORDS],
 }
@@ -291,6 +295,14 @@ fn load_or_reset() {
     crate::remove_map_files(location.other(), true, true);
     if !loaded {
         map.reset(id);
+        if let Some(dir) = crate::changes_dir()
+            && let Err(e) = ptrack_map::changelog::clear(&dir)
+        {
+            warning!(
+                "ptrack: could not remove change sets in \"{}\": {e}",
+                dir.display()
+            );
+        }
         // Before any other process runs: every change the new map can know of comes later.
         if let Some(rt) = runtime() {
             rt.clock().map_created(ptrack_map::clock::now_ns());

@@ -17,9 +17,10 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
 use pgrx::prelude::*;
+use ptrack_blockmap::ChangeSet;
 use ptrack_map::Map;
 use ptrack_map::follow::{
-    ApplyContext, Follower, Outcome, apply_record, read_history, resume_point,
+    ApplyContext, Follower, Outcome, Recording, apply_record, read_history, resume_point,
 };
 use ptrack_types::{Lsn, TimeLineId};
 use ptrack_wal::DecoderConfig;
@@ -98,6 +99,10 @@ struct Tracker {
     follower: Follower,
     /// Redo pointer of the newest checkpoint the map was saved after.
     saved_redo: Lsn,
+    /// The change set since the last cut, when change sets are kept (`pg_ptrack/`).
+    changes: Option<ChangeSet>,
+    /// Every record ending by this LSN has been applied by this tracker.
+    caught_up: Lsn,
     writer: Option<Writer>,
 }
 
@@ -183,11 +188,46 @@ impl Tracker {
             pg_wal,
             follower,
             saved_redo: Lsn(0),
+            changes: crate::changes_dir().map(|_| ChangeSet::new(control.system_identifier, start)),
+            caught_up: start,
             writer: Some(Writer::start(map)),
         })
     }
 
+    /// Writes the change set since the last cut ([`ptrack_map::changelog`]) and starts the
+    /// next; publishes how far the sets reach. A set spanning a timeline switch is not written
+    /// (callers fall back to the map for starts before it).
+    fn cut(&mut self) {
+        let (Some(set), Some(dir)) = (self.changes.as_mut(), crate::changes_dir()) else {
+            return;
+        };
+        // Every record ending by `caught_up` is applied (a record still being written may end
+        // after the flush position the tracker caught up with, and goes to the next set).
+        let pos = self.follower.position().max(self.caught_up);
+        if pos > set.start {
+            let mut done = std::mem::replace(set, ChangeSet::new(set.system_identifier, pos));
+            done.end = pos;
+            let tli = self.follower.timeline_of(done.start);
+            if tli == self.follower.timeline_of(Lsn(pos.0 - 1))
+                && let Err(e) = ptrack_map::changelog::write(&dir, tli, &done)
+            {
+                warning!("{e}");
+            }
+            let keep = (self.map.slot_count() * 2).max(16 << 20);
+            if let Err(e) = ptrack_map::changelog::prune(&dir, self.map.init_lsn(), keep) {
+                warning!(
+                    "ptrack: could not remove old change sets in \"{}\": {e}",
+                    dir.display()
+                );
+            }
+        }
+        if let Some(rt) = shmem::runtime() {
+            rt.sets_end.fetch_max(pos.0, Ordering::AcqRel);
+        }
+    }
+
     fn save(&mut self) {
+        self.cut();
         let pos = self.follower.position();
         self.saved_redo = current_redo().min(pos);
         self.map.set_tracked(pos, self.follower.timeline_of(pos));
@@ -217,6 +257,7 @@ impl Tracker {
         let (target, tli) = wal_position();
         sample_clock(now, target);
         if tli != self.follower.timeline() {
+            self.cut();
             let history = read_history(&self.pg_wal, tli).unwrap_or_default();
             self.follower.set_timeline(tli, history);
         }
@@ -226,8 +267,12 @@ impl Tracker {
         let mut last_end = Lsn(0);
         let map = self.map;
         let ctx = &self.ctx;
+        let changes = &mut self.changes;
         let outcome = self.follower.advance(target, &mut |r| {
-            let a = apply_record(&map, r, ctx);
+            let a = match changes.as_mut() {
+                Some(set) => apply_record(&mut Recording { map, set }, r, ctx),
+                None => apply_record(&mut { map }, r, ctx),
+            };
             if let Some(why) = a.untrusted {
                 let new = map.raise_init_lsn(r.end_lsn);
                 warning!(
@@ -250,8 +295,14 @@ impl Tracker {
                 } else {
                     target.max(last_end)
                 };
+                self.caught_up = self.caught_up.max(done);
                 if let Some(rt) = shmem::runtime() {
                     rt.caught_up.fetch_max(done.0, Ordering::AcqRel);
+                    // A caller of ptrack_get_pagemapset wants the sets to reach this far.
+                    if rt.cut_request.load(Ordering::Acquire) > rt.sets_end.load(Ordering::Acquire)
+                    {
+                        self.cut();
+                    }
                 }
                 // Save after a checkpoint record, and as soon as the tracker has passed the redo
                 // point of a checkpoint in progress: that checkpoint ends by removing the WAL
@@ -276,6 +327,11 @@ impl Tracker {
                 );
                 let history = read_history(&self.pg_wal, tli).unwrap_or_default();
                 self.follower = Follower::new(&self.pg_wal, self.cfg, redo, tli, history);
+                // The set so far lacks the lost range: drop it, the next begins at the resume.
+                if let Some(set) = self.changes.as_mut() {
+                    *set = ChangeSet::new(set.system_identifier, redo);
+                }
+                self.caught_up = self.caught_up.max(redo);
                 self.save();
                 return Ok(true);
             }

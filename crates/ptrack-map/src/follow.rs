@@ -18,8 +18,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ptrack_types::{
-    BlockNumber, DEFAULT_TABLESPACE_OID, GLOBAL_TABLESPACE_OID, Lsn, Oid, PgMajorVersion,
-    TimeLineId,
+    BlockNumber, DEFAULT_TABLESPACE_OID, ForkNumber, GLOBAL_TABLESPACE_OID, Lsn, Oid,
+    PgMajorVersion, RelFileLocator, TimeLineId,
 };
 use ptrack_wal::archive::HistoryEntry;
 use ptrack_wal::{Change, CreateStrategy, DecoderConfig, Poll, Record, Start, WalDecoder};
@@ -297,9 +297,57 @@ pub fn database_dir(spc: Oid, db: Oid, ts_version_dir: &str) -> String {
     }
 }
 
+/// Where marks go: the map, and with [`Recording`] also the current change set.
+pub trait Marks {
+    /// Marks `block` of a fork as changed at `lsn`.
+    fn mark(
+        &mut self,
+        locator: RelFileLocator,
+        fork: ForkNumber,
+        block: BlockNumber,
+        lsn: Lsn,
+        relseg: u32,
+    );
+}
+
+impl Marks for Map<'_> {
+    fn mark(
+        &mut self,
+        locator: RelFileLocator,
+        fork: ForkNumber,
+        block: BlockNumber,
+        lsn: Lsn,
+        relseg: u32,
+    ) {
+        Map::mark(self, locator, fork, block, lsn, relseg);
+    }
+}
+
+/// Marks the map and records the block in a change set ([`crate::changelog`]).
+pub struct Recording<'m, 's> {
+    /// The map.
+    pub map: Map<'m>,
+    /// The set of the current interval.
+    pub set: &'s mut ptrack_blockmap::ChangeSet,
+}
+
+impl Marks for Recording<'_, '_> {
+    fn mark(
+        &mut self,
+        locator: RelFileLocator,
+        fork: ForkNumber,
+        block: BlockNumber,
+        lsn: Lsn,
+        relseg: u32,
+    ) {
+        self.map.mark(locator, fork, block, lsn, relseg);
+        self.set.mark(locator, fork, block);
+    }
+}
+
 /// Marks every block of every relation file in a database directory (created by file copy,
 /// so WAL has no block of it).
-fn mark_database(map: &Map<'_>, ctx: &ApplyContext, dir: &str, lsn: Lsn) -> io::Result<()> {
+fn mark_database(map: &mut impl Marks, ctx: &ApplyContext, dir: &str, lsn: Lsn) -> io::Result<()> {
     let files = relation_files_in(&ctx.root, dir).map_err(|e| e.source)?;
     for (path, seg) in files {
         let size = match std::fs::metadata(ctx.root.join(&path)) {
@@ -322,7 +370,7 @@ fn mark_database(map: &Map<'_>, ctx: &ApplyContext, dir: &str, lsn: Lsn) -> io::
 }
 
 /// Marks what record `r` changes with its end LSN.
-pub fn apply_record(map: &Map<'_>, r: &Record, ctx: &ApplyContext) -> Applied {
+pub fn apply_record(map: &mut impl Marks, r: &Record, ctx: &ApplyContext) -> Applied {
     let mut out = Applied::default();
     let lsn = r.end_lsn;
     for b in &r.blocks {

@@ -2,6 +2,7 @@
 //! extension (`ptrack-ext`) calls from its hooks, worker and SQL functions, and that tests and
 //! tools can drive on their own.
 //!
+//! * [`changelog`]: change sets cut at each save, for pagemapset to enumerate changed blocks;
 //! * [`clock`]: when WAL positions were reached, for files changed without WAL (FSM forks);
 //! * [`hash`]: PostgreSQL's `hash_bytes_extended` and ptrack's 20-byte block key;
 //! * [`map`]: the two-slot LSN map over shared atomics, its summary levels and its file image;
@@ -12,6 +13,7 @@
 //! * [`follow`]: the WAL follower that turns records of `pg_wal` into marks.
 #![deny(clippy::unwrap_used, clippy::panic)]
 
+pub mod changelog;
 pub mod clock;
 pub mod files;
 pub mod follow;
@@ -23,4 +25,4 @@ pub mod settings;
 
 pub use files::MapLocation;
 pub use map::{ChecksumChange, LoadError, Map, MapHeader, MapIdentity, MapLayout};
-pub use pagemap::{FsmRule, Row, ScanConfig, ScanStats, Strategy, pagemapset};
+pub use pagemap::{FsmRule, Row, ScanConfig, ScanStats, Strategy, pagemapset, pagemapset_with};

@@ -224,6 +224,14 @@ fn a_failed_write_refuses_deltas_until_a_full_save() {
         saver.write(&mut d, &good, 5).unwrap();
     }
     assert!(saver.wants_full());
+    assert_eq!(
+        crate::files::delta_files(dir.path()).len(),
+        MAX_DELTAS as usize
+    );
+    // The full save that follows removes the old chain.
+    let mut full = m.take_save(true, Vec::new());
+    saver.write(&mut full, &good, 6).unwrap();
+    assert!(crate::files::delta_files(dir.path()).is_empty());
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! ptrack_get_pagemapset` and `datapagemap.c: datapagemap_add` (spec ptrack.md §1.4), with the
 //! walk of [`ptrack_page::datadir`] (which also lists in-place tablespaces, bug §6.2 #13).
 //!
-//! [`Strategy::Full`] is the original's algorithm: hash and probe every block of every file.
+//! With change sets covering the range ([`crate::changelog`]), a file's blocks are listed from
+//! them, exact and without probing. Otherwise: [`Strategy::Full`] is the original's algorithm: hash and probe every block of every file.
 //! [`Strategy::Skip`] first probes a file's segment-level summary key (before even `stat`-ing it)
 //! and each 1024-block chunk's key, and only hashes the blocks of chunks that may have changed.
 //!
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use ptrack_page::relpath::{PathKind, RelFileSegment, classify_path};
 use ptrack_types::{BlockNumber, ForkNumber, Lsn};
 
+use crate::changelog::Changes;
 use crate::map::{CHUNK_SHIFT, Map, block_key, chunk_key, segment_key};
 
 /// How to decide which blocks to probe.
@@ -95,6 +97,8 @@ pub struct ScanStats {
     /// FSM forks reported whole because they were modified since the start (or no bound was
     /// known).
     pub fsm_whole: u64,
+    /// Blocks taken from change sets (no probing).
+    pub blocks_listed: u64,
 }
 
 /// A directory or file that could not be read: the scan refuses rather than omit its changes.
@@ -214,6 +218,17 @@ pub fn pagemapset(
     start: Lsn,
     cfg: &ScanConfig,
 ) -> Result<(Vec<Row>, ScanStats), ScanError> {
+    pagemapset_with(map, start, cfg, None)
+}
+
+/// [`pagemapset`]; with `changes`, the change sets that cover everything since `start`
+/// ([`crate::changelog`]), a file's blocks come from them instead of from probing the map.
+pub fn pagemapset_with(
+    map: &Map<'_>,
+    start: Lsn,
+    cfg: &ScanConfig,
+    changes: Option<&Changes>,
+) -> Result<(Vec<Row>, ScanStats), ScanError> {
     let mut rows = Vec::new();
     let mut stats = ScanStats::default();
     let chunk = 1u32 << CHUNK_SHIFT;
@@ -237,9 +252,12 @@ pub fn pagemapset(
             let whole = unlogged.contains(&seg.locator.rel_number) || fsm_whole;
             let first = seg.segno.saturating_mul(cfg.relseg_blocks);
             let base = block_key(seg.locator, seg.fork, BlockNumber(first));
+            let listed = changes.is_some_and(|u| !u.has(&(seg.locator, seg.fork)));
             if !whole
-                && cfg.strategy == Strategy::Skip
-                && !map.key_changed(segment_key(base, seg.segno), start)
+                && (listed
+                    || (changes.is_none()
+                        && cfg.strategy == Strategy::Skip
+                        && !map.key_changed(segment_key(base, seg.segno), start)))
             {
                 stats.files_skipped += 1;
                 continue;
@@ -254,6 +272,24 @@ pub fn pagemapset(
             let mut pm = PageMap::default();
             if whole {
                 (0..nblocks).for_each(|b| pm.add(b));
+            } else if let Some(u) = changes {
+                let key = (seg.locator, seg.fork);
+                let end = first.saturating_add(nblocks);
+                if let Some(bm) = u.exact.get(&key) {
+                    for b in bm.range(first..end) {
+                        stats.blocks_listed += 1;
+                        pm.add(b - first);
+                    }
+                }
+                if let Some(bm) = u.probe.get(&key) {
+                    for b in bm.range(first..end) {
+                        stats.blocks_probed += 1;
+                        if map.key_changed(block_key(seg.locator, seg.fork, BlockNumber(b)), start)
+                        {
+                            pm.add(b - first);
+                        }
+                    }
+                }
             } else {
                 let mut b = 0u32;
                 while b < nblocks {
@@ -395,6 +431,21 @@ mod tests {
                 ],
                 "{strategy:?}"
             );
+            // The same rows from change sets holding the marks since the start.
+            // Exact blocks from sets after the start; blocks of the set before it are probed
+            // (the mark at 50 is not reported).
+            let mut u = Changes::default();
+            for (l, f, b, lsn) in marks {
+                let part = if lsn >= 300 {
+                    &mut u.exact
+                } else {
+                    &mut u.probe
+                };
+                part.entry((l, f)).or_default().insert(b);
+            }
+            let (rows2, stats2) = pagemapset_with(&map, Lsn(100), &cfg, Some(&u)).unwrap();
+            assert_eq!(rows2, rows);
+            assert_eq!((stats2.blocks_probed, stats2.blocks_listed), (2, 2));
             if strategy == Strategy::Skip {
                 assert!(
                     stats.files_skipped >= 1 && stats.chunks_skipped >= 2,
