@@ -223,6 +223,50 @@ pub struct Cleanup {
     pub problems: Vec<FileError>,
 }
 
+/// Removes the change sets (`changes/*.pcs` and their temporary files) and, once empty, the
+/// `changes` directory of `pg_ptrack/`; anything else there is left alone and reported.
+fn remove_change_sets(dir: &Path, out: &mut Cleanup, changed: &mut bool) {
+    let cdir = dir.join(crate::changelog::DIR);
+    if !std::fs::symlink_metadata(&cdir).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    let names: Vec<String> = std::fs::read_dir(&cdir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut removed = false;
+    for name in names {
+        let ours = crate::changelog::SetName::parse(name.trim_end_matches(".tmp")).is_some();
+        let path = cdir.join(&name);
+        if !ours {
+            out.problems.push(FileError::WrongType {
+                path,
+                found: "file not written by ptrack",
+                wanted: "change set",
+            });
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed = true,
+            Err(e) => out.problems.push(io_error("remove", &path)(e)),
+        }
+    }
+    if removed && let Err(e) = sync_dir(&cdir) {
+        out.problems.push(e);
+    }
+    if std::fs::read_dir(&cdir).is_ok_and(|mut d| d.next().is_none()) {
+        match std::fs::remove_dir(&cdir) {
+            Ok(()) => {
+                *changed = true;
+                out.removed.push(cdir);
+            }
+            Err(e) => out.problems.push(io_error("remove directory", &cdir)(e)),
+        }
+    }
+}
+
 /// Names of the map's delta files in `dir` (and their temporary files), sorted; none when it
 /// cannot be read.
 pub fn delta_files(dir: &Path) -> Vec<String> {
@@ -267,6 +311,9 @@ pub fn remove_files(pgdata: &Path, location: MapLocation, remove_dir: bool) -> C
             // Missing, or the directory itself is missing or not a directory.
             Err(_) => {}
         }
+    }
+    if location == MapLocation::PgPtrack {
+        remove_change_sets(&dir, &mut out, &mut changed);
     }
     if changed && let Err(e) = sync_dir(&dir) {
         out.problems.push(e);
@@ -394,5 +441,28 @@ mod tests {
         // Nothing there: nothing to do.
         let c = remove_files(d.path(), MapLocation::PgPtrack, true);
         assert!(c.removed.is_empty() && c.problems.is_empty());
+    }
+
+    /// Deltas and change sets go with the map; a file ptrack did not write stays, with its
+    /// directories.
+    #[test]
+    fn remove_files_takes_deltas_and_change_sets() {
+        let d = pgdata();
+        prepare_dir(d.path(), MapLocation::PgPtrack, 0o700).unwrap();
+        let p = d.path().join("pg_ptrack");
+        std::fs::create_dir(p.join("changes")).unwrap();
+        std::fs::write(p.join("ptrack.map"), b"m").unwrap();
+        std::fs::write(p.join("ptrack.map.delta.1"), b"d").unwrap();
+        let set = "00000001-0000000000000010-0000000000000020.pcs";
+        std::fs::write(p.join("changes").join(set), b"s").unwrap();
+        std::fs::write(p.join("changes/notes.txt"), b"mine").unwrap();
+        let c = remove_files(d.path(), MapLocation::PgPtrack, true);
+        assert!(!p.join("ptrack.map.delta.1").exists() && !p.join("changes").join(set).exists());
+        assert!(p.join("changes/notes.txt").exists());
+        assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
+        std::fs::remove_file(p.join("changes/notes.txt")).unwrap();
+        let c = remove_files(d.path(), MapLocation::PgPtrack, true);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        assert!(!p.exists());
     }
 }
