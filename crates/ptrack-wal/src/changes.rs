@@ -183,6 +183,13 @@ pub fn changes_of(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Change>
 /// Allocates nothing for the common record that has none.
 pub fn special_changes(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Change> {
     let mut out: Vec<Change> = Vec::new();
+    special_changes_into(r, major, blcksz, &mut out);
+    out
+}
+
+/// Like [`special_changes`], appending to `out`: a caller that reuses one vector allocates
+/// nothing per record (heap records imply several FSM and VM pages each).
+pub fn special_changes_into(r: &Record, major: PgMajorVersion, blcksz: u32, out: &mut Vec<Change>) {
     let info = r.rmgr_info();
     let d = &r.main_data;
     let bad = Change::Unparsable {
@@ -363,8 +370,8 @@ pub fn special_changes(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Ch
         },
         RM_HEAP_ID | RM_HEAP2_ID => {
             understood = false;
-            implied_vm_blocks(r, blcksz, &mut out);
-            implied_fsm_blocks(r, blcksz, &mut out);
+            implied_vm_blocks(r, blcksz, out);
+            implied_fsm_blocks(r, blcksz, out);
         }
         RM_SPGIST_ID => {
             understood = false;
@@ -391,7 +398,6 @@ pub fn special_changes(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Ch
             info: r.info,
         });
     }
-    out
 }
 
 /// `freespace.c`: slots of one FSM leaf page (`SlotsPerFSMPage`): the page's node array
@@ -406,6 +412,12 @@ fn fsm_slots_per_page(blcksz: u32) -> u32 {
 /// creates missing pages of that path as initialised pages without WAL (`fsm_extend`), so all of
 /// them are implied when the leaf changes.
 pub fn fsm_path(heap: BlockNumber, blcksz: u32) -> Vec<BlockNumber> {
+    let (path, depth) = fsm_path_array(heap, blcksz);
+    path.get(..depth).unwrap_or_default().to_vec()
+}
+
+/// [`fsm_path`] without allocating: the path in the first `depth` (3 or 4) elements.
+fn fsm_path_array(heap: BlockNumber, blcksz: u32) -> ([BlockNumber; 4], usize) {
     let slots = u64::from(fsm_slots_per_page(blcksz));
     // FSM_TREE_DEPTH: enough levels of `slots` to address 2^32 heap blocks.
     let depth = if slots >= 1626 { 3 } else { 4 };
@@ -419,17 +431,17 @@ pub fn fsm_path(heap: BlockNumber, blcksz: u32) -> Vec<BlockNumber> {
         BlockNumber((pages - u64::from(level) - 1) as u32)
     };
     let mut logpageno = u64::from(heap.0) / slots;
-    let mut out = Vec::with_capacity(depth as usize);
-    for level in 0..depth {
-        out.push(physical(level, logpageno));
+    let mut out = [BlockNumber(0); 4];
+    for (level, o) in (0..depth).zip(out.iter_mut()) {
+        *o = physical(level, logpageno);
         logpageno /= slots;
     }
-    out
+    (out, depth as usize)
 }
 
 /// The FSM block holding the leaf slot of heap block `heap`.
 pub fn fsm_leaf_block(heap: BlockNumber, blcksz: u32) -> BlockNumber {
-    fsm_path(heap, blcksz)[0]
+    fsm_path_array(heap, blcksz).0[0]
 }
 
 /// FSM leaf pages of the heap blocks a heap record touches: redo (`heap_xlog_*` →
@@ -438,7 +450,8 @@ pub fn fsm_leaf_block(heap: BlockNumber, blcksz: u32) -> BlockNumber {
 fn implied_fsm_blocks(r: &Record, blcksz: u32, out: &mut Vec<Change>) {
     for b in &r.blocks {
         if b.fork == ForkNumber::Main {
-            for block in fsm_path(b.block, blcksz) {
+            let (path, depth) = fsm_path_array(b.block, blcksz);
+            for &block in path.get(..depth).unwrap_or_default() {
                 out.push(Change::Block {
                     locator: b.locator,
                     fork: ForkNumber::Fsm,

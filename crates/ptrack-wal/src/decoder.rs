@@ -590,9 +590,10 @@ impl WalDecoder {
     }
 
     /// Checks and decodes a record spread over page pieces: the CRC is computed over the pieces
-    /// in place, and only the record's first bytes (header and fragment headers) and its main
-    /// data are copied, not its images. Falls back to a full copy if the fragment headers are
-    /// longer than the copied prefix.
+    /// in place, and the record's first bytes (header and fragment headers) are decoded in place
+    /// from the first piece; only its main data is copied, never its images. When the fragment
+    /// headers run past the first piece, a prefix of the record is copied, and if even that is too
+    /// short, the whole record.
     fn check_pieces(
         &mut self,
         pieces: &[(u64, u64)],
@@ -601,59 +602,41 @@ impl WalDecoder {
         end: Lsn,
     ) -> Result<Step<Record>, WalError> {
         const PREFIX: usize = 4096;
+        let Some(computed) = pieces_crc(&self.buf, pieces) else {
+            return Ok(Step::NeedMore);
+        };
+        let buf = &self.buf;
+        let mut main = |off: usize, n: usize| copy_out(buf, pieces, off, n);
+        let first = pieces
+            .first()
+            .and_then(|(p, n)| buf.slice(*p, *n))
+            .unwrap_or_default();
+        if first.len() >= SIZE_OF_XLOG_RECORD {
+            match self.check_prefix(first, computed, at, end, &mut main) {
+                Err(e) if is_truncated(&e) => {}
+                other => return other,
+            }
+        }
         let want = (tot_len as usize).min(PREFIX);
-        let mut prefix = Vec::with_capacity(want);
-        let mut body_crc = 0u32;
-        let mut offset = 0usize;
-        for (p, n) in pieces {
-            let Some(b) = self.buf.slice(*p, *n) else {
+        if first.len() < want {
+            let Some(prefix) = copy_out(buf, pieces, 0, want) else {
                 return Ok(Step::NeedMore);
             };
-            if prefix.len() < want {
-                let k = (want - prefix.len()).min(b.len());
-                prefix.extend_from_slice(&b[..k]);
+            match self.check_prefix(&prefix, computed, at, end, &mut main) {
+                Err(e) if is_truncated(&e) && want < tot_len as usize => {}
+                other => return other,
             }
-            // The CRC covers the body first: skip the 24 header bytes.
-            let skip = SIZE_OF_XLOG_RECORD.saturating_sub(offset).min(b.len());
-            body_crc = crc32c::crc32c_append(body_crc, &b[skip..]);
-            offset += b.len();
         }
-        let computed = crc32c::crc32c_append(body_crc, prefix.get(..20).unwrap_or_default());
-        let buf = &self.buf;
-        let mut main = |off: usize, n: usize| -> Option<Vec<u8>> {
-            // Copy record bytes [off, off + n) out of the pieces.
-            let mut out = Vec::with_capacity(n);
-            let mut pos = 0usize;
-            for (p, len) in pieces {
-                let len = *len as usize;
-                if pos + len > off && out.len() < n {
-                    let start = off.saturating_sub(pos);
-                    let b = buf.slice(*p, len as u64)?;
-                    let k = (n - out.len()).min(len - start);
-                    out.extend_from_slice(b.get(start..start + k)?);
-                }
-                pos += len;
+        let mut rec = std::mem::take(&mut self.rec);
+        rec.clear();
+        for (p, n) in pieces {
+            if let Some(b) = self.buf.slice(*p, *n) {
+                rec.extend_from_slice(b);
             }
-            (out.len() == n).then_some(out)
-        };
-        match self.check_prefix(&prefix, computed, at, end, &mut main) {
-            Err(WalError::BadRecord {
-                source: RecordError::Truncated { .. },
-                ..
-            }) if want < tot_len as usize => {
-                let mut rec = std::mem::take(&mut self.rec);
-                rec.clear();
-                for (p, n) in pieces {
-                    if let Some(b) = self.buf.slice(*p, *n) {
-                        rec.extend_from_slice(b);
-                    }
-                }
-                let r = self.check_record(&rec, at, end);
-                self.rec = rec;
-                r
-            }
-            other => other,
         }
+        let r = self.check_record(&rec, at, end);
+        self.rec = rec;
+        r
     }
 
     /// Header checks (rmgr id, prev link), CRC comparison with `computed`, then decoding from
@@ -717,6 +700,49 @@ impl WalDecoder {
             .map_err(|source| WalError::BadRecord { lsn: at, source })?;
         Ok(Step::Ok(record))
     }
+}
+
+/// Whether decoding failed only because the bytes given ended inside a field.
+fn is_truncated(e: &WalError) -> bool {
+    matches!(
+        e,
+        WalError::BadRecord {
+            source: RecordError::Truncated { .. },
+            ..
+        }
+    )
+}
+
+/// The CRC-32C of a record held in `pieces`, as `ValidXLogRecord` computes it (the body after the
+/// 24-byte header, then the header's first 20 bytes), without copying the body.
+fn pieces_crc(buf: &ChunkBuf, pieces: &[(u64, u64)]) -> Option<u32> {
+    let mut body_crc = 0u32;
+    let mut offset = 0usize;
+    for (p, n) in pieces {
+        let b = buf.slice(*p, *n)?;
+        let skip = SIZE_OF_XLOG_RECORD.saturating_sub(offset).min(b.len());
+        body_crc = crc32c::crc32c_append(body_crc, b.get(skip..).unwrap_or_default());
+        offset += b.len();
+    }
+    let head = copy_out(buf, pieces, 0, 20)?;
+    Some(crc32c::crc32c_append(body_crc, &head))
+}
+
+/// Copies record bytes `[off, off + n)` out of `pieces`; `None` if they do not hold them.
+fn copy_out(buf: &ChunkBuf, pieces: &[(u64, u64)], off: usize, n: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(n);
+    let mut pos = 0usize;
+    for (p, len) in pieces {
+        let len = *len as usize;
+        if pos + len > off && out.len() < n {
+            let start = off.saturating_sub(pos);
+            let b = buf.slice(*p, len as u64)?;
+            let k = (n - out.len()).min(len - start);
+            out.extend_from_slice(b.get(start..start + k)?);
+        }
+        pos += len;
+    }
+    (out.len() == n).then_some(out)
 }
 
 fn page_end(pos: u64, psize: u64) -> u64 {
