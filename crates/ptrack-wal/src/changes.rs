@@ -421,22 +421,28 @@ fn fsm_path_array(heap: BlockNumber, blcksz: u32) -> ([BlockNumber; 4], usize) {
     let slots = u64::from(fsm_slots_per_page(blcksz));
     // FSM_TREE_DEPTH: enough levels of `slots` to address 2^32 heap blocks.
     let depth = if slots >= 1626 { 3 } else { 4 };
-    let physical = |level: u32, logpageno: u64| {
-        let mut leafno = logpageno * slots.pow(level);
-        let mut pages = 0u64;
-        for _ in 0..depth {
-            pages += leafno + 1;
-            leafno /= slots;
-        }
-        BlockNumber((pages - u64::from(level) - 1) as u32)
-    };
-    let mut logpageno = u64::from(heap.0) / slots;
-    let mut out = [BlockNumber(0); 4];
-    for (level, o) in (0..depth).zip(out.iter_mut()) {
-        *o = physical(level, logpageno);
-        logpageno /= slots;
+    // lp[l]: the logical page number at level l (heap / slots^(l+1)). fsm_logical_to_physical
+    // counts, for level l, lp[l] * slots^(l-d) pages at each level d <= l and lp[d] at each
+    // level d > l, plus one page per level above l: written with these `depth` divisions only
+    // (the function runs for every heap block reference).
+    let mut lp = [0u64; 4];
+    let mut x = u64::from(heap.0);
+    for l in lp.iter_mut().take(depth) {
+        x /= slots;
+        *l = x;
     }
-    (out, depth as usize)
+    let mut out = [BlockNumber(0); 4];
+    for (level, o) in out.iter_mut().enumerate().take(depth) {
+        let mut pages = 0u64;
+        let mut term = lp[level];
+        for _ in 0..=level {
+            pages += term;
+            term *= slots;
+        }
+        pages += lp.iter().take(depth).skip(level + 1).sum::<u64>();
+        *o = BlockNumber((pages + (depth - level - 1) as u64) as u32);
+    }
+    (out, depth)
 }
 
 /// The FSM block holding the leaf slot of heap block `heap`.
@@ -510,6 +516,55 @@ mod tests {
     /// FSM layout of an 8 kB-page cluster: block 0 is the root, 1 the first level-1 page, 2 the
     /// first leaf; leaf k covers heap blocks [4069k, 4069(k+1)) and the next level-1 page comes
     /// after 4069 leaves.
+    /// `fsm_logical_to_physical` as PostgreSQL writes it, for comparison.
+    fn fsm_path_reference(heap: BlockNumber, blcksz: u32) -> Vec<BlockNumber> {
+        let slots = u64::from(fsm_slots_per_page(blcksz));
+        let depth = if slots >= 1626 { 3 } else { 4 };
+        let physical = |level: u32, logpageno: u64| {
+            let mut leafno = logpageno * slots.pow(level);
+            let mut pages = 0u64;
+            for _ in 0..depth {
+                pages += leafno + 1;
+                leafno /= slots;
+            }
+            BlockNumber((pages - u64::from(level) - 1) as u32)
+        };
+        let mut logpageno = u64::from(heap.0) / slots;
+        let mut out = Vec::new();
+        for level in 0..depth {
+            out.push(physical(level, logpageno));
+            logpageno /= slots;
+        }
+        out
+    }
+
+    #[test]
+    fn fsm_path_equals_fsm_logical_to_physical() {
+        for blcksz in [1024, 2048, 4096, 8192, 16384, 32768] {
+            let slots = fsm_slots_per_page(blcksz);
+            let mut heaps = vec![0, 1, u32::MAX, u32::MAX - 1];
+            for k in 1..6u32 {
+                let edge = slots.saturating_pow(k);
+                heaps.extend([edge.saturating_sub(1), edge, edge.saturating_add(1)]);
+            }
+            let mut x = 0x1234_5678u32;
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                heaps.push(x);
+            }
+            for h in heaps {
+                let h = BlockNumber(h);
+                assert_eq!(
+                    fsm_path(h, blcksz),
+                    fsm_path_reference(h, blcksz),
+                    "{h} at {blcksz}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn fsm_leaf_addresses() {
         assert_eq!(fsm_leaf_block(BlockNumber(0), 8192), BlockNumber(2));

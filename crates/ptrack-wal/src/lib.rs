@@ -22,6 +22,6 @@ pub mod segment;
 pub use changes::{
     Change, CheckpointKind, CreateStrategy, changes_of, special_changes, special_changes_into,
 };
-pub use decoder::{DecoderConfig, EndOfWal, EndReason, Poll, Start, WalDecoder, WalError};
+pub use decoder::{DecoderConfig, EndOfWal, EndReason, Poll, Polled, Start, WalDecoder, WalError};
 pub use record::{BlockRef, ImageInfo, Record, RecordError};
 pub use segment::{ReadError, ScanEnd, SegmentName, WalDir, scan_dir, scan_dir_parallel};

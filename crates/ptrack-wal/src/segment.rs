@@ -16,7 +16,7 @@ use ptrack_types::{Lsn, PgMajorVersion, TimeLineId};
 use crate::archive::{
     Compression, HistoryEntry, parse_history, read_segment_file, split_segment_file_name,
 };
-use crate::decoder::{DecoderConfig, EndOfWal, Poll, Start, WalDecoder, WalError};
+use crate::decoder::{DecoderConfig, EndOfWal, Polled, Start, WalDecoder, WalError};
 use crate::mapped::{Mapping, SegmentData};
 use crate::record::Record;
 
@@ -382,14 +382,16 @@ pub fn scan_dir(
     let start_page = from.map_or(stream_start, |l| Lsn(l.0 - l.0 % psize));
     let mut dec = WalDecoder::new(cfg, stream_start, Start::FirstOnPage(start_page));
     let mut segno = first_seg;
+    // One record buffer for the whole scan: no allocation per record.
+    let mut r = Record::default();
     loop {
         // Feed the next segment when the decoder needs more.
         let poll = loop {
-            let p = dec.poll().map_err(|source| ReadError::Wal {
+            let p = dec.poll_into(&mut r).map_err(|source| ReadError::Wal {
                 path: segment_path(wal, segno.saturating_sub(1)),
                 source,
             })?;
-            if p != Poll::NeedMore {
+            if p != Polled::NeedMore {
                 break p;
             }
             let Some(bytes) = wal.read_segment(segno)? else {
@@ -407,7 +409,7 @@ pub fn scan_dir(
             segno += 1;
         };
         match poll {
-            Poll::Record(r) => {
+            Polled::Record => {
                 if to.is_some_and(|t| r.lsn >= t) {
                     return Ok(ScanEnd::ReachedTo);
                 }
@@ -415,9 +417,9 @@ pub fn scan_dir(
                     on_record(&r);
                 }
             }
-            Poll::Abandoned { lsn, at } => on_abandoned(lsn, at),
-            Poll::End(e) => return Ok(ScanEnd::EndOfWal(e)),
-            Poll::NeedMore => {}
+            Polled::Abandoned { lsn, at } => on_abandoned(lsn, at),
+            Polled::End(e) => return Ok(ScanEnd::EndOfWal(e)),
+            Polled::NeedMore => {}
         }
     }
 }
