@@ -772,7 +772,7 @@ fn pieces_crc(buf: &ChunkBuf, pieces: &[(u64, u64)]) -> Option<u32> {
     for (p, n) in pieces {
         let b = buf.slice(*p, *n)?;
         let skip = SIZE_OF_XLOG_RECORD.saturating_sub(offset).min(b.len());
-        body_crc = crc32c::crc32c_append(body_crc, b.get(skip..).unwrap_or_default());
+        body_crc = crate::crc::crc32c_append(body_crc, b.get(skip..).unwrap_or_default());
         offset += b.len();
     }
     let mut head = [0u8; 20];
@@ -784,7 +784,7 @@ fn pieces_crc(buf: &ChunkBuf, pieces: &[(u64, u64)]) -> Option<u32> {
             k += 1;
         }
     }
-    (k == head.len()).then(|| crc32c::crc32c_append(body_crc, &head))
+    (k == head.len()).then(|| crate::crc::crc32c_append(body_crc, &head))
 }
 
 /// Copies record bytes `[off, off + n)` out of `pieces`; `None` if they do not hold them.

@@ -14,6 +14,7 @@ mod buffer;
 pub mod builder;
 pub mod changes;
 pub mod consts;
+pub mod crc;
 pub mod decoder;
 pub mod mapped;
 pub mod record;

@@ -214,7 +214,7 @@ pub fn read_locator(b: &[u8]) -> Option<RelFileLocator> {
 pub fn record_crc(rec: &[u8]) -> u32 {
     let body = rec.get(SIZE_OF_XLOG_RECORD..).unwrap_or_default();
     let head = rec.get(..20).unwrap_or_default();
-    crc32c::crc32c_append(crc32c::crc32c(body), head)
+    crate::crc::crc32c_append(crate::crc::crc32c_append(0, body), head)
 }
 
 fn image_compression(info: u8, major: PgMajorVersion) -> (&'static str, bool) {
