@@ -25,4 +25,7 @@ pub use changes::{
 };
 pub use decoder::{DecoderConfig, EndOfWal, EndReason, Poll, Polled, Start, WalDecoder, WalError};
 pub use record::{BlockRef, ImageInfo, Record, RecordError};
-pub use segment::{ReadError, ScanEnd, SegmentName, WalDir, scan_dir, scan_dir_parallel};
+pub use segment::{
+    ParallelScan, ReadError, ScanEnd, SegmentName, WalDir, parallel_ranges, scan_dir,
+    scan_dir_parallel, scan_dir_ranges,
+};

@@ -217,17 +217,19 @@ fn sequential(wal: &ptrack_wal::WalDir, from: Lsn, to: Lsn) -> (Vec<Lsn>, ptrack
     (v, end)
 }
 
+/// `parts` ranges on 1 to 3 threads (the thread count varies with `parts`).
 fn parallel(
     wal: &ptrack_wal::WalDir,
     from: Lsn,
     to: Lsn,
     parts: usize,
 ) -> (Vec<Lsn>, ptrack_wal::ScanEnd) {
-    let (kept, end, _) = ptrack_wal::scan_dir_parallel(
+    let (kept, end, _) = ptrack_wal::scan_dir_ranges(
         wal,
         DecoderConfig::default(),
         from,
         to,
+        parts % 3 + 1,
         parts,
         |_| Vec::new(),
         |v: &mut Vec<Lsn>, r| v.push(r.lsn),
@@ -257,7 +259,7 @@ fn parallel_ranges_equal_sequential_scan() {
     let to = Lsn(b.pos().0 - 1);
     let (seq, seq_end) = sequential(&wal, from, to);
     assert!(seq.len() > 800);
-    for parts in 1..=6 {
+    for parts in 1..=9 {
         assert_eq!(
             parallel(&wal, from, to, parts),
             (seq.clone(), seq_end.clone()),
@@ -280,7 +282,7 @@ fn parallel_ranges_equal_sequential_scan() {
     std::fs::write(&third, bytes).unwrap();
     let (seq, seq_end) = sequential(&wal, from, to);
     assert!(matches!(seq_end, ptrack_wal::ScanEnd::EndOfWal(_)));
-    for parts in 1..=6 {
+    for parts in 1..=9 {
         let (par, _) = parallel(&wal, from, to, parts);
         assert_eq!(par, seq, "{parts} parts after damage");
     }
