@@ -49,7 +49,16 @@ impl Mapping {
                 0,
             )
         };
-        (ptr != libc::MAP_FAILED).then_some(Mapping { ptr, len })
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        // Read once, in order: readahead may run ahead, and (VM_SEQ_READ) the pages touched
+        // through this mapping are not marked accessed when it is unmapped, which spared the
+        // LRU work that took about a tenth of a summarize run's cycles in munmap. Advice only:
+        // its failure changes nothing.
+        // SAFETY: advice on the mapping just made, of exactly its length.
+        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+        Some(Mapping { ptr, len })
     }
 }
 
