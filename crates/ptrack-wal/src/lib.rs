@@ -17,6 +17,7 @@ pub mod consts;
 pub mod crc;
 pub mod decoder;
 pub mod mapped;
+mod pieces;
 pub mod record;
 pub mod segment;
 
