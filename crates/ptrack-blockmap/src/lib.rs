@@ -9,6 +9,9 @@
 //! range cannot be trusted for an incremental backup (WAL written at `wal_level = minimal`,
 //! records ptrack does not understand). Sets of consecutive ranges merge into one.
 //!
+//! [`ChangeSetBuilder`] folds a WAL range into a set quickly (caches in front of the forks), with
+//! the same result as [`ChangeSet::apply`] per change.
+//!
 //! [`ChangeSet::to_bytes`] / [`ChangeSet::from_bytes`] are the on-disk format (see the byte
 //! diagram in `docs/formats.md` and in [`format`]).
 
@@ -19,8 +22,10 @@ use ptrack_wal::Change;
 use roaring::RoaringBitmap;
 use serde::Serialize;
 
+mod builder;
 pub mod format;
 
+pub use builder::ChangeSetBuilder;
 pub use format::FormatError;
 
 /// Changes of one fork.

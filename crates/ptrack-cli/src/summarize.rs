@@ -6,9 +6,9 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use ptrack_blockmap::ChangeSet;
+use ptrack_blockmap::{ChangeSet, ChangeSetBuilder};
 use ptrack_types::Lsn;
-use ptrack_wal::{DecoderConfig, WalDir, scan_dir, scan_dir_parallel, special_changes};
+use ptrack_wal::{DecoderConfig, WalDir, scan_dir, scan_dir_parallel, special_changes_into};
 use serde_json::json;
 
 use crate::wal::end_text;
@@ -37,21 +37,27 @@ pub(crate) fn summarize(
         from,
         to,
         jobs,
-        |start| (ChangeSet::new(wal.system_identifier, start), 0u64),
-        |(set, n), r| {
+        |start| {
+            let set = ChangeSetBuilder::new(wal.system_identifier, start);
+            (set, Vec::new(), 0u64)
+        },
+        |(set, changes, n), r| {
             *n += 1;
             for b in &r.blocks {
                 set.mark(b.locator, b.fork, b.block);
             }
-            for c in special_changes(r, wal.major, blcksz) {
-                set.apply(r.lsn, &c);
+            changes.clear();
+            special_changes_into(r, wal.major, blcksz, changes);
+            for c in changes.iter() {
+                set.apply(r.lsn, c);
             }
         },
     )?;
     let mut records = 0u64;
     let mut set: Option<ChangeSet> = None;
-    for ((mut part, n), range_end) in parts {
+    for ((part, _, n), range_end) in parts {
         records += n;
+        let mut part = part.finish();
         part.end = range_end;
         match &mut set {
             None => set = Some(part),

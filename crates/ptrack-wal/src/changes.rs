@@ -183,6 +183,13 @@ pub fn changes_of(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Change>
 /// Allocates nothing for the common record that has none.
 pub fn special_changes(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Change> {
     let mut out: Vec<Change> = Vec::new();
+    special_changes_into(r, major, blcksz, &mut out);
+    out
+}
+
+/// Like [`special_changes`], appending to `out`: a caller that reuses one vector allocates
+/// nothing per record (heap records imply several FSM and VM pages each).
+pub fn special_changes_into(r: &Record, major: PgMajorVersion, blcksz: u32, out: &mut Vec<Change>) {
     let info = r.rmgr_info();
     let d = &r.main_data;
     let bad = Change::Unparsable {
@@ -363,8 +370,8 @@ pub fn special_changes(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Ch
         },
         RM_HEAP_ID | RM_HEAP2_ID => {
             understood = false;
-            implied_vm_blocks(r, blcksz, &mut out);
-            implied_fsm_blocks(r, blcksz, &mut out);
+            implied_vm_blocks(r, blcksz, out);
+            implied_fsm_blocks(r, blcksz, out);
         }
         RM_SPGIST_ID => {
             understood = false;
@@ -391,7 +398,6 @@ pub fn special_changes(r: &Record, major: PgMajorVersion, blcksz: u32) -> Vec<Ch
             info: r.info,
         });
     }
-    out
 }
 
 /// `freespace.c`: slots of one FSM leaf page (`SlotsPerFSMPage`): the page's node array
@@ -406,30 +412,42 @@ fn fsm_slots_per_page(blcksz: u32) -> u32 {
 /// creates missing pages of that path as initialised pages without WAL (`fsm_extend`), so all of
 /// them are implied when the leaf changes.
 pub fn fsm_path(heap: BlockNumber, blcksz: u32) -> Vec<BlockNumber> {
+    let (path, depth) = fsm_path_array(heap, blcksz);
+    path.get(..depth).unwrap_or_default().to_vec()
+}
+
+/// [`fsm_path`] without allocating: the path in the first `depth` (3 or 4) elements.
+fn fsm_path_array(heap: BlockNumber, blcksz: u32) -> ([BlockNumber; 4], usize) {
     let slots = u64::from(fsm_slots_per_page(blcksz));
     // FSM_TREE_DEPTH: enough levels of `slots` to address 2^32 heap blocks.
     let depth = if slots >= 1626 { 3 } else { 4 };
-    let physical = |level: u32, logpageno: u64| {
-        let mut leafno = logpageno * slots.pow(level);
-        let mut pages = 0u64;
-        for _ in 0..depth {
-            pages += leafno + 1;
-            leafno /= slots;
-        }
-        BlockNumber((pages - u64::from(level) - 1) as u32)
-    };
-    let mut logpageno = u64::from(heap.0) / slots;
-    let mut out = Vec::with_capacity(depth as usize);
-    for level in 0..depth {
-        out.push(physical(level, logpageno));
-        logpageno /= slots;
+    // lp[l]: the logical page number at level l (heap / slots^(l+1)). fsm_logical_to_physical
+    // counts, for level l, lp[l] * slots^(l-d) pages at each level d <= l and lp[d] at each
+    // level d > l, plus one page per level above l: written with these `depth` divisions only
+    // (the function runs for every heap block reference).
+    let mut lp = [0u64; 4];
+    let mut x = u64::from(heap.0);
+    for l in lp.iter_mut().take(depth) {
+        x /= slots;
+        *l = x;
     }
-    out
+    let mut out = [BlockNumber(0); 4];
+    for (level, o) in out.iter_mut().enumerate().take(depth) {
+        let mut pages = 0u64;
+        let mut term = lp[level];
+        for _ in 0..=level {
+            pages += term;
+            term *= slots;
+        }
+        pages += lp.iter().take(depth).skip(level + 1).sum::<u64>();
+        *o = BlockNumber((pages + (depth - level - 1) as u64) as u32);
+    }
+    (out, depth)
 }
 
 /// The FSM block holding the leaf slot of heap block `heap`.
 pub fn fsm_leaf_block(heap: BlockNumber, blcksz: u32) -> BlockNumber {
-    fsm_path(heap, blcksz)[0]
+    fsm_path_array(heap, blcksz).0[0]
 }
 
 /// FSM leaf pages of the heap blocks a heap record touches: redo (`heap_xlog_*` →
@@ -438,7 +456,8 @@ pub fn fsm_leaf_block(heap: BlockNumber, blcksz: u32) -> BlockNumber {
 fn implied_fsm_blocks(r: &Record, blcksz: u32, out: &mut Vec<Change>) {
     for b in &r.blocks {
         if b.fork == ForkNumber::Main {
-            for block in fsm_path(b.block, blcksz) {
+            let (path, depth) = fsm_path_array(b.block, blcksz);
+            for &block in path.get(..depth).unwrap_or_default() {
                 out.push(Change::Block {
                     locator: b.locator,
                     fork: ForkNumber::Fsm,
@@ -497,6 +516,55 @@ mod tests {
     /// FSM layout of an 8 kB-page cluster: block 0 is the root, 1 the first level-1 page, 2 the
     /// first leaf; leaf k covers heap blocks [4069k, 4069(k+1)) and the next level-1 page comes
     /// after 4069 leaves.
+    /// `fsm_logical_to_physical` as PostgreSQL writes it, for comparison.
+    fn fsm_path_reference(heap: BlockNumber, blcksz: u32) -> Vec<BlockNumber> {
+        let slots = u64::from(fsm_slots_per_page(blcksz));
+        let depth = if slots >= 1626 { 3 } else { 4 };
+        let physical = |level: u32, logpageno: u64| {
+            let mut leafno = logpageno * slots.pow(level);
+            let mut pages = 0u64;
+            for _ in 0..depth {
+                pages += leafno + 1;
+                leafno /= slots;
+            }
+            BlockNumber((pages - u64::from(level) - 1) as u32)
+        };
+        let mut logpageno = u64::from(heap.0) / slots;
+        let mut out = Vec::new();
+        for level in 0..depth {
+            out.push(physical(level, logpageno));
+            logpageno /= slots;
+        }
+        out
+    }
+
+    #[test]
+    fn fsm_path_equals_fsm_logical_to_physical() {
+        for blcksz in [1024, 2048, 4096, 8192, 16384, 32768] {
+            let slots = fsm_slots_per_page(blcksz);
+            let mut heaps = vec![0, 1, u32::MAX, u32::MAX - 1];
+            for k in 1..6u32 {
+                let edge = slots.saturating_pow(k);
+                heaps.extend([edge.saturating_sub(1), edge, edge.saturating_add(1)]);
+            }
+            let mut x = 0x1234_5678u32;
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                heaps.push(x);
+            }
+            for h in heaps {
+                let h = BlockNumber(h);
+                assert_eq!(
+                    fsm_path(h, blcksz),
+                    fsm_path_reference(h, blcksz),
+                    "{h} at {blcksz}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn fsm_leaf_addresses() {
         assert_eq!(fsm_leaf_block(BlockNumber(0), 8192), BlockNumber(2));

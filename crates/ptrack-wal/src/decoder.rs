@@ -24,7 +24,8 @@ use serde::Serialize;
 
 use crate::buffer::ChunkBuf;
 use crate::consts::*;
-use crate::record::{Record, RecordError, decode_record_prefix, record_crc};
+use crate::pieces::{copy_out, copy_out_into, pieces_crc};
+use crate::record::{Record, RecordError, decode_record_into, record_crc};
 
 /// Fixed properties of the WAL being decoded.
 #[derive(Debug, Clone, Copy)]
@@ -195,6 +196,24 @@ pub enum Poll {
     End(EndOfWal),
 }
 
+/// Result of [`WalDecoder::poll_into`]: a [`Poll`] whose record is in the caller's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Polled {
+    /// The next record was decoded into the buffer.
+    Record,
+    /// See [`Poll::Abandoned`].
+    Abandoned {
+        /// The abandoned record.
+        lsn: Lsn,
+        /// The page where WAL continues.
+        at: Lsn,
+    },
+    /// Feed more bytes.
+    NeedMore,
+    /// See [`Poll::End`].
+    End(EndOfWal),
+}
+
 /// Where a record's bytes are: (LSN, length) per page.
 type Pieces = Vec<(u64, u64)>;
 
@@ -236,6 +255,8 @@ pub struct WalDecoder {
     validated_page: Option<Lsn>,
     last_tli: u32,
     rec: Vec<u8>,
+    /// Reused by `gather`.
+    pieces: Pieces,
 }
 
 fn maxalign(l: u64) -> u64 {
@@ -260,6 +281,7 @@ impl WalDecoder {
             validated_page: None,
             last_tli: 0,
             rec: Vec::new(),
+            pieces: Vec::new(),
         }
     }
 
@@ -447,7 +469,8 @@ impl WalDecoder {
         let psize = self.page_size();
         let fed = self.fed_up_to().0;
         let (mut pos, mut left, mut gathered) = (start, n, gathered_before);
-        let mut pieces: Vec<(u64, u64)> = Vec::new();
+        let mut pieces = std::mem::take(&mut self.pieces);
+        pieces.clear();
         while left > 0 {
             let page = pos - pos % psize;
             if pos == page {
@@ -480,26 +503,39 @@ impl WalDecoder {
 
     /// Decodes the next record, if enough bytes have been fed.
     pub fn poll(&mut self) -> Result<Poll, WalError> {
+        let mut r = Record::default();
+        Ok(match self.poll_into(&mut r)? {
+            Polled::Record => Poll::Record(Box::new(r)),
+            Polled::Abandoned { lsn, at } => Poll::Abandoned { lsn, at },
+            Polled::NeedMore => Poll::NeedMore,
+            Polled::End(e) => Poll::End(e),
+        })
+    }
+
+    /// Like [`WalDecoder::poll`], decoding the record into `out`, whose vectors are reused: a
+    /// caller passing the same buffer every time allocates nothing per record. `out` holds the
+    /// record only when [`Polled::Record`] is returned.
+    pub fn poll_into(&mut self, out: &mut Record) -> Result<Polled, WalError> {
         if let Some(e) = &self.ended {
-            return Ok(Poll::End(e.clone()));
+            return Ok(Polled::End(e.clone()));
         }
-        let out = match self.try_next()? {
-            Step::Ok(r) => Poll::Record(Box::new(r)),
-            Step::NeedMore => Poll::NeedMore,
+        let polled = match self.try_next(out)? {
+            Step::Ok(()) => Polled::Record,
+            Step::NeedMore => Polled::NeedMore,
             Step::End(e) => {
                 self.ended = Some(e.clone());
-                Poll::End(e)
+                Polled::End(e)
             }
             Step::Abandon(at) => {
                 let lsn = self.next;
                 // Decoding resumes with the first record on the overwriting page.
                 self.next = at;
                 self.find_first = false;
-                Poll::Abandoned { lsn, at }
+                Polled::Abandoned { lsn, at }
             }
         };
         self.compact();
-        Ok(out)
+        Ok(polled)
     }
 
     fn compact(&mut self) {
@@ -507,7 +543,7 @@ impl WalDecoder {
         self.buf.drop_before(keep_from);
     }
 
-    fn try_next(&mut self) -> Result<Step<Record>, WalError> {
+    fn try_next(&mut self, out: &mut Record) -> Result<Step<()>, WalError> {
         let psize = self.page_size();
         // Move to a record start: past a page header, and at the very start past the tail of a
         // record continued from an earlier page.
@@ -564,12 +600,14 @@ impl WalDecoder {
         let result = match pieces.as_slice() {
             // The whole record inside one page: decode it in place.
             [(p, n)] => match self.buf.slice(*p, *n) {
-                Some(bytes) => self.check_record(bytes, at, Lsn(end))?,
+                Some(bytes) => self.check_record(bytes, at, Lsn(end), out)?,
                 None => return Ok(Step::NeedMore),
             },
-            _ => self.check_pieces(&pieces, tot_len, at, Lsn(end))?,
+            _ => self.check_pieces(&pieces, tot_len, at, Lsn(end), out)?,
         };
-        if let Step::Ok(record) = &result {
+        self.pieces = pieces;
+        if let Step::Ok(()) = &result {
+            let record = &*out;
             self.prev = Some(at);
             let seg = u64::from(self.cfg.seg_size);
             self.next = if record.rmid == RM_XLOG_ID && record.rmgr_info() == XLOG_SWITCH {
@@ -582,78 +620,74 @@ impl WalDecoder {
     }
 
     /// Checks and decodes a record held contiguously in `rec`.
-    fn check_record(&self, rec: &[u8], at: Lsn, end: Lsn) -> Result<Step<Record>, WalError> {
+    fn check_record(
+        &self,
+        rec: &[u8],
+        at: Lsn,
+        end: Lsn,
+        out: &mut Record,
+    ) -> Result<Step<()>, WalError> {
         let computed = record_crc(rec);
-        self.check_prefix(rec, computed, at, end, &mut |off, n| {
-            rec.get(off..off + n).map(<[u8]>::to_vec)
-        })
+        let mut main = |off: usize, n: usize, buf: &mut Vec<u8>| match rec.get(off..off + n) {
+            Some(b) => {
+                buf.extend_from_slice(b);
+                true
+            }
+            None => false,
+        };
+        self.check_prefix(rec, computed, at, end, &mut main, out)
     }
 
     /// Checks and decodes a record spread over page pieces: the CRC is computed over the pieces
-    /// in place, and only the record's first bytes (header and fragment headers) and its main
-    /// data are copied, not its images. Falls back to a full copy if the fragment headers are
-    /// longer than the copied prefix.
+    /// in place, and the record's first bytes (header and fragment headers) are decoded in place
+    /// from the first piece; only its main data is copied, never its images. When the fragment
+    /// headers run past the first piece, a prefix of the record is copied, and if even that is too
+    /// short, the whole record.
     fn check_pieces(
         &mut self,
         pieces: &[(u64, u64)],
         tot_len: u32,
         at: Lsn,
         end: Lsn,
-    ) -> Result<Step<Record>, WalError> {
+        out: &mut Record,
+    ) -> Result<Step<()>, WalError> {
         const PREFIX: usize = 4096;
+        let Some(computed) = pieces_crc(&self.buf, pieces) else {
+            return Ok(Step::NeedMore);
+        };
+        let buf = &self.buf;
+        let mut main =
+            |off: usize, n: usize, v: &mut Vec<u8>| copy_out_into(buf, pieces, off, n, v);
+        let first = pieces
+            .first()
+            .and_then(|(p, n)| buf.slice(*p, *n))
+            .unwrap_or_default();
+        if first.len() >= SIZE_OF_XLOG_RECORD {
+            match self.check_prefix(first, computed, at, end, &mut main, out) {
+                Err(e) if is_truncated(&e) => {}
+                other => return other,
+            }
+        }
         let want = (tot_len as usize).min(PREFIX);
-        let mut prefix = Vec::with_capacity(want);
-        let mut body_crc = 0u32;
-        let mut offset = 0usize;
-        for (p, n) in pieces {
-            let Some(b) = self.buf.slice(*p, *n) else {
+        if first.len() < want {
+            let Some(prefix) = copy_out(buf, pieces, 0, want) else {
                 return Ok(Step::NeedMore);
             };
-            if prefix.len() < want {
-                let k = (want - prefix.len()).min(b.len());
-                prefix.extend_from_slice(&b[..k]);
+            match self.check_prefix(&prefix, computed, at, end, &mut main, out) {
+                Err(e) if is_truncated(&e) && want < tot_len as usize => {}
+                other => return other,
             }
-            // The CRC covers the body first: skip the 24 header bytes.
-            let skip = SIZE_OF_XLOG_RECORD.saturating_sub(offset).min(b.len());
-            body_crc = crc32c::crc32c_append(body_crc, &b[skip..]);
-            offset += b.len();
         }
-        let computed = crc32c::crc32c_append(body_crc, prefix.get(..20).unwrap_or_default());
-        let buf = &self.buf;
-        let mut main = |off: usize, n: usize| -> Option<Vec<u8>> {
-            // Copy record bytes [off, off + n) out of the pieces.
-            let mut out = Vec::with_capacity(n);
-            let mut pos = 0usize;
-            for (p, len) in pieces {
-                let len = *len as usize;
-                if pos + len > off && out.len() < n {
-                    let start = off.saturating_sub(pos);
-                    let b = buf.slice(*p, len as u64)?;
-                    let k = (n - out.len()).min(len - start);
-                    out.extend_from_slice(b.get(start..start + k)?);
-                }
-                pos += len;
+        let mut rec = std::mem::take(&mut self.rec);
+        rec.clear();
+        for (p, n) in pieces {
+            if let Some(b) = self.buf.slice(*p, *n) {
+                rec.extend_from_slice(b);
             }
-            (out.len() == n).then_some(out)
-        };
-        match self.check_prefix(&prefix, computed, at, end, &mut main) {
-            Err(WalError::BadRecord {
-                source: RecordError::Truncated { .. },
-                ..
-            }) if want < tot_len as usize => {
-                let mut rec = std::mem::take(&mut self.rec);
-                rec.clear();
-                for (p, n) in pieces {
-                    if let Some(b) = self.buf.slice(*p, *n) {
-                        rec.extend_from_slice(b);
-                    }
-                }
-                let r = self.check_record(&rec, at, end);
-                self.rec = rec;
-                r
-            }
-            other => other,
         }
+        let r = self.check_record(&rec, at, end, out);
+        self.rec = rec;
+        r
     }
 
     /// Header checks (rmgr id, prev link), CRC comparison with `computed`, then decoding from
@@ -664,8 +698,9 @@ impl WalDecoder {
         computed: u32,
         at: Lsn,
         end: Lsn,
-        main: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
-    ) -> Result<Step<Record>, WalError> {
+        main: &mut dyn FnMut(usize, usize, &mut Vec<u8>) -> bool,
+        out: &mut Record,
+    ) -> Result<Step<()>, WalError> {
         let major = self.major.unwrap_or(PgMajorVersion::V18);
         let rmid = rec.get(17).copied().unwrap_or(0);
         let valid_rmid =
@@ -713,10 +748,21 @@ impl WalDecoder {
                 reason: EndReason::CrcMismatch { stored, computed },
             }));
         }
-        let record = decode_record_prefix(rec, at, end, major, self.cfg.blcksz, main)
+        decode_record_into(rec, at, end, major, self.cfg.blcksz, main, out)
             .map_err(|source| WalError::BadRecord { lsn: at, source })?;
-        Ok(Step::Ok(record))
+        Ok(Step::Ok(()))
     }
+}
+
+/// Whether decoding failed only because the bytes given ended inside a field.
+fn is_truncated(e: &WalError) -> bool {
+    matches!(
+        e,
+        WalError::BadRecord {
+            source: RecordError::Truncated { .. },
+            ..
+        }
+    )
 }
 
 fn page_end(pos: u64, psize: u64) -> u64 {

@@ -14,12 +14,19 @@ mod buffer;
 pub mod builder;
 pub mod changes;
 pub mod consts;
+pub mod crc;
 pub mod decoder;
 pub mod mapped;
+mod pieces;
 pub mod record;
 pub mod segment;
 
-pub use changes::{Change, CheckpointKind, CreateStrategy, changes_of, special_changes};
-pub use decoder::{DecoderConfig, EndOfWal, EndReason, Poll, Start, WalDecoder, WalError};
+pub use changes::{
+    Change, CheckpointKind, CreateStrategy, changes_of, special_changes, special_changes_into,
+};
+pub use decoder::{DecoderConfig, EndOfWal, EndReason, Poll, Polled, Start, WalDecoder, WalError};
 pub use record::{BlockRef, ImageInfo, Record, RecordError};
-pub use segment::{ReadError, ScanEnd, SegmentName, WalDir, scan_dir, scan_dir_parallel};
+pub use segment::{
+    ParallelScan, ReadError, ScanEnd, SegmentName, WalDir, parallel_ranges, scan_dir,
+    scan_dir_parallel, scan_dir_ranges,
+};

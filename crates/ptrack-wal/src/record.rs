@@ -123,7 +123,7 @@ pub struct BlockRef {
 }
 
 /// A decoded record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Record {
     /// Start LSN.
     pub lsn: Lsn,
@@ -214,7 +214,7 @@ pub fn read_locator(b: &[u8]) -> Option<RelFileLocator> {
 pub fn record_crc(rec: &[u8]) -> u32 {
     let body = rec.get(SIZE_OF_XLOG_RECORD..).unwrap_or_default();
     let head = rec.get(..20).unwrap_or_default();
-    crc32c::crc32c_append(crc32c::crc32c(body), head)
+    crate::crc::crc32c_append(crate::crc::crc32c_append(0, body), head)
 }
 
 fn image_compression(info: u8, major: PgMajorVersion) -> (&'static str, bool) {
@@ -274,6 +274,38 @@ pub fn decode_record_prefix(
     blcksz: u32,
     main: &mut dyn FnMut(usize, usize) -> Option<Vec<u8>>,
 ) -> Result<Record, RecordError> {
+    let mut out = Record::default();
+    let mut copy_main = |off: usize, n: usize, buf: &mut Vec<u8>| match main(off, n) {
+        Some(v) => {
+            *buf = v;
+            true
+        }
+        None => false,
+    };
+    decode_record_into(
+        prefix,
+        lsn,
+        end_lsn,
+        major,
+        blcksz,
+        &mut copy_main,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// Like [`decode_record_prefix`], into `out`, whose vectors are reused (a caller decoding record
+/// after record allocates nothing per record); `main(offset, len, buf)` puts the main data in
+/// `buf` (cleared) and returns false if it cannot. On error `out` holds a partial record.
+pub fn decode_record_into(
+    prefix: &[u8],
+    lsn: Lsn,
+    end_lsn: Lsn,
+    major: PgMajorVersion,
+    blcksz: u32,
+    main: &mut dyn FnMut(usize, usize, &mut Vec<u8>) -> bool,
+    out: &mut Record,
+) -> Result<(), RecordError> {
     let rec = prefix;
     let mut c = Cursor { b: rec, at: 0 };
     let tot_len = c.u32("xl_tot_len")?;
@@ -285,7 +317,8 @@ pub fn decode_record_prefix(
     let rmid = c.u8("xl_rmid")?;
     c.take(6, "xl_crc")?;
 
-    let mut blocks: Vec<BlockRef> = Vec::new();
+    let blocks = &mut out.blocks;
+    blocks.clear();
     let mut datatotal: u64 = 0;
     let mut max_block_id: i32 = -1;
     let mut last_rel: Option<RelFileLocator> = None;
@@ -403,24 +436,24 @@ pub fn decode_record_prefix(
     }
     // Payloads: block images and data in block order, then the main data at the end.
     let main_len = main_len as usize;
-    let main_data = main(tot_len as usize - main_len, main_len).ok_or(RecordError::Truncated {
-        field: "main data",
-        need: main_len,
-        have: 0,
-    })?;
-    Ok(Record {
-        lsn,
-        end_lsn,
-        prev,
-        xid,
-        rmid,
-        info,
-        tot_len,
-        blocks,
-        main_data,
-        toplevel_xid,
-        origin,
-    })
+    out.main_data.clear();
+    if !main(tot_len as usize - main_len, main_len, &mut out.main_data) {
+        return Err(RecordError::Truncated {
+            field: "main data",
+            need: main_len,
+            have: 0,
+        });
+    }
+    out.lsn = lsn;
+    out.end_lsn = end_lsn;
+    out.prev = prev;
+    out.xid = xid;
+    out.rmid = rmid;
+    out.info = info;
+    out.tot_len = tot_len;
+    out.toplevel_xid = toplevel_xid;
+    out.origin = origin;
+    Ok(())
 }
 
 #[cfg(test)]

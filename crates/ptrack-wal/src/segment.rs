@@ -10,13 +10,14 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ptrack_types::{Lsn, PgMajorVersion, TimeLineId};
 
 use crate::archive::{
     Compression, HistoryEntry, parse_history, read_segment_file, split_segment_file_name,
 };
-use crate::decoder::{DecoderConfig, EndOfWal, Poll, Start, WalDecoder, WalError};
+use crate::decoder::{DecoderConfig, EndOfWal, Polled, Start, WalDecoder, WalError};
 use crate::mapped::{Mapping, SegmentData};
 use crate::record::Record;
 
@@ -169,8 +170,10 @@ impl WalDir {
                 dir: dir.display().to_string(),
             })?;
         let first_path = dir.join(first.0);
-        let head =
-            read_segment_file(&first_path, first.1.2, 1 << 30).map_err(io_err(&first_path))?;
+        // Only the long page header is needed (reading, or decompressing, the whole 16 MB
+        // segment here cost as much as decoding a tenth of the WAL of a run).
+        let head = read_segment_file(&first_path, first.1.2, crate::consts::SIZE_OF_XLOG_LONG_PHD)
+            .map_err(io_err(&first_path))?;
         let u32_at = |o: usize| {
             head.get(o..o + 4)
                 .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
@@ -380,14 +383,16 @@ pub fn scan_dir(
     let start_page = from.map_or(stream_start, |l| Lsn(l.0 - l.0 % psize));
     let mut dec = WalDecoder::new(cfg, stream_start, Start::FirstOnPage(start_page));
     let mut segno = first_seg;
+    // One record buffer for the whole scan: no allocation per record.
+    let mut r = Record::default();
     loop {
         // Feed the next segment when the decoder needs more.
         let poll = loop {
-            let p = dec.poll().map_err(|source| ReadError::Wal {
+            let p = dec.poll_into(&mut r).map_err(|source| ReadError::Wal {
                 path: segment_path(wal, segno.saturating_sub(1)),
                 source,
             })?;
-            if p != Poll::NeedMore {
+            if p != Polled::NeedMore {
                 break p;
             }
             let Some(bytes) = wal.read_segment(segno)? else {
@@ -405,7 +410,7 @@ pub fn scan_dir(
             segno += 1;
         };
         match poll {
-            Poll::Record(r) => {
+            Polled::Record => {
                 if to.is_some_and(|t| r.lsn >= t) {
                     return Ok(ScanEnd::ReachedTo);
                 }
@@ -413,9 +418,9 @@ pub fn scan_dir(
                     on_record(&r);
                 }
             }
-            Poll::Abandoned { lsn, at } => on_abandoned(lsn, at),
-            Poll::End(e) => return Ok(ScanEnd::EndOfWal(e)),
-            Poll::NeedMore => {}
+            Polled::Abandoned { lsn, at } => on_abandoned(lsn, at),
+            Polled::End(e) => return Ok(ScanEnd::EndOfWal(e)),
+            Polled::NeedMore => {}
         }
     }
 }
@@ -437,23 +442,61 @@ struct Part<T> {
     abandoned: Vec<(Lsn, Lsn)>,
 }
 
-/// Like [`scan_dir`] over `[from, to)`, on `parts` threads: the segments are split into
-/// contiguous ranges, each decoded from its first record (found as `XLogFindNextRecord` does) and
-/// folded into its own accumulator (`init(range start)`, then `fold` per record). At each join the
-/// next range's first record must link (`xl_prev`) to the previous range's last record, exactly
-/// the check a sequential read makes; if a range ends early (end of valid WAL, missing segment),
-/// the later ranges are discarded. Returns the accumulators of the ranges kept, in order, each with
-/// its range end, plus the overall end and abandoned records.
-#[allow(clippy::type_complexity)]
+/// What [`scan_dir_parallel`] returns: the accumulators of the ranges kept, in order, each with
+/// its range end; how the scan ended; the abandoned records.
+pub type ParallelScan<T> = (Vec<(T, Lsn)>, ScanEnd, Vec<(Lsn, Lsn)>);
+
+/// How many ranges [`scan_dir_parallel`] cuts `nseg` segments into for `threads` threads: about
+/// four segments each, so that a thread that finishes early (or was not descheduled by other
+/// work on the machine) takes the next range instead of waiting; at least one range per thread
+/// and at most eight, which bounds the accumulators kept until the join.
+pub fn parallel_ranges(nseg: u64, threads: usize) -> usize {
+    let threads = threads.max(1) as u64;
+    nseg.div_ceil(4)
+        .clamp(threads, threads * 8)
+        .min(nseg)
+        .max(1) as usize
+}
+
+/// Like [`scan_dir`] over `[from, to)`, on `threads` threads: the segments are split into
+/// [`parallel_ranges`] contiguous ranges, which the threads take in order as they become free;
+/// each is decoded from its first record (found as `XLogFindNextRecord` does) and folded into its
+/// own accumulator (`init(range start)`, then `fold` per record). At each join the next range's
+/// first record must link (`xl_prev`) to the previous range's last record, exactly the check a
+/// sequential read makes; if a range ends early (end of valid WAL, missing segment), the later
+/// ranges are discarded (and those not started yet are not decoded).
 pub fn scan_dir_parallel<T, I, F>(
     wal: &WalDir,
     base: DecoderConfig,
     from: Lsn,
     to: Lsn,
-    parts: usize,
+    threads: usize,
     init: I,
     fold: F,
-) -> Result<(Vec<(T, Lsn)>, ScanEnd, Vec<(Lsn, Lsn)>), ReadError>
+) -> Result<ParallelScan<T>, ReadError>
+where
+    T: Send,
+    I: Fn(Lsn) -> T + Sync,
+    F: Fn(&mut T, &Record) + Sync,
+{
+    let seg = u64::from(wal.seg_size);
+    let nseg = (to.0.saturating_sub(1) / seg).saturating_sub(from.0 / seg) + 1;
+    let ranges = parallel_ranges(nseg, threads);
+    scan_dir_ranges(wal, base, from, to, threads, ranges, init, fold)
+}
+
+/// [`scan_dir_parallel`] with the number of ranges given (tests try every split).
+#[allow(clippy::too_many_arguments)]
+pub fn scan_dir_ranges<T, I, F>(
+    wal: &WalDir,
+    base: DecoderConfig,
+    from: Lsn,
+    to: Lsn,
+    threads: usize,
+    ranges: usize,
+    init: I,
+    fold: F,
+) -> Result<ParallelScan<T>, ReadError>
 where
     T: Send,
     I: Fn(Lsn) -> T + Sync,
@@ -463,55 +506,87 @@ where
     let first_seg = from.0 / seg;
     let last_seg = to.0.saturating_sub(1) / seg;
     let nseg = last_seg.saturating_sub(first_seg) + 1;
-    let parts = (parts.max(1) as u64).min(nseg).max(1);
+    let nranges = (ranges.max(1) as u64).min(nseg).max(1);
     // Range k covers records starting in [bounds[k], bounds[k+1]).
     let mut bounds = vec![from];
-    for k in 1..parts {
-        bounds.push(Lsn((first_seg + nseg * k / parts) * seg));
+    for k in 1..nranges {
+        bounds.push(Lsn((first_seg + nseg * k / nranges) * seg));
     }
     bounds.push(to);
-    let results: Vec<Result<Part<T>, ReadError>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..parts as usize)
-            .map(|k| {
-                let (start, end) = (bounds[k], bounds[k + 1]);
-                let (init, fold) = (&init, &fold);
-                sc.spawn(move || {
-                    let mut acc = init(start);
-                    let mut first = None;
-                    let mut last = None;
-                    let mut abandoned = Vec::new();
-                    let end_reason = scan_dir(
-                        wal,
-                        base,
-                        Some(start),
-                        Some(end),
-                        &mut |r| {
-                            first.get_or_insert((r.lsn, r.prev));
-                            last = Some(r.lsn);
-                            fold(&mut acc, r);
-                        },
-                        &mut |l, a| abandoned.push((l, a)),
-                    )?;
-                    Ok(Part {
-                        acc,
-                        first,
-                        last,
-                        end: end_reason,
-                        abandoned,
-                    })
-                })
-            })
+    let nranges = nranges as usize;
+    let next = AtomicUsize::new(0);
+    // The first range that ended early or failed: later ones need not be decoded.
+    let stop = AtomicUsize::new(usize::MAX);
+    let run = |k: usize| -> Result<Part<T>, ReadError> {
+        let (start, end) = (bounds[k], bounds[k + 1]);
+        let mut acc = init(start);
+        let mut first = None;
+        let mut last = None;
+        let mut abandoned = Vec::new();
+        let end_reason = scan_dir(
+            wal,
+            base,
+            Some(start),
+            Some(end),
+            &mut |r| {
+                first.get_or_insert((r.lsn, r.prev));
+                last = Some(r.lsn);
+                fold(&mut acc, r);
+            },
+            &mut |l, a| abandoned.push((l, a)),
+        )?;
+        Ok(Part {
+            acc,
+            first,
+            last,
+            end: end_reason,
+            abandoned,
+        })
+    };
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= nranges || k > stop.load(Ordering::Relaxed) {
+                return done;
+            }
+            let r = run(k);
+            if r.as_ref().map_or(true, |p| !p.end.covers(bounds[k + 1])) {
+                stop.fetch_min(k, Ordering::Relaxed);
+            }
+            done.push((k, r));
+        }
+    };
+    let mut slots: Vec<Option<Result<Part<T>, ReadError>>> = (0..nranges).map(|_| None).collect();
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads.clamp(1, nranges))
+            .map(|_| sc.spawn(worker))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        for h in handles {
+            let done = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            for (k, r) in done {
+                if let Some(s) = slots.get_mut(k) {
+                    *s = Some(r);
+                }
+            }
+        }
     });
+    join_parts(slots, &bounds)
+}
+
+/// Keeps the ranges' results in order while each links to the one before (see
+/// [`scan_dir_parallel`]).
+fn join_parts<T>(
+    slots: Vec<Option<Result<Part<T>, ReadError>>>,
+    bounds: &[Lsn],
+) -> Result<ParallelScan<T>, ReadError> {
     let mut kept = Vec::new();
     let mut abandoned = Vec::new();
     let mut prev_last: Option<Lsn> = None;
     let mut final_end = ScanEnd::ReachedTo;
-    for (k, r) in results.into_iter().enumerate() {
+    for (k, r) in slots.into_iter().enumerate() {
+        // A range not decoded comes after one that ended early: the loop stopped there.
+        let Some(r) = r else { break };
         let p = r?;
         // The chain must continue across the join; otherwise WAL ended before this range.
         if let (Some(pl), Some((first_lsn, first_prev))) = (prev_last, p.first)
@@ -528,7 +603,7 @@ where
         }
         prev_last = p.last.or(prev_last);
         abandoned.extend(p.abandoned);
-        let range_end = bounds[k + 1];
+        let range_end = bounds.get(k + 1).copied().unwrap_or_default();
         let ended_early = !p.end.covers(range_end);
         final_end = p.end.clone();
         kept.push((p.acc, range_end));
@@ -542,6 +617,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_ranges_about_four_segments_each_within_bounds() {
+        assert_eq!(parallel_ranges(1, 2), 1);
+        assert_eq!(parallel_ranges(3, 2), 2);
+        assert_eq!(parallel_ranges(29, 2), 8);
+        assert_eq!(parallel_ranges(55, 2), 14);
+        assert_eq!(parallel_ranges(1000, 2), 16);
+        assert_eq!(parallel_ranges(10, 1), 3);
+        assert_eq!(parallel_ranges(5, 0), 2);
+    }
 
     #[test]
     fn segment_names_round_trip() {

@@ -217,17 +217,19 @@ fn sequential(wal: &ptrack_wal::WalDir, from: Lsn, to: Lsn) -> (Vec<Lsn>, ptrack
     (v, end)
 }
 
+/// `parts` ranges on 1 to 3 threads (the thread count varies with `parts`).
 fn parallel(
     wal: &ptrack_wal::WalDir,
     from: Lsn,
     to: Lsn,
     parts: usize,
 ) -> (Vec<Lsn>, ptrack_wal::ScanEnd) {
-    let (kept, end, _) = ptrack_wal::scan_dir_parallel(
+    let (kept, end, _) = ptrack_wal::scan_dir_ranges(
         wal,
         DecoderConfig::default(),
         from,
         to,
+        parts % 3 + 1,
         parts,
         |_| Vec::new(),
         |v: &mut Vec<Lsn>, r| v.push(r.lsn),
@@ -257,7 +259,7 @@ fn parallel_ranges_equal_sequential_scan() {
     let to = Lsn(b.pos().0 - 1);
     let (seq, seq_end) = sequential(&wal, from, to);
     assert!(seq.len() > 800);
-    for parts in 1..=6 {
+    for parts in 1..=9 {
         assert_eq!(
             parallel(&wal, from, to, parts),
             (seq.clone(), seq_end.clone()),
@@ -280,8 +282,56 @@ fn parallel_ranges_equal_sequential_scan() {
     std::fs::write(&third, bytes).unwrap();
     let (seq, seq_end) = sequential(&wal, from, to);
     assert!(matches!(seq_end, ptrack_wal::ScanEnd::EndOfWal(_)));
-    for parts in 1..=6 {
+    for parts in 1..=9 {
         let (par, _) = parallel(&wal, from, to, parts);
         assert_eq!(par, seq, "{parts} parts after damage");
     }
+}
+
+/// `poll_into` with one reused buffer returns exactly the records `poll` returns, field by field,
+/// whatever the previous record left in the buffer (more or fewer blocks, longer main data).
+#[test]
+fn poll_into_reused_buffer_equals_poll() {
+    let mut b = WalBuilder::new(PgMajorVersion::V16, SEG, 4);
+    for i in 0..400u32 {
+        match i % 5 {
+            // Main data only, of varying length.
+            0 => b.record(RM_XLOG_ID, 0, &{
+                let n = (i as usize * 7) % 200;
+                let mut body = vec![XLR_BLOCK_ID_DATA_SHORT, n as u8];
+                body.extend((0..n).map(|k| k as u8));
+                body
+            }),
+            // A block reference with data crossing pages now and then.
+            k => b.record(
+                RM_HEAP_ID,
+                0,
+                &WalBuilder::block_body(16384 + i, i, [5usize, 300, 9000, 20][k as usize - 1]),
+            ),
+        };
+    }
+    b.pad_segment();
+    let mut by_poll = WalDecoder::new(cfg(), b.start(), Start::FirstOnPage(b.start()));
+    let mut by_into = WalDecoder::new(cfg(), b.start(), Start::FirstOnPage(b.start()));
+    by_poll.feed(b.bytes());
+    by_into.feed(b.bytes());
+    let mut buf = ptrack_wal::Record::default();
+    let mut n = 0;
+    loop {
+        let p = by_poll.poll().unwrap();
+        let q = by_into.poll_into(&mut buf).unwrap();
+        match (p, q) {
+            (Poll::Record(r), ptrack_wal::Polled::Record) => {
+                assert_eq!(*r, buf, "record {n}");
+                n += 1;
+            }
+            (Poll::End(a), ptrack_wal::Polled::End(b)) => {
+                assert_eq!(a, b);
+                break;
+            }
+            (Poll::NeedMore, ptrack_wal::Polled::NeedMore) => break,
+            (p, q) => panic!("poll {p:?} but poll_into {q:?} after {n} records"),
+        }
+    }
+    assert_eq!(n, 400);
 }
