@@ -24,6 +24,9 @@ use roaring::RoaringBitmap;
 
 /// Directory of the sets, under `pg_ptrack/`.
 pub const DIR: &str = "changes";
+/// Most sets kept (a week of five-minute checkpoints): the directory is listed at every cut and
+/// every call, so its length is bounded as well as its size.
+pub const MAX_SETS: usize = 2048;
 const SUFFIX: &str = ".pcs";
 
 /// A set file's name: the timeline and LSN range `[start, end)` it covers.
@@ -180,7 +183,7 @@ pub fn read_chain(
 }
 
 /// Removes sets that end at or before `init_lsn` (never usable), then the oldest ones while the
-/// rest exceeds `keep_bytes`; returns how many were removed.
+/// rest exceeds `keep_bytes` or [`MAX_SETS`] files; returns how many were removed.
 pub fn prune(dir: &Path, init_lsn: Lsn, keep_bytes: u64) -> io::Result<usize> {
     let names = list(dir);
     let sizes: Vec<u64> = names
@@ -193,8 +196,8 @@ pub fn prune(dir: &Path, init_lsn: Lsn, keep_bytes: u64) -> io::Result<usize> {
         .collect();
     let mut total: u64 = sizes.iter().sum();
     let mut removed = 0;
-    for (n, size) in names.iter().zip(&sizes) {
-        if n.end > init_lsn && total <= keep_bytes {
+    for (i, (n, size)) in names.iter().zip(&sizes).enumerate() {
+        if n.end > init_lsn && total <= keep_bytes && names.len() - i <= MAX_SETS {
             break;
         }
         std::fs::remove_file(dir.join(n.file_name()))?;

@@ -153,4 +153,13 @@ fn prune_drops_unusable_then_oldest_over_the_cap() {
     );
     clear(&d).unwrap();
     assert!(list(&d).is_empty());
+    // More files than MAX_SETS: the oldest go.
+    for i in 0..(MAX_SETS as u64 + 3) {
+        let mut s = ChangeSet::new(9, Lsn(i * 10));
+        s.end = Lsn(i * 10 + 10);
+        write(&d, TimeLineId(1), &s).unwrap();
+    }
+    assert_eq!(prune(&d, Lsn(0), u64::MAX).unwrap(), 3);
+    assert_eq!(list(&d).len(), MAX_SETS);
+    assert_eq!(list(&d)[0].start, Lsn(30));
 }
