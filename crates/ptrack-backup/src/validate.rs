@@ -190,7 +190,7 @@ fn check_unchanged_files(
     m: &Manifest,
     problems: &mut Vec<String>,
 ) {
-    for e in &m.entries {
+    for e in m.entries.iter() {
         let EntryKind::File {
             size,
             digest,
@@ -207,12 +207,12 @@ fn check_unchanged_files(
             let Ok((pm, _)) = manifest_of(inst, cat, manifests, &id) else {
                 break;
             };
-            match pm.entry(&e.path).map(|x| &x.kind) {
+            match pm.entry(&e.path).map(|x| x.kind) {
                 Some(EntryKind::File {
                     size: s,
                     digest: d,
                     stored,
-                }) if s == size && d == digest => {
+                }) if s == *size && d == *digest => {
                     if stored.is_some() {
                         found = true;
                     } else if hops < 100_000 {
@@ -255,10 +255,11 @@ fn check_backup(
     }
     let blcksz = m.blcksz as usize;
     let relseg = inst.info.relseg_blocks;
-    let items: Vec<&crate::manifest::Entry> = m
+    let items: Vec<u32> = m
         .entries
         .iter()
-        .filter(|e| {
+        .enumerate()
+        .filter(|(_, e)| {
             matches!(
                 e.kind,
                 EntryKind::Data { .. }
@@ -268,13 +269,14 @@ fn check_backup(
                     }
             )
         })
+        .map(|(i, _)| i as u32)
         .collect();
     let res = crate::parallel::run(
         jobs,
         items.len(),
         |_| Ok(BundleReader::new(&dir, m.compression)),
         |r, i| {
-            let e = items[i];
+            let e = &m.entries.get(items[i] as usize);
             let mut probs: Vec<String> = Vec::new();
             let (mut pages, mut recorded) = (0u64, 0u64);
             match &e.kind {
