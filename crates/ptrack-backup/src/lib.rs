@@ -31,6 +31,12 @@ pub mod validate;
 pub mod vm;
 pub mod walk;
 
+#[cfg(test)]
+mod alloc_count;
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
+
 use std::path::Path;
 
 /// Errors of the backup library. Every message names the file, backup, LSN or option at fault.

@@ -32,6 +32,8 @@ use crate::walk::{Item, Listing, walk};
 
 mod compose;
 mod plan;
+#[cfg(test)]
+mod tests;
 
 use crate::{Error, Result, envelope, refused};
 use compose::{
@@ -153,7 +155,10 @@ fn take_started(
         _ => HashMap::new(),
     };
     let planner = Planner {
-        ctx,
+        mode: ctx.opts.mode,
+        parent,
+        blcksz: ctx.control.blcksz,
+        relseg: ctx.control.relseg_size,
         pagemap: pagemap.as_ref(),
         also: &also,
     };

@@ -162,7 +162,7 @@ fn decode_item(bytes: &[u8]) -> Item {
 }
 
 impl Listing {
-    fn push(&mut self, path: &RelPath, item: &Item) -> Result<()> {
+    pub(crate) fn push(&mut self, path: &RelPath, item: &Item) -> Result<()> {
         let mut b = Vec::with_capacity(24);
         encode_item(item, &mut b);
         self.table
@@ -171,7 +171,7 @@ impl Listing {
     }
 
     /// Sorts by path (the walk finds paths almost in order: the sort is about linear).
-    fn sort(&mut self) {
+    pub(crate) fn sort(&mut self) {
         let n = u32::try_from(self.table.len()).expect("a table holds fewer records");
         self.order = (0..n).collect();
         let (mut a, mut b) = (Vec::new(), Vec::new());

@@ -150,11 +150,6 @@ impl ResultLog {
             .sort_by(|a, b| (&a.path, a.block_in_file).cmp(&(&b.path, b.block_in_file)));
     }
 
-    /// Bytes held, for memory accounting.
-    pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + 8 * self.index.capacity()
-    }
-
     /// The records of the file at `pos`.
     fn records(&self, pos: u32) -> impl Iterator<Item = Cursor<'_>> {
         let from = self.index.partition_point(|&(p, _)| p < pos);

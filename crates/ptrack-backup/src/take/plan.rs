@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use ptrack_page::relpath::{PathKind, RelFileSegment, classify_path};
 use ptrack_types::ForkNumber;
 
-use super::TakeContext;
 use crate::catalog::{BackupInfo, Mode};
+use crate::chain::Link;
 use crate::manifest::EntryKind;
 use crate::pages::Select;
 use crate::paths::{Digest, RelPath};
@@ -79,8 +79,14 @@ pub enum FilePlan {
 
 /// Decides each file's plan from inputs that do not change during the copy.
 pub struct Planner<'a> {
-    /// The backup.
-    pub ctx: &'a TakeContext<'a>,
+    /// The backup's mode.
+    pub mode: Mode,
+    /// The parent (newest first in its chain), for incrementals.
+    pub parent: Option<&'a Link>,
+    /// `BLCKSZ`.
+    pub blcksz: u32,
+    /// `RELSEG_SIZE`.
+    pub relseg: u32,
     /// Ptrack mode: path → changed blocks of the segment (sorted).
     pub pagemap: Option<&'a HashMap<String, Vec<u32>>>,
     /// Delta mode: heap pages whose all-visible bit was set since the parent.
@@ -90,9 +96,8 @@ pub struct Planner<'a> {
 impl Planner<'_> {
     /// The plan of regular file `rel` of `size` bytes and identity `file_id`.
     pub fn file(&self, rel: &RelPath, size: u64, file_id: FileId) -> FilePlan {
-        let ctx = self.ctx;
-        let parent = ctx.parent.map(|p| &p.chain[0]);
-        let blcksz = u64::from(ctx.control.blcksz);
+        let parent = self.parent;
+        let blcksz = u64::from(self.blcksz);
         let parent_kind = parent.and_then(|p| p.manifest.entry(rel)).map(|e| e.kind);
         let seg = match rel.as_str().map(classify_path) {
             Some(PathKind::Relation(s)) if s.fork == ForkNumber::Main => s,
@@ -106,7 +111,7 @@ impl Planner<'_> {
         };
         let blocks = u32::try_from(size / blcksz)
             .unwrap_or(u32::MAX)
-            .min(ctx.control.relseg_size);
+            .min(self.relseg);
         let tail = (size - u64::from(blocks) * blcksz).min(blcksz - 1) as u32;
         // A file created anew under the same name since the parent is read whole (base).
         let parent_blocks = match parent_kind {
@@ -120,7 +125,7 @@ impl Planner<'_> {
         let listed = self
             .pagemap
             .and_then(|m| rel.as_str().and_then(|r| m.get(r)));
-        let mut sel = select(ctx.opts.mode, parent_blocks, listed, blocks);
+        let mut sel = select(self.mode, parent_blocks, listed, blocks);
         if sel.since.is_some()
             && let Some(a) = self.also.get(rel)
         {
@@ -136,7 +141,7 @@ impl Planner<'_> {
 
     /// Every unit of work of the listing, biggest first, and the bytes they read.
     pub fn units(&self, listing: &Listing) -> (Vec<Unit>, u64) {
-        let blcksz = u64::from(self.ctx.control.blcksz);
+        let blcksz = u64::from(self.blcksz);
         let mut units = Vec::new();
         for (i, (rel, item)) in listing.iter().enumerate() {
             let Item::File(size, id) = item else { continue };
