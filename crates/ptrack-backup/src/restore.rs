@@ -581,30 +581,21 @@ fn restore_one(
     cut: bool,
 ) -> Result<u64> {
     let m = &chain[0].manifest;
-    let (entry, wal) = match *job {
+    let entry = match *job {
         Job::Data { at, blocks } => {
             let entry = m.entries.get(at as usize);
             return write_data(chain, readers, &entry, blocks, blcksz, places);
         }
-        Job::File { at, wal: false, .. } => (m.entries.get(at as usize), false),
-        Job::File { at, wal: true, .. } => (m.wal[at as usize].clone(), true),
+        Job::File { at, wal: true, .. } => {
+            return write_wal(readers, &m.wal[at as usize], m, places, cut);
+        }
+        Job::File { at, wal: false, .. } => m.entries.get(at as usize),
     };
-    let entry = &entry;
-    let mut data = file_content(chain, readers, entry, wal)?;
-    if wal && cut {
-        cut_after_consistency(&mut data, &entry.path, &chain[0].manifest);
-    }
-    if !wal && entry.path.as_str() == Some("tablespace_map") {
+    let mut data = file_content(chain, readers, &entry, false)?;
+    if entry.path.as_str() == Some("tablespace_map") {
         data = remap_tablespace_map(&data, spaces);
     }
-    let path = if wal {
-        RelPath::new("pg_wal")
-            .expect("plain")
-            .join(entry.path.as_bytes())
-            .map_err(|e| Error::Corrupt(e.to_string()))?
-    } else {
-        entry.path.clone()
-    };
+    let path = entry.path;
     let (mut f, shown) = places.create(&path)?;
     f.write_all(&data)
         .map_err(|e| Error::io(&shown, "write", e))?;
@@ -612,25 +603,65 @@ fn restore_one(
     Ok(data.len() as u64)
 }
 
-/// Zeroes the WAL after the backup's consistency point in the segment holding it: the stored
-/// copy of that segment was read after the backup ended and may hold later records, which a
-/// restore without a target must not replay. Not done with a recovery target or a
-/// `restore_command`: `immediate` stops at the first record after consistency (there must be
-/// one), and archive recovery goes further on purpose.
-fn cut_after_consistency(data: &mut [u8], name: &RelPath, m: &crate::manifest::Manifest) {
+/// Writes a stored WAL segment (or history file) into `pg_wal`, piece by piece (a segment is
+/// never held whole), zeroing what follows the consistency point when `cut`.
+fn write_wal(
+    readers: &mut [BundleReader],
+    entry: &Entry,
+    m: &crate::manifest::Manifest,
+    places: &Places,
+    cut: bool,
+) -> Result<u64> {
+    let EntryKind::File {
+        size,
+        digest,
+        stored: Some(st),
+    } = entry.kind
+    else {
+        return Err(Error::Corrupt(format!(
+            "WAL \"{}\" of the backup is not stored",
+            entry.path
+        )));
+    };
+    let path = RelPath::new("pg_wal")
+        .expect("plain")
+        .join(entry.path.as_bytes())
+        .map_err(|e| Error::Corrupt(e.to_string()))?;
+    let cut_at = if cut {
+        consistency_offset(&entry.path, m)
+    } else {
+        None
+    };
+    let (mut f, shown) = places.create(&path)?;
+    readers[0]
+        .blob_stream(st, size, digest, |off, piece| {
+            if let Some(c) = cut_at {
+                let from = c.saturating_sub(off).min(piece.len() as u64) as usize;
+                piece[from..].fill(0);
+            }
+            f.write_all(piece)
+                .map_err(|e| Error::io(&shown, "write", e))
+        })
+        .map_err(|err| match err {
+            Error::Corrupt(why) => Error::Corrupt(format!("WAL \"{}\": {why}", entry.path)),
+            other => other,
+        })?;
+    places.finish(&f, &shown)?;
+    Ok(size)
+}
+
+/// Where the WAL after the backup's consistency point starts in segment `name`, when that
+/// segment holds it: the stored copy was read after the backup ended and may hold later
+/// records, which a restore without a target must not replay (they are zeroed). Not done with
+/// a recovery target or a `restore_command`: `immediate` stops at the first record after
+/// consistency (there must be one), and archive recovery goes further on purpose.
+fn consistency_offset(name: &RelPath, m: &crate::manifest::Manifest) -> Option<u64> {
     let seg = m.wal_seg_size;
     let end = m.consistent().0;
-    let parsed = name
+    let s = name
         .as_str()
-        .and_then(|n| ptrack_wal::segment::SegmentName::parse(n, seg));
-    if let Some(s) = parsed
-        && s.segno == end / seg
-        && let Ok(off) = usize::try_from(end % seg)
-        && off > 0
-        && off < data.len()
-    {
-        data[off..].fill(0);
-    }
+        .and_then(|n| ptrack_wal::segment::SegmentName::parse(n, seg))?;
+    (s.segno == end / seg && end % seg > 0).then_some(end % seg)
 }
 
 /// Rewrites `tablespace_map` lines (`<oid> <path>`) for relocated tablespaces.

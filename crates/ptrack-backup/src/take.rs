@@ -8,6 +8,7 @@
 //! server's backup before returning.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -467,32 +468,54 @@ fn store_wal(
         }
         .file_name(seg_size);
         let path = wal_dir.join(&name);
-        let data = std::fs::read(&path).map_err(|e| {
+        let needed = |e: std::io::Error| {
             Error::Refused(format!(
                 "WAL segment \"{}\" needed by backup {} (start {start}, stop {stop}) could not be read: {e}; \
                  it may have been recycled: allow ptrack a replication slot or raise wal_keep_size",
                 path.display(),
                 ctx.id
             ))
+        };
+        let mut f = std::fs::File::open(&path).map_err(needed)?;
+        // The span of the start segment the next incremental's fork check compares.
+        let from = if segno == start.0 / seg_size {
+            start.0 % seg_size
+        } else {
+            seg_size
+        };
+        let to = stop.0.min((segno + 1) * seg_size) - segno * seg_size;
+        let (mut whole, mut part) = (blake3::Hasher::new(), blake3::Hasher::new());
+        let stored = w.put_stream(&mut (&mut f).take(seg_size + 1), &path, |off, piece| {
+            whole.update(piece);
+            let end = off + piece.len() as u64;
+            let (a, b) = (from.max(off), to.min(end));
+            if a < b {
+                part.update(&piece[(a - off) as usize..(b - off) as usize]);
+            }
         })?;
-        if data.len() as u64 != seg_size {
+        if stored.len != seg_size {
             return Err(Error::Refused(format!(
                 "WAL segment \"{}\" has {} bytes, expected {seg_size}",
                 path.display(),
-                data.len()
+                stored.len
             )));
         }
         wal_bytes += seg_size;
         if segno == start.0 / seg_size {
-            let to = stop.0.min((segno + 1) * seg_size);
-            let bytes = &data[(start.0 % seg_size) as usize..(to - segno * seg_size) as usize];
             span = Some(WalSpan {
                 from: start,
-                to: Lsn(to),
-                digest: Digest::of(bytes),
+                to: Lsn(segno * seg_size + to),
+                digest: Digest(*part.finalize().as_bytes()),
             });
         }
-        wal.push(stored_entry(&name, &data, w)?);
+        wal.push(Entry {
+            path: RelPath::new(&name).expect("plain name"),
+            kind: EntryKind::File {
+                size: seg_size,
+                digest: Digest(*whole.finalize().as_bytes()),
+                stored: Some(stored),
+            },
+        });
     }
     Ok((wal, wal_bytes, span))
 }

@@ -367,6 +367,9 @@ fn check_backup(
     check_wal(&dir, m, chk, problems);
 }
 
+/// Checks the stored WAL: every segment's and history file's digest, then decodes it from the
+/// start LSN past the consistency point, feeding the decoder piece by piece as the stored
+/// segments are read again (no segment is held whole).
 fn check_wal(
     dir: &std::path::Path,
     m: &Manifest,
@@ -382,11 +385,11 @@ fn check_wal(
             stored: Some(s),
         } = &e.kind
         {
-            match r.blob(*s, *size, *digest) {
-                Ok(d) => {
+            match r.blob_stream(*s, *size, *digest, |_, _| Ok(())) {
+                Ok(()) => {
                     if !e.path.as_bytes().ends_with(b".history") {
                         chk.wal_segments += 1;
-                        segs.push(d);
+                        segs.push((*s, *size, *digest));
                     }
                 }
                 Err(err) => problems.push(format!("WAL \"{}\": {err}", e.path)),
@@ -415,6 +418,7 @@ fn check_wal(
         },
     );
     let mut segs = segs.into_iter();
+    let mut pending: std::collections::VecDeque<Vec<u8>> = Default::default();
     loop {
         match dec.poll() {
             Ok(Poll::Record(rec)) => {
@@ -423,19 +427,34 @@ fn check_wal(
                 }
             }
             Ok(Poll::Abandoned { .. }) => {}
-            Ok(Poll::NeedMore) => match segs.next() {
-                Some(s) => dec.feed_owned(s),
-                // Consistent exactly at the end of the last stored segment.
-                None if dec.position() >= m.consistent() => return,
-                None => {
-                    problems.push(format!(
-                        "stored WAL ends at {} before the consistency point {} (stop LSN or standby minimum recovery point)",
-                        dec.position(),
-                        m.consistent()
-                    ));
-                    return;
+            Ok(Poll::NeedMore) => {
+                if let Some(piece) = pending.pop_front() {
+                    dec.feed_owned(piece);
+                    continue;
                 }
-            },
+                match segs.next() {
+                    Some((s, size, digest)) => {
+                        let read = r.blob_stream(s, size, digest, |_, p| {
+                            pending.push_back(p.to_vec());
+                            Ok(())
+                        });
+                        if let Err(e) = read {
+                            problems.push(format!("stored WAL: {e}"));
+                            return;
+                        }
+                    }
+                    // Consistent exactly at the end of the last stored segment.
+                    None if dec.position() >= m.consistent() => return,
+                    None => {
+                        problems.push(format!(
+                            "stored WAL ends at {} before the consistency point {} (stop LSN or standby minimum recovery point)",
+                            dec.position(),
+                            m.consistent()
+                        ));
+                        return;
+                    }
+                }
+            }
             // A standby's stop LSN is the (aligned) position after its last replayed record: WAL
             // may end right there.
             Ok(Poll::End(e)) if e.lsn >= m.consistent() => return,
