@@ -563,6 +563,22 @@ impl BundleReader {
         Ok(())
     }
 
+    /// Bytes `off..off + n` of the record at `s` as stored (of a raw record: of the file),
+    /// checked against the record and the bundle; the caller checks the whole record's digest.
+    pub fn record_piece(&mut self, s: Stored, off: u64, n: u64) -> Result<Vec<u8>> {
+        if off.checked_add(n).is_none_or(|end| end > s.len) {
+            return Err(Error::Corrupt(format!(
+                "piece {off}+{n} lies outside the record at bundle.{} offset {}",
+                s.bundle, s.offset
+            )));
+        }
+        self.read_range(Stored {
+            bundle: s.bundle,
+            offset: s.offset + off,
+            len: n,
+        })
+    }
+
     /// Reads a whole file stored at `s` with `size` bytes and BLAKE3 `digest`.
     pub fn blob(&mut self, s: Stored, size: u64, digest: Digest) -> Result<Vec<u8>> {
         let raw = self.read_range(s)?;

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use crate::bundle::{BundleReader, FLAG_CORRUPT, bundle_path};
 use crate::catalog::{BackupInfo, Catalog, Status};
 use crate::chain::{check_link, read_manifest};
-use crate::manifest::{EntryKind, Manifest};
+use crate::manifest::{EntryKind, Manifest, Stored};
 use crate::paths::Digest;
 use crate::repo::{Instance, Repository};
 use crate::{Result, refused};
@@ -418,7 +418,8 @@ fn check_wal(
         },
     );
     let mut segs = segs.into_iter();
-    let mut pending: std::collections::VecDeque<Vec<u8>> = Default::default();
+    // The segment being fed and how far (raw records are fed piece by piece).
+    let mut cur: Option<(Stored, u64)> = None;
     loop {
         match dec.poll() {
             Ok(Poll::Record(rec)) => {
@@ -428,32 +429,42 @@ fn check_wal(
             }
             Ok(Poll::Abandoned { .. }) => {}
             Ok(Poll::NeedMore) => {
-                if let Some(piece) = pending.pop_front() {
-                    dec.feed_owned(piece);
-                    continue;
-                }
-                match segs.next() {
-                    Some((s, size, digest)) => {
-                        let read = r.blob_stream(s, size, digest, |_, p| {
-                            pending.push_back(p.to_vec());
-                            Ok(())
-                        });
-                        if let Err(e) = read {
-                            problems.push(format!("stored WAL: {e}"));
+                if cur.is_none_or(|(s, off)| off >= s.len) {
+                    cur = match segs.next() {
+                        Some((s, size, _)) if s.len == size => Some((s, 0)),
+                        // Compressed (older backups): fed whole.
+                        Some((s, size, digest)) => match r.blob(s, size, digest) {
+                            Ok(d) => {
+                                dec.feed_owned(d);
+                                continue;
+                            }
+                            Err(e) => {
+                                problems.push(format!("stored WAL: {e}"));
+                                return;
+                            }
+                        },
+                        // Consistent exactly at the end of the last stored segment.
+                        None if dec.position() >= m.consistent() => return,
+                        None => {
+                            problems.push(format!(
+                                "stored WAL ends at {} before the consistency point {} (stop LSN or standby minimum recovery point)",
+                                dec.position(),
+                                m.consistent()
+                            ));
                             return;
                         }
-                    }
-                    // Consistent exactly at the end of the last stored segment.
-                    None if dec.position() >= m.consistent() => return,
-                    None => {
-                        problems.push(format!(
-                            "stored WAL ends at {} before the consistency point {} (stop LSN or standby minimum recovery point)",
-                            dec.position(),
-                            m.consistent()
-                        ));
+                    };
+                }
+                let (s, off) = cur.expect("a segment being fed");
+                let n = (s.len - off).min(crate::bundle::STREAM_PIECE as u64);
+                match r.record_piece(s, off, n) {
+                    Ok(piece) => dec.feed_owned(piece),
+                    Err(e) => {
+                        problems.push(format!("stored WAL: {e}"));
                         return;
                     }
                 }
+                cur = Some((s, off + n));
             }
             // A standby's stop LSN is the (aligned) position after its last replayed record: WAL
             // may end right there.
