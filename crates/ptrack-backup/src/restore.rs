@@ -22,10 +22,13 @@ use crate::bundle::{BundleReader, PageEntry};
 use crate::catalog::{BackupInfo, Status};
 use crate::chain::{Link, load_chain};
 use crate::manifest::{Entry, EntryKind};
+
+mod wal;
 use crate::paths::RelPath;
 use crate::repo::{Instance, Repository};
 use crate::target::{RecoveryTarget, auto_conf, recovery_settings};
 use crate::{Error, Result, refused};
+use wal::write_wal;
 
 /// What to restore and where.
 #[derive(Debug, Clone, Default)]
@@ -601,67 +604,6 @@ fn restore_one(
         .map_err(|e| Error::io(&shown, "write", e))?;
     places.finish(&f, &shown)?;
     Ok(data.len() as u64)
-}
-
-/// Writes a stored WAL segment (or history file) into `pg_wal`, piece by piece (a segment is
-/// never held whole), zeroing what follows the consistency point when `cut`.
-fn write_wal(
-    readers: &mut [BundleReader],
-    entry: &Entry,
-    m: &crate::manifest::Manifest,
-    places: &Places,
-    cut: bool,
-) -> Result<u64> {
-    let EntryKind::File {
-        size,
-        digest,
-        stored: Some(st),
-    } = entry.kind
-    else {
-        return Err(Error::Corrupt(format!(
-            "WAL \"{}\" of the backup is not stored",
-            entry.path
-        )));
-    };
-    let path = RelPath::new("pg_wal")
-        .expect("plain")
-        .join(entry.path.as_bytes())
-        .map_err(|e| Error::Corrupt(e.to_string()))?;
-    let cut_at = if cut {
-        consistency_offset(&entry.path, m)
-    } else {
-        None
-    };
-    let (mut f, shown) = places.create(&path)?;
-    readers[0]
-        .blob_stream(st, size, digest, |off, piece| {
-            if let Some(c) = cut_at {
-                let from = c.saturating_sub(off).min(piece.len() as u64) as usize;
-                piece[from..].fill(0);
-            }
-            f.write_all(piece)
-                .map_err(|e| Error::io(&shown, "write", e))
-        })
-        .map_err(|err| match err {
-            Error::Corrupt(why) => Error::Corrupt(format!("WAL \"{}\": {why}", entry.path)),
-            other => other,
-        })?;
-    places.finish(&f, &shown)?;
-    Ok(size)
-}
-
-/// Where the WAL after the backup's consistency point starts in segment `name`, when that
-/// segment holds it: the stored copy was read after the backup ended and may hold later
-/// records, which a restore without a target must not replay (they are zeroed). Not done with
-/// a recovery target or a `restore_command`: `immediate` stops at the first record after
-/// consistency (there must be one), and archive recovery goes further on purpose.
-fn consistency_offset(name: &RelPath, m: &crate::manifest::Manifest) -> Option<u64> {
-    let seg = m.wal_seg_size;
-    let end = m.consistent().0;
-    let s = name
-        .as_str()
-        .and_then(|n| ptrack_wal::segment::SegmentName::parse(n, seg))?;
-    (s.segno == end / seg && end % seg > 0).then_some(end % seg)
 }
 
 /// Rewrites `tablespace_map` lines (`<oid> <path>`) for relocated tablespaces.
