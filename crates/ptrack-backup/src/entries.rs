@@ -77,10 +77,10 @@ pub fn encode_kind(kind: &EntryKind, out: &mut Vec<u8>) {
             file_id,
         } => {
             out.push(DATA);
-            let flags = u8::from(*base) * BASE
-                | u8::from(tail.is_some()) * HAS_TAIL
-                | u8::from(file_id.is_some()) * HAS_ID
-                | u8::from(file_id.is_some_and(|f| f.born_ns.is_some())) * HAS_BORN;
+            let flags = (u8::from(*base) * BASE)
+                | (u8::from(tail.is_some()) * HAS_TAIL)
+                | (u8::from(file_id.is_some()) * HAS_ID)
+                | (u8::from(file_id.is_some_and(|f| f.born_ns.is_some())) * HAS_BORN);
             out.push(flags);
             put_varint(out, *size);
             put_varint(out, u64::from(*blocks));

@@ -63,9 +63,9 @@ pub fn write<T: Serialize>(path: &Path, kind: &str, version: u32, value: &T) -> 
         inner: BufWriter::with_capacity(1 << 16, staged),
         hasher: blake3::Hasher::new(),
     };
-    write!(
+    writeln!(
         out,
-        "PTRACK {kind} {version} {:08x} {}\n",
+        "PTRACK {kind} {version} {:08x} {}",
         count.crc, count.len
     )
     .map_err(io_err)?;

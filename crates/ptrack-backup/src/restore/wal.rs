@@ -70,5 +70,5 @@ fn consistency_offset(name: &RelPath, m: &Manifest) -> Option<u64> {
     let s = name
         .as_str()
         .and_then(|n| ptrack_wal::segment::SegmentName::parse(n, seg))?;
-    (s.segno == end / seg && end % seg > 0).then_some(end % seg)
+    (s.segno == end / seg && !end.is_multiple_of(seg)).then_some(end % seg)
 }

@@ -109,9 +109,9 @@ pub fn encode_tail(t: Option<&Tail>, out: &mut Vec<u8>) {
 /// Encodes a data part's result (its damaged pages are kept whole, in the log).
 pub fn encode_part(r: &PartResult, out: &mut Vec<u8>) {
     out.push(PART);
-    let flags = u8::from(r.index.is_some()) * HAS_INDEX
-        | u8::from(r.short_at.is_some()) * HAS_SHORT
-        | u8::from(r.unreadable.is_some()) * UNREADABLE;
+    let flags = (u8::from(r.index.is_some()) * HAS_INDEX)
+        | (u8::from(r.short_at.is_some()) * HAS_SHORT)
+        | (u8::from(r.unreadable.is_some()) * UNREADABLE);
     out.push(flags);
     if let Some(i) = &r.index {
         put_stored(out, &i.at);

@@ -205,7 +205,7 @@ fn results(units: &[super::plan::Unit]) -> ResultLog {
                 &Whole::Read {
                     size: u.weight,
                     digest: digest(i, 3),
-                    stored: (i % 3 == 0).then(|| at(i)),
+                    stored: i.is_multiple_of(3).then(|| at(i)),
                 },
                 &mut buf,
             ),
@@ -291,9 +291,7 @@ fn issue_11_a_million_files_fit_300_bytes_each() {
     let ndigest = stream::write(&npath, "manifest", MANIFEST_VERSION, &doc).unwrap();
     let incr_peak = peak() - base;
     drop(doc);
-    drop(composer);
     drop(log);
-    drop(planner);
     drop(listing);
     drop(parent);
     println!(
