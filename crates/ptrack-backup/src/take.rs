@@ -163,24 +163,24 @@ fn take_started(
         pagemap: pagemap.as_ref(),
         also: &also,
     };
-    let (units, total) = planner.units(&listing);
+    let mut plan = planner.plan(&listing);
     let mut data_bytes = 0;
-    for (rel, item) in listing.iter() {
-        let Item::File(size, id) = item else { continue };
-        data_bytes += size;
-        if let FilePlan::Data { tail, .. } = planner.file(&rel, size, id)
-            && tail > 0
-        {
-            warnings.push(format!(
-                "\"{rel}\" ends with {tail} byte(s) after its last whole block (a block being written, or a damaged file); stored as they are"
-            ));
+    for (_, item) in listing.iter() {
+        if let Item::File(size, _) = item {
+            data_bytes += size;
         }
     }
-    ctx.progress.start(total);
+    for &(pos, tail) in &plan.tails {
+        let (rel, _) = listing.get(pos as usize);
+        warnings.push(format!(
+            "\"{rel}\" ends with {tail} byte(s) after its last whole block (a block being written, or a damaged file); stored as they are"
+        ));
+    }
+    ctx.progress.start(plan.total);
     ctx.progress.step("copying files");
     clock.lap("walk");
-    let (log, mut bundles, jobs) = copy_all(ctx, &planner, &listing, &units)?;
-    drop(units);
+    let (log, mut bundles, jobs) = copy_all(ctx, &planner, &listing, &plan.units)?;
+    plan.units = Vec::new();
     clock.lap("pages and files");
     if !log.damaged.is_empty() && !ctx.opts.allow_corruption {
         return Err(Error::Corrupt(format!(
@@ -229,7 +229,8 @@ fn take_started(
     let composer = Composer {
         listing: &listing,
         log: &log,
-        planner: &planner,
+        plan: &plan,
+        relseg: ctx.control.relseg_size,
         late: &late,
         blcksz: blcksz as u64,
     };

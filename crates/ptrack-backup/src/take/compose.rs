@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
-use super::plan::{FilePlan, Planner};
+use super::plan::{DATA, DATA_BASE, Plan};
 use crate::entries::{decode_kind, encode_kind};
 use crate::manifest::{Entry, EntryKind, IndexRef, Manifest, Skipped, Stored, Tail};
 use crate::pages::{Damaged, PartResult, Whole};
@@ -177,8 +177,10 @@ pub struct Composer<'a> {
     pub listing: &'a Listing,
     /// What the units produced (sealed).
     pub log: &'a ResultLog,
-    /// How each file was planned.
-    pub planner: &'a Planner<'a>,
+    /// How each path was planned.
+    pub plan: &'a Plan,
+    /// `RELSEG_SIZE`.
+    pub relseg: u32,
     /// Entries stored after the copy (`global/pg_control`, `backup_label`, …), sorted.
     pub late: &'a [Entry],
     /// `BLCKSZ`.
@@ -218,22 +220,24 @@ impl Composer<'_> {
             }
             Item::File(size, id) => (size, id),
         };
-        match self.planner.file(&path, size, id) {
-            FilePlan::Whole { .. } => self.whole(pos, path),
-            FilePlan::Data { blocks, sel, .. } => {
-                let kind = EntryKind::Data {
-                    size: u64::from(blocks) * self.blcksz,
-                    blocks,
-                    base: sel.since.is_none(),
-                    parts: Vec::new(),
-                    pages: 0,
-                    corrupt: Vec::new(),
-                    tail: None,
-                    file_id: Some(id),
-                };
-                self.data(pos, path, kind)
-            }
+        let shape = self.plan.shape(pos);
+        if shape != DATA && shape != DATA_BASE {
+            return self.whole(pos, path);
         }
+        let blocks = u32::try_from(size / self.blcksz)
+            .unwrap_or(u32::MAX)
+            .min(self.relseg);
+        let kind = EntryKind::Data {
+            size: u64::from(blocks) * self.blcksz,
+            blocks,
+            base: shape == DATA_BASE,
+            parts: Vec::new(),
+            pages: 0,
+            corrupt: Vec::new(),
+            tail: None,
+            file_id: Some(id),
+        };
+        self.data(pos, path, kind)
     }
 
     fn whole(&self, pos: u32, path: RelPath) -> Option<Composed> {

@@ -77,6 +77,32 @@ pub enum FilePlan {
     },
 }
 
+/// How each listed path was planned, one byte per path ([`Plan::shape`]), and the work.
+pub struct Plan {
+    /// The units, biggest first.
+    pub units: Vec<Unit>,
+    /// Bytes they read.
+    pub total: u64,
+    /// Per listed path: [`NOT_DATA`], [`DATA`] or [`DATA_BASE`].
+    shapes: Vec<u8>,
+    /// Relation segments with bytes after their last whole block, and how many.
+    pub tails: Vec<(u32, u32)>,
+}
+
+/// A directory, link or file stored whole.
+pub const NOT_DATA: u8 = 0;
+/// A main-fork segment that needs older backups.
+pub const DATA: u8 = 1;
+/// A main-fork segment stored whole in this backup (`base`).
+pub const DATA_BASE: u8 = 2;
+
+impl Plan {
+    /// The shape of listed path `pos`.
+    pub fn shape(&self, pos: u32) -> u8 {
+        self.shapes[pos as usize]
+    }
+}
+
 /// Decides each file's plan from inputs that do not change during the copy.
 pub struct Planner<'a> {
     /// The backup's mode.
@@ -139,51 +165,60 @@ impl Planner<'_> {
         }
     }
 
-    /// Every unit of work of the listing, biggest first, and the bytes they read.
-    pub fn units(&self, listing: &Listing) -> (Vec<Unit>, u64) {
+    /// Every unit of work of the listing, biggest first, and each path's shape.
+    pub fn plan(&self, listing: &Listing) -> Plan {
         let blcksz = u64::from(self.blcksz);
         let mut units = Vec::new();
+        let mut shapes = vec![NOT_DATA; listing.len()];
+        let mut tails = Vec::new();
         for (i, (rel, item)) in listing.iter().enumerate() {
             let Item::File(size, id) = item else { continue };
             let pos = i as u32;
-            match self.file(&rel, size, id) {
-                FilePlan::Whole { .. } => units.push(Unit {
+            let FilePlan::Data {
+                blocks, tail, sel, ..
+            } = self.file(&rel, size, id)
+            else {
+                units.push(Unit {
                     pos,
                     what: WHOLE,
                     weight: size,
-                }),
-                FilePlan::Data {
-                    blocks, tail, sel, ..
-                } => {
-                    if tail > 0 {
-                        units.push(Unit {
-                            pos,
-                            what: TAIL,
-                            weight: u64::from(tail),
-                        });
-                    }
-                    let mut start = 0;
-                    while start < blocks {
-                        let end = (start + PART_BLOCKS).min(blocks);
-                        let n = sel.blocks.as_ref().map_or(end - start, |l| {
-                            l.iter().filter(|&&b| b >= start && b < end).count() as u32
-                        });
-                        if n > 0 {
-                            units.push(Unit {
-                                pos,
-                                what: start,
-                                weight: u64::from(n) * blcksz,
-                            });
-                        }
-                        start = end;
-                    }
+                });
+                continue;
+            };
+            shapes[i] = if sel.since.is_none() { DATA_BASE } else { DATA };
+            if tail > 0 {
+                tails.push((pos, tail));
+                units.push(Unit {
+                    pos,
+                    what: TAIL,
+                    weight: u64::from(tail),
+                });
+            }
+            let mut start = 0;
+            while start < blocks {
+                let end = (start + PART_BLOCKS).min(blocks);
+                let n = sel.blocks.as_ref().map_or(end - start, |l| {
+                    l.iter().filter(|&&b| b >= start && b < end).count() as u32
+                });
+                if n > 0 {
+                    units.push(Unit {
+                        pos,
+                        what: start,
+                        weight: u64::from(n) * blcksz,
+                    });
                 }
+                start = end;
             }
         }
         units.shrink_to_fit();
         units.sort_by_key(|u| std::cmp::Reverse(u.weight));
         let total = units.iter().map(|u| u.weight).sum();
-        (units, total)
+        Plan {
+            units,
+            total,
+            shapes,
+            tails,
+        }
     }
 }
 

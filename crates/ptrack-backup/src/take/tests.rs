@@ -269,17 +269,19 @@ fn issue_11_a_million_files_fit_300_bytes_each() {
         also: &also,
     };
     let u0 = held();
-    let (units, _) = planner.units(&listing);
+    let mut plan = planner.plan(&listing);
     let units_held = held() - u0;
-    assert_eq!(units.len(), FILES);
+    assert_eq!(plan.units.len(), FILES);
+    assert!(plan.tails.is_empty());
     let r0 = held();
-    let log = results(&units);
+    let log = results(&plan.units);
     let log_held = held() - r0;
-    drop(units);
+    plan.units = Vec::new();
     let composer = Composer {
         listing: &listing,
         log: &log,
-        planner: &planner,
+        plan: &plan,
+        relseg: 131072,
         late: &[],
         blcksz: 8192,
     };
