@@ -326,7 +326,7 @@ fn copy_all(
             let (damaged, pages) = copy_unit(ctx, planner, listing, u, w, buf, blcksz)?;
             log.lock()
                 .expect("log lock")
-                .add(u.pos, buf, damaged, pages);
+                .add(u.pos, buf, damaged, pages)?;
             ctx.progress.advance(u.weight);
             Ok(())
         },

@@ -133,12 +133,21 @@ pub fn encode_part(r: &PartResult, out: &mut Vec<u8>) {
 
 impl ResultLog {
     /// Appends the record `bytes` of the file at `pos` (and a part's damaged pages).
-    pub fn add(&mut self, pos: u32, bytes: &[u8], damaged: Vec<Damaged>, pages: u64) {
-        let off = u32::try_from(self.bytes.len()).expect("results of fewer than 4 GiB");
+    pub fn add(
+        &mut self,
+        pos: u32,
+        bytes: &[u8],
+        damaged: Vec<Damaged>,
+        pages: u64,
+    ) -> crate::Result<()> {
+        let off = u32::try_from(self.bytes.len()).map_err(|_| {
+            crate::refused("the backup's results outgrew 4 GiB (tens of millions of files)")
+        })?;
         self.bytes.extend_from_slice(bytes);
         self.index.push((pos, off));
         self.damaged.extend(damaged);
         self.pages += pages;
+        Ok(())
     }
 
     /// Orders the records by file (then as appended) and the damaged pages by path and block.

@@ -223,7 +223,7 @@ fn results(units: &[super::plan::Unit]) -> ResultLog {
             ),
             UnitKind::Tail => unreachable!("no partial blocks here"),
         }
-        log.add(u.pos, &buf, Vec::new(), 1);
+        log.add(u.pos, &buf, Vec::new(), 1).unwrap();
     }
     log.seal();
     log
