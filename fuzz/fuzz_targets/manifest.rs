@@ -25,10 +25,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let shape = m.check_shape();
-    for e in m.entries.iter().chain(&m.wal) {
+    for e in m.entries.iter().chain(m.wal.iter().cloned()) {
         assert!(RelPath::from_bytes(e.path.as_bytes()).is_ok());
         if shape.is_ok() {
-            assert!(m.entry(&e.path).is_some() || m.wal.contains(e));
+            assert!(m.entry(&e.path).is_some() || m.wal.contains(&e));
         }
         if let EntryKind::Data { parts, .. } = &e.kind {
             let _ = parts.iter().map(|p| u64::from(p.count)).sum::<u64>();

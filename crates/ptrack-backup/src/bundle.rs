@@ -254,6 +254,34 @@ impl BundleWriter {
         Ok(self.append_compressed(data)?.1)
     }
 
+    /// Stores a file's content read from `r` as it comes, uncompressed (a record as long as its
+    /// file is raw), in pieces of at most [`STREAM_PIECE`] bytes, so that no large file is held
+    /// whole; `each(offset, piece)` sees every piece (to hash it). Returns where it is.
+    pub fn put_stream(
+        &mut self,
+        r: &mut impl std::io::Read,
+        src: &Path,
+        mut each: impl FnMut(u64, &[u8]),
+    ) -> Result<Stored> {
+        let start = self.pos;
+        let mut buf = vec![0u8; STREAM_PIECE];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(src, "read", e)),
+            };
+            each(self.pos - start, &buf[..n]);
+            self.append(&buf[..n])?;
+        }
+        Ok(Stored {
+            bundle: self.number,
+            offset: start,
+            len: self.pos - start,
+        })
+    }
+
     /// Stores a page index.
     pub fn put_index(&mut self, entries: &[PageEntry]) -> Result<IndexRef> {
         let mut b = Vec::with_capacity(entries.len() * PageEntry::SIZE);
@@ -302,6 +330,10 @@ fn write_at_end(
     *pos += bytes.len() as u64;
     Ok(s)
 }
+
+/// Pieces a large file is stored and read in ([`BundleWriter::put_stream`],
+/// [`BundleReader::blob_stream`]).
+pub const STREAM_PIECE: usize = 1 << 20;
 
 /// How much a reader reads at once when records are read in the order they were written.
 const READ_AHEAD: u64 = 512 << 10;
@@ -487,6 +519,66 @@ impl BundleReader {
         Ok(())
     }
 
+    /// Reads a file stored at `s` with `size` bytes and BLAKE3 `digest` piece by piece:
+    /// `each(offset, piece)` for pieces of at most [`STREAM_PIECE`] bytes when it is stored raw
+    /// (nothing larger is held), or once with the whole content when it is compressed. The
+    /// digest is checked after the last piece: a caller that wrote pieces out must treat an
+    /// error as making them worthless.
+    pub fn blob_stream(
+        &mut self,
+        s: Stored,
+        size: u64,
+        digest: Digest,
+        mut each: impl FnMut(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        if s.len != size {
+            let mut data = self.blob(s, size, digest)?;
+            return each(0, &mut data);
+        }
+        let (_, flen) = self.file(s.bundle)?;
+        if s.offset < HEADER_SIZE || s.offset.checked_add(s.len).is_none_or(|e| e > flen) {
+            return Err(Error::Corrupt(format!(
+                "record at bundle.{} offset {} length {} lies outside the bundle ({flen} bytes)",
+                s.bundle, s.offset, s.len
+            )));
+        }
+        let f = &self.files[s.bundle as usize].as_ref().expect("opened").0;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; STREAM_PIECE.min(s.len as usize)];
+        let mut done = 0u64;
+        while done < s.len {
+            let n = (s.len - done).min(STREAM_PIECE as u64) as usize;
+            f.read_exact_at(&mut buf[..n], s.offset + done)
+                .map_err(|e| Error::io(&bundle_path(&self.dir, s.bundle), "read", e))?;
+            hasher.update(&buf[..n]);
+            each(done, &mut buf[..n])?;
+            done += n as u64;
+        }
+        if Digest(*hasher.finalize().as_bytes()) != digest {
+            return Err(Error::Corrupt(format!(
+                "stored file at bundle.{} offset {} does not match its BLAKE3 digest",
+                s.bundle, s.offset
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes `off..off + n` of the record at `s` as stored (of a raw record: of the file),
+    /// checked against the record and the bundle; the caller checks the whole record's digest.
+    pub fn record_piece(&mut self, s: Stored, off: u64, n: u64) -> Result<Vec<u8>> {
+        if off.checked_add(n).is_none_or(|end| end > s.len) {
+            return Err(Error::Corrupt(format!(
+                "piece {off}+{n} lies outside the record at bundle.{} offset {}",
+                s.bundle, s.offset
+            )));
+        }
+        self.read_range(Stored {
+            bundle: s.bundle,
+            offset: s.offset + off,
+            len: n,
+        })
+    }
+
     /// Reads a whole file stored at `s` with `size` bytes and BLAKE3 `digest`.
     pub fn blob(&mut self, s: Stored, size: u64, digest: Digest) -> Result<Vec<u8>> {
         let raw = self.read_range(s)?;
@@ -521,6 +613,47 @@ impl BundleReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_files_are_stored_and_read_in_pieces() {
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..STREAM_PIECE * 5 / 2)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut w = BundleWriter::create(d.path(), 0, Compression::Lz4).unwrap();
+        w.put_blob(b"before").unwrap();
+        let mut seen = Vec::new();
+        let s = w
+            .put_stream(&mut data.as_slice(), d.path(), |off, p| {
+                seen.push((off, p.len()))
+            })
+            .unwrap();
+        w.finish().unwrap();
+        assert_eq!(s.len, data.len() as u64, "stored raw");
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|&(_, n)| n <= STREAM_PIECE));
+        let mut r = BundleReader::new(d.path(), Compression::Lz4);
+        let mut back = Vec::new();
+        r.blob_stream(s, s.len, Digest::of(&data), |off, p| {
+            assert_eq!(off, back.len() as u64);
+            assert!(p.len() <= STREAM_PIECE);
+            back.extend_from_slice(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(back, data);
+        assert_eq!(r.blob(s, s.len, Digest::of(&data)).unwrap(), data);
+        let wrong = r.blob_stream(s, s.len, Digest::of(b"x"), |_, _| Ok(()));
+        assert!(wrong.unwrap_err().to_string().contains("BLAKE3"));
+        let outside = Stored {
+            len: s.len + 1,
+            ..s
+        };
+        assert!(
+            r.blob_stream(outside, outside.len, Digest::of(&data), |_, _| Ok(()))
+                .is_err()
+        );
+    }
 
     #[test]
     fn pages_blobs_and_indexes_round_trip_in_every_compression() {

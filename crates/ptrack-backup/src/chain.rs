@@ -26,8 +26,8 @@ pub struct Link {
 /// Reads backup `b`'s manifest and checks it against the catalog record.
 pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, Digest)> {
     let path = instance.existing_backup_dir(&b.id)?.join("manifest");
-    let bytes = envelope::read_repo_file(&path)?;
-    let digest = Digest::of(&bytes);
+    let read = envelope::stream::read::<Manifest>(&path, "manifest", MANIFEST_VERSION)?;
+    let digest = read.digest;
     let corrupt = |why: String| Error::Corrupt(format!("backup {}: {why}", b.id));
     match b.manifest_digest {
         Some(d) if d == digest => {}
@@ -43,12 +43,7 @@ pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, D
             ));
         }
     }
-    let m: Manifest = envelope::decode(
-        &bytes,
-        "manifest",
-        MANIFEST_VERSION,
-        &path.display().to_string(),
-    )?;
+    let m = read.value?;
     m.check_shape()
         .and_then(|()| check_segments(&m, instance.info.relseg_blocks))
         .map_err(|why| corrupt(format!("manifest \"{}\": {why}", path.display())))?;
@@ -62,7 +57,7 @@ pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, D
 /// No relation segment has more blocks than the cluster's segment size (restore sizes its work
 /// by them).
 fn check_segments(m: &Manifest, relseg_blocks: u32) -> std::result::Result<(), String> {
-    for e in &m.entries {
+    for e in m.entries.iter() {
         if let crate::manifest::EntryKind::Data { blocks, .. } = e.kind
             && blocks > relseg_blocks
         {

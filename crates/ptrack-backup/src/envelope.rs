@@ -2,7 +2,10 @@
 //! backup's manifest. Layout (docs/formats.md): one ASCII header line
 //! `PTRACK <kind> <version> <crc32c as 8 hex digits> <body length>\n`, then the JSON body. The
 //! CRC-32C covers the body (against damage; identity is the manifests' BLAKE3 hash chain). Written
-//! only through `ptrack_durable`; read only from regular files, never through a link.
+//! only through `ptrack_durable`; read only from regular files, never through a link. Large
+//! documents (manifests) are written and read as streams ([`stream`]).
+
+pub mod stream;
 
 use std::path::Path;
 
@@ -40,7 +43,37 @@ pub fn decode<T: DeserializeOwned>(
         .take(200)
         .position(|&b| b == b'\n')
         .ok_or_else(|| bad("not a ptrack document (no header line)".into()))?;
-    let header = std::str::from_utf8(&bytes[..nl])
+    let Header { crc, len } = parse_header(&bytes[..nl], kind, version, what)?;
+    let body = bytes
+        .get(nl + 1..)
+        .and_then(|b| b.get(..len))
+        .ok_or_else(|| bad(format!("truncated: body shorter than {len} bytes")))?;
+    let actual = crc32c::crc32c(body);
+    if actual != crc {
+        return Err(bad(format!(
+            "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "invalid content at line {} column {} ({:?} error)",
+            e.line(),
+            e.column(),
+            e.classify()
+        ))
+    })
+}
+
+/// What a document's header line says about its body.
+struct Header {
+    crc: u32,
+    len: usize,
+}
+
+/// Checks a header line (without its newline): magic, kind, version, checksum and length.
+fn parse_header(line: &[u8], kind: &str, version: u32, what: &str) -> Result<Header> {
+    let bad = |why: String| Error::Corrupt(format!("{what}: {why}"));
+    let header = std::str::from_utf8(line)
         .map_err(|_| bad("not a ptrack document (header is not text)".into()))?;
     let parts: Vec<&str> = header.split(' ').collect();
     let [magic, k, found, crc, len] = parts.as_slice() else {
@@ -75,24 +108,7 @@ pub fn decode<T: DeserializeOwned>(
     let len: usize = len
         .parse()
         .map_err(|_| bad("malformed header (length)".into()))?;
-    let body = bytes
-        .get(nl + 1..)
-        .and_then(|b| b.get(..len))
-        .ok_or_else(|| bad(format!("truncated: body shorter than {len} bytes")))?;
-    let actual = crc32c::crc32c(body);
-    if actual != crc {
-        return Err(bad(format!(
-            "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
-        )));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        bad(format!(
-            "invalid content at line {} column {} ({:?} error)",
-            e.line(),
-            e.column(),
-            e.classify()
-        ))
-    })
+    Ok(Header { crc, len })
 }
 
 /// Every document kind.

@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod catalog;
 pub mod chain;
 pub mod conn;
+pub mod entries;
 pub mod envelope;
 pub mod identity;
 pub mod lineage;
@@ -23,11 +24,18 @@ pub mod phases;
 pub mod repo;
 pub mod restore;
 pub mod server;
+pub mod table;
 pub mod take;
 pub mod target;
 pub mod validate;
 pub mod vm;
 pub mod walk;
+
+#[cfg(test)]
+mod alloc_count;
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
 
 use std::path::Path;
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::Compression;
 use crate::catalog::{BackupInfo, Mode};
+pub use crate::entries::Entries;
 use crate::paths::{Digest, RelPath};
 
 /// Manifest document format version.
@@ -137,9 +138,13 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// The manifest document.
+/// The manifest document as read: its entries held compactly ([`Entries`]).
+pub type Manifest = ManifestDoc<Entries>;
+
+/// The manifest document, generic over how its entries are held: [`Entries`] when read, a
+/// stream of entries when a backup writes it (`crate::take`), the JSON the same either way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
+pub struct ManifestDoc<E> {
     /// The backup.
     pub backup_id: String,
     /// Mode.
@@ -176,7 +181,7 @@ pub struct Manifest {
     /// Bundles.
     pub bundles: Vec<BundleInfo>,
     /// Cluster content, sorted by path.
-    pub entries: Vec<Entry>,
+    pub entries: E,
     /// WAL segments and timeline history files from start to stop LSN, restored into `pg_wal`.
     pub wal: Vec<Entry>,
     /// Paths the parent had and this backup does not.
@@ -201,11 +206,8 @@ impl Manifest {
     }
 
     /// The entry for `path` (entries are sorted).
-    pub fn entry(&self, path: &RelPath) -> Option<&Entry> {
-        self.entries
-            .binary_search_by(|e| e.path.cmp(path))
-            .ok()
-            .map(|i| &self.entries[i])
+    pub fn entry(&self, path: &RelPath) -> Option<Entry> {
+        self.entries.find(path)
     }
 
     /// Checks the facts the catalog repeats against this manifest (the authority). Returns
@@ -254,7 +256,7 @@ impl Manifest {
             return Ok(());
         };
         let parent = RelPath::from_bytes(&b[..cut]).map_err(|x| x.to_string())?;
-        match self.entry(&parent).map(|p| &p.kind) {
+        match self.entry(&parent).map(|p| p.kind) {
             Some(EntryKind::Dir | EntryKind::Link { .. }) => Ok(()),
             _ => Err(format!(
                 "entry \"{}\" does not lie in a directory or tablespace of the backup",
@@ -267,15 +269,10 @@ impl Manifest {
     /// each inside a directory entry, tablespace links only at `pg_tblspc/<oid>` with absolute
     /// targets, sizes that match blocks, LSNs in order, WAL names plain and segments whole.
     pub fn check_shape(&self) -> Result<(), String> {
-        for w in self.entries.windows(2) {
-            if w[0].path >= w[1].path {
-                return Err(format!(
-                    "entries are not sorted and unique at \"{}\"",
-                    w[1].path
-                ));
-            }
+        if let Some(p) = self.entries.unsorted_at() {
+            return Err(format!("entries are not sorted and unique at \"{p}\""));
         }
-        for e in &self.entries {
+        for e in self.entries.iter() {
             if let EntryKind::Link { target } = &e.kind {
                 let oid = e
                     .path
@@ -308,7 +305,7 @@ impl Manifest {
                     ));
                 }
             }
-            self.check_parent(e)?;
+            self.check_parent(&e)?;
         }
         if let Some(w) = &self.start_wal
             && (w.from > w.to

@@ -22,10 +22,13 @@ use crate::bundle::{BundleReader, PageEntry};
 use crate::catalog::{BackupInfo, Status};
 use crate::chain::{Link, load_chain};
 use crate::manifest::{Entry, EntryKind};
+
+mod wal;
 use crate::paths::RelPath;
 use crate::repo::{Instance, Repository};
 use crate::target::{RecoveryTarget, auto_conf, recovery_settings};
 use crate::{Error, Result, refused};
+use wal::write_wal;
 
 /// What to restore and where.
 #[derive(Debug, Clone, Default)]
@@ -164,10 +167,14 @@ struct Tablespace {
 }
 
 /// Where each tablespace goes (after `-T`), all checked before anything is written.
-fn tablespaces(entries: &[Entry], opts: &RestoreOptions, id: &str) -> Result<Vec<Tablespace>> {
+fn tablespaces(
+    entries: &crate::manifest::Entries,
+    opts: &RestoreOptions,
+    id: &str,
+) -> Result<Vec<Tablespace>> {
     let mut out = Vec::new();
     let mut used = vec![false; opts.tablespace_map.len()];
-    for e in entries {
+    for e in entries.iter() {
         let EntryKind::Link { target } = &e.kind else {
             continue;
         };
@@ -388,18 +395,18 @@ impl Places<'_> {
     }
 }
 
-enum Job<'a> {
-    Data { entry: &'a Entry, blocks: u32 },
-    File { entry: &'a Entry, wal: bool },
+/// One file to restore: the index of its entry in the target backup's manifest (`entries`, or
+/// `wal` for WAL) and its size; the entry is decoded by the worker that restores it.
+#[derive(Clone, Copy)]
+enum Job {
+    Data { at: u32, blocks: u32 },
+    File { at: u32, wal: bool, size: u64 },
 }
 
 fn job_size(j: &Job, blcksz: u64) -> u64 {
     match j {
         Job::Data { blocks, .. } => u64::from(*blocks) * blcksz,
-        Job::File { entry, .. } => match entry.kind {
-            EntryKind::File { size, .. } => size,
-            _ => 0,
-        },
+        Job::File { size, .. } => *size,
     }
 }
 
@@ -441,7 +448,7 @@ pub fn run_restore(
         creating: Default::default(),
     };
     let mut dirs: BTreeSet<RelPath> = BTreeSet::new();
-    for e in &target_m.entries {
+    for e in target_m.entries.iter() {
         match &e.kind {
             EntryKind::Dir => {
                 places.mkdir(&e.path)?;
@@ -468,25 +475,28 @@ pub fn run_restore(
     let control = RelPath::new("global/pg_control").expect("plain");
     let lineage_file = RelPath::new(crate::lineage::FILE).expect("plain");
     let mut jobs: Vec<Job> = Vec::new();
-    for e in &target_m.entries {
-        match &e.kind {
-            EntryKind::Data { blocks, .. } => jobs.push(Job::Data {
-                entry: e,
-                blocks: *blocks,
-            }),
-            EntryKind::File { .. } if e.path != control && e.path != lineage_file => {
-                jobs.push(Job::File {
-                    entry: e,
+    for (i, e) in target_m.entries.iter().enumerate() {
+        let at = i as u32;
+        match e.kind {
+            EntryKind::Data { blocks, .. } => jobs.push(Job::Data { at, blocks }),
+            EntryKind::File { size, .. } if e.path != control && e.path != lineage_file => jobs
+                .push(Job::File {
+                    at,
                     wal: false,
-                })
-            }
+                    size,
+                }),
             _ => {}
         }
     }
-    jobs.extend(target_m.wal.iter().map(|e| Job::File {
-        entry: e,
+    jobs.extend(target_m.wal.iter().enumerate().map(|(i, e)| Job::File {
+        at: i as u32,
         wal: true,
+        size: match e.kind {
+            EntryKind::File { size, .. } => size,
+            _ => 0,
+        },
     }));
+    jobs.shrink_to_fit();
     jobs.sort_by_key(|j| std::cmp::Reverse(job_size(j, blcksz)));
     progress.start(jobs.iter().map(|j| job_size(j, blcksz)).sum());
     progress.step("restoring files");
@@ -534,7 +544,7 @@ pub fn run_restore(
     root.write_file(b"recovery.signal", b"")
         .map_err(|e| Error::io(&opts.target.join("recovery.signal"), "write", e))?;
     let earlier = match target_m.entry(&lineage_file) {
-        Some(e) => file_content(&chain, &mut readers(0)?, e, false)?,
+        Some(e) => file_content(&chain, &mut readers(0)?, &e, false)?,
         None => Vec::new(),
     };
     let lineage = crate::lineage::append(&earlier, &backup.id, crate::repo::now())?;
@@ -549,7 +559,7 @@ pub fn run_restore(
     let entry = target_m.entry(&control).ok_or_else(|| {
         Error::Corrupt(format!("backup {} stores no global/pg_control", backup.id))
     })?;
-    let data = file_content(&chain, &mut readers, entry, false)?;
+    let data = file_content(&chain, &mut readers, &entry, false)?;
     let (d, name) = places.parent_of(&control)?;
     d.write_file(name, &data)
         .map_err(|e| Error::io(&opts.target.join("global/pg_control"), "write", e))?;
@@ -573,53 +583,27 @@ fn restore_one(
     blcksz: usize,
     cut: bool,
 ) -> Result<u64> {
-    let (entry, wal) = match job {
-        Job::Data { entry, blocks } => {
-            return write_data(chain, readers, entry, *blocks, blcksz, places);
+    let m = &chain[0].manifest;
+    let entry = match *job {
+        Job::Data { at, blocks } => {
+            let entry = m.entries.get(at as usize);
+            return write_data(chain, readers, &entry, blocks, blcksz, places);
         }
-        Job::File { entry, wal } => (*entry, *wal),
+        Job::File { at, wal: true, .. } => {
+            return write_wal(readers, &m.wal[at as usize], m, places, cut);
+        }
+        Job::File { at, wal: false, .. } => m.entries.get(at as usize),
     };
-    let mut data = file_content(chain, readers, entry, wal)?;
-    if wal && cut {
-        cut_after_consistency(&mut data, &entry.path, &chain[0].manifest);
-    }
-    if !wal && entry.path.as_str() == Some("tablespace_map") {
+    let mut data = file_content(chain, readers, &entry, false)?;
+    if entry.path.as_str() == Some("tablespace_map") {
         data = remap_tablespace_map(&data, spaces);
     }
-    let path = if wal {
-        RelPath::new("pg_wal")
-            .expect("plain")
-            .join(entry.path.as_bytes())
-            .map_err(|e| Error::Corrupt(e.to_string()))?
-    } else {
-        entry.path.clone()
-    };
+    let path = entry.path;
     let (mut f, shown) = places.create(&path)?;
     f.write_all(&data)
         .map_err(|e| Error::io(&shown, "write", e))?;
     places.finish(&f, &shown)?;
     Ok(data.len() as u64)
-}
-
-/// Zeroes the WAL after the backup's consistency point in the segment holding it: the stored
-/// copy of that segment was read after the backup ended and may hold later records, which a
-/// restore without a target must not replay. Not done with a recovery target or a
-/// `restore_command`: `immediate` stops at the first record after consistency (there must be
-/// one), and archive recovery goes further on purpose.
-fn cut_after_consistency(data: &mut [u8], name: &RelPath, m: &crate::manifest::Manifest) {
-    let seg = m.wal_seg_size;
-    let end = m.consistent().0;
-    let parsed = name
-        .as_str()
-        .and_then(|n| ptrack_wal::segment::SegmentName::parse(n, seg));
-    if let Some(s) = parsed
-        && s.segno == end / seg
-        && let Ok(off) = usize::try_from(end % seg)
-        && off > 0
-        && off < data.len()
-    {
-        data[off..].fill(0);
-    }
 }
 
 /// Rewrites `tablespace_map` lines (`<oid> <path>`) for relocated tablespaces.
@@ -654,18 +638,20 @@ pub(crate) fn file_content(
             if k > 0 {
                 break;
             }
-            Some(entry)
+            Some(entry.clone())
+        } else if k == 0 {
+            Some(entry.clone())
         } else {
             l.manifest.entry(&entry.path)
         };
-        match e.map(|e| &e.kind) {
+        match e.map(|e| e.kind) {
             Some(EntryKind::File {
                 size: s,
                 digest: d,
                 stored,
-            }) if *s == size && *d == digest => {
+            }) if s == size && d == digest => {
                 if let Some(st) = stored {
-                    return readers[k].blob(*st, size, digest).map_err(|err| {
+                    return readers[k].blob(st, size, digest).map_err(|err| {
                         Error::Corrupt(format!(
                             "backup {}: file \"{}\": {err}",
                             l.info.id, entry.path
@@ -694,11 +680,15 @@ fn write_data(
     let rel = &entry.path;
     let mut slots: Vec<Option<(usize, u32, PageEntry)>> = vec![None; blocks as usize];
     for (k, l) in chain.iter().enumerate() {
-        let Some(EntryKind::Data { parts, base, .. }) = l.manifest.entry(rel).map(|e| &e.kind)
-        else {
+        let kind = if k == 0 {
+            Some(entry.kind.clone())
+        } else {
+            l.manifest.entry(rel).map(|e| e.kind)
+        };
+        let Some(EntryKind::Data { parts, base, .. }) = kind else {
             break;
         };
-        for p in parts {
+        for p in &parts {
             let idx = readers[k]
                 .index(p)
                 .map_err(|e| Error::Corrupt(format!("backup {}: \"{rel}\": {e}", l.info.id)))?;
@@ -710,7 +700,7 @@ fn write_data(
                 }
             }
         }
-        if *base {
+        if base {
             break;
         }
     }

@@ -8,11 +8,11 @@
 //! server's backup before returning.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 
 use ptrack_page::control::{ControlFile, parse_control_file};
-use ptrack_page::relpath::{PathKind, classify_path};
 use ptrack_page::verify::PageCheck;
 use ptrack_types::{ForkNumber, Lsn, TimeLineId};
 use ptrack_wal::segment::SegmentName;
@@ -21,19 +21,26 @@ use crate::backup::{BackupOptions, BackupReport, Progress, damage_report};
 use crate::bundle::BundleWriter;
 use crate::catalog::{BackupInfo, Mode, Status};
 use crate::manifest::{
-    BundleInfo, Entry, EntryKind, MANIFEST_VERSION, Manifest, Skipped, Stored, WalSpan,
+    BundleInfo, Entry, EntryKind, MANIFEST_VERSION, ManifestDoc, Stored, WalSpan,
 };
-use crate::pages::{Damaged, Part, PartResult, Select, Whole, copy_part, copy_tail, copy_whole};
+use crate::pages::{Damaged, Part, copy_part, copy_tail, copy_whole};
 use crate::parent::Parent;
 use crate::paths::{Digest, RelPath};
 use crate::phases::Clock;
 use crate::repo::{Instance, now};
 use crate::server::{PtrackExt, Session};
-use crate::walk::{Item, walk};
-use crate::{Error, Result, envelope, refused};
+use crate::walk::{Item, Listing, walk};
 
-/// Blocks per unit of parallel work (128 MiB at 8 KiB).
-const PART_BLOCKS: u32 = 16384;
+mod compose;
+mod plan;
+#[cfg(test)]
+mod tests;
+
+use crate::{Error, Result, envelope, refused};
+use compose::{
+    Composer, EntryStream, ResultLog, SharedLog, encode_part, encode_tail, encode_whole,
+};
+use plan::{FilePlan, PART_BLOCKS, Planner, Unit, UnitKind};
 
 /// Everything `take` needs besides the session.
 pub struct TakeContext<'a> {
@@ -57,30 +64,6 @@ pub struct TakeContext<'a> {
     pub lineage: &'a [String],
     /// Progress.
     pub progress: &'a dyn Progress,
-}
-
-enum Work<'a> {
-    Data {
-        rel: &'a RelPath,
-        part: Part<'a>,
-        sel: Select,
-    },
-    Whole {
-        rel: &'a RelPath,
-        parent: Option<(u64, Digest)>,
-        size: u64,
-    },
-    Tail {
-        rel: &'a RelPath,
-        offset: u64,
-        len: u32,
-    },
-}
-
-enum Done {
-    Data(PartResult),
-    Whole(Whole),
-    Tail(Option<crate::manifest::Tail>),
 }
 
 /// Reserves WAL, starts the backup, takes it, and ends the server's backup on failure.
@@ -158,7 +141,6 @@ fn take_started(
     );
     clock.lap("pagemap");
     let listing = walk(&ctx.opts.pgdata, &tsdir)?;
-    let mut skipped = listing.skipped;
     let blcksz = ctx.control.blcksz as usize;
     // Whether hints were WAL-logged all the time since the parent cannot be known (wal_log_hints
     // and pg_checksums may have been switched meanwhile): the visibility maps are always compared.
@@ -167,37 +149,45 @@ fn take_started(
             &ctx.opts.pgdata,
             ctx.instance,
             p,
-            &listing.items,
+            &listing,
             &tsdir,
             (blcksz, ctx.control.relseg_size),
         )?,
         _ => HashMap::new(),
     };
-    let (mut entries, work, total) = plan(ctx, &listing.items, pagemap.as_ref(), &also);
-    for w in &work {
-        if let Work::Tail { rel, len, .. } = w {
-            warnings.push(format!(
-                "\"{rel}\" ends with {len} byte(s) after its last whole block (a block being written, or a damaged file); stored as they are"
-            ));
+    let planner = Planner {
+        mode: ctx.opts.mode,
+        parent,
+        blcksz: ctx.control.blcksz,
+        relseg: ctx.control.relseg_size,
+        pagemap: pagemap.as_ref(),
+        also: &also,
+    };
+    let mut plan = planner.plan(&listing);
+    let mut data_bytes = 0;
+    for (_, item) in listing.iter() {
+        if let Item::File(size, _) = item {
+            data_bytes += size;
         }
     }
-    let data_bytes = listing
-        .items
-        .iter()
-        .map(|(_, i)| if let Item::File(s, _) = i { *s } else { 0 })
-        .sum();
-    ctx.progress.start(total);
+    for &(pos, tail) in &plan.tails {
+        let (rel, _) = listing.get(pos as usize);
+        warnings.push(format!(
+            "\"{rel}\" ends with {tail} byte(s) after its last whole block (a block being written, or a damaged file); stored as they are"
+        ));
+    }
+    ctx.progress.start(plan.total);
     ctx.progress.step("copying files");
     clock.lap("walk");
-    let (results, mut bundles, jobs) = copy_all(ctx, &work)?;
+    let (log, mut bundles, jobs) = copy_all(ctx, &planner, &listing, &plan.units)?;
+    plan.units = Vec::new();
     clock.lap("pages and files");
-    let (damaged, pages) = merge(&mut entries, &work, results, &mut skipped, blcksz);
-    if !damaged.is_empty() && !ctx.opts.allow_corruption {
+    if !log.damaged.is_empty() && !ctx.opts.allow_corruption {
         return Err(Error::Corrupt(format!(
             "backup {} failed: {} damaged page(s) found (use --allow-corruption to record them and go on):\n{}",
             ctx.id,
-            damaged.len(),
-            damage_report(&damaged)
+            log.damaged.len(),
+            damage_report(&log.damaged)
         )));
     }
     ctx.progress.step("stopping backup");
@@ -212,7 +202,8 @@ fn take_started(
     }
     let wal_bundle = jobs as u32;
     let mut w = BundleWriter::create(ctx.dir, wal_bundle, ctx.opts.compression)?;
-    let control_now = store_control(ctx, &mut w, &mut entries)?;
+    let mut late = Vec::new();
+    let control_now = store_control(ctx, &mut w, &mut late)?;
     for (name, content) in [
         ("backup_label", &stop.label),
         ("tablespace_map", &stop.tablespace_map),
@@ -220,10 +211,7 @@ fn take_started(
         if name == "tablespace_map" && content.is_empty() {
             continue;
         }
-        insert_sorted(
-            &mut entries,
-            stored_entry(name, content.as_bytes(), &mut w)?,
-        );
+        insert_sorted(&mut late, stored_entry(name, content.as_bytes(), &mut w)?);
     }
     ctx.progress.step("copying WAL");
     let consistent = stop.lsn.max(control_now.min_recovery_point);
@@ -238,24 +226,21 @@ fn take_started(
     });
     bundles.sort_by_key(|b| b.number);
     let stored_bytes = bundles.iter().map(|b| b.size).sum();
-    let removed = match parent {
-        Some(p) => p
-            .manifest
-            .entries
-            .iter()
-            .filter(|e| entries.binary_search_by(|x| x.path.cmp(&e.path)).is_err())
-            .map(|e| e.path.clone())
-            .collect(),
-        None => Vec::new(),
+    let composer = Composer {
+        listing: &listing,
+        log: &log,
+        plan: &plan,
+        relseg: ctx.control.relseg_size,
+        late: &late,
+        blcksz: blcksz as u64,
     };
-    let files = entries
-        .iter()
-        .filter(|e| matches!(e.kind, EntryKind::File { .. } | EntryKind::Data { .. }))
-        .count() as u64;
+    let summary = composer.summary(parent.map(|p| &p.manifest));
+    let mut skipped = listing.skipped.clone();
+    skipped.extend(summary.skipped);
     for s in &skipped {
         warnings.push(format!("not backed up: \"{}\": {}", s.path, s.reason));
     }
-    let manifest = Manifest {
+    let manifest = ManifestDoc {
         backup_id: ctx.id.to_string(),
         mode: ctx.opts.mode,
         parent: parent.map(|p| p.info.id.clone()),
@@ -272,16 +257,15 @@ fn take_started(
         timeline,
         from_standby: session.in_recovery,
         bundles,
-        entries,
+        entries: EntryStream(&composer),
         wal,
-        removed,
+        removed: summary.removed,
         skipped: skipped.clone(),
         start_wal,
         lineage: ctx.lineage.to_vec(),
     };
-    let bytes = envelope::encode("manifest", MANIFEST_VERSION, &manifest);
     let mpath = ctx.dir.join("manifest");
-    ptrack_durable::write_file(&mpath, &bytes).map_err(|e| Error::io(&mpath, "write", e))?;
+    let manifest_digest = envelope::stream::write(&mpath, "manifest", MANIFEST_VERSION, &manifest)?;
     ptrack_durable::sync_dir(ctx.instance.dir())
         .map_err(|e| Error::io(ctx.instance.dir(), "fsync", e))?;
     let info = BackupInfo {
@@ -299,7 +283,7 @@ fn take_started(
         wal_bytes,
         compression: ctx.opts.compression.name().into(),
         pg_major: manifest.pg_major,
-        manifest_digest: Some(Digest::of(&bytes)),
+        manifest_digest: Some(manifest_digest),
         error: None,
         program_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -308,212 +292,45 @@ fn take_started(
         phases: Vec::new(),
         info,
         warnings,
-        damaged,
+        damaged: log.damaged,
         skipped,
-        files,
-        pages,
+        files: summary.files,
+        pages: log.pages,
     })
 }
 
-/// Which blocks of a main-fork segment to read and keep.
-fn select(
-    mode: Mode,
-    parent: Option<(&BackupInfo, u32)>,
-    listed: Option<&Vec<u32>>,
-    blocks: u32,
-) -> Select {
-    match (mode, parent) {
-        (Mode::Full, _) | (_, None) => Select {
-            blocks: None,
-            since: None,
-            keep_read: true,
-            new_from: 0,
-            also: Vec::new(),
-        },
-        (Mode::Delta, Some((p, pb))) => Select {
-            blocks: None,
-            since: Some(p.start_lsn),
-            keep_read: false,
-            new_from: pb,
-            also: Vec::new(),
-        },
-        (Mode::Ptrack, Some((p, pb))) => {
-            let mut list = listed.cloned().unwrap_or_default();
-            list.retain(|&b| b < pb.min(blocks));
-            list.extend(pb..blocks);
-            Select {
-                blocks: Some(list),
-                since: Some(p.start_lsn),
-                keep_read: true,
-                new_from: pb,
-                also: Vec::new(),
-            }
-        }
-    }
-}
-
-/// The manifest entries known from the listing and the work that fills them in.
-fn plan<'a>(
+/// Reads every unit on `-j` workers (biggest first), each appending to its own bundle; what
+/// each unit produced goes to the result log.
+fn copy_all(
     ctx: &TakeContext,
-    items: &'a [(RelPath, Item)],
-    pagemap: Option<&HashMap<String, Vec<u32>>>,
-    also: &HashMap<RelPath, Vec<u32>>,
-) -> (Vec<Entry>, Vec<Work<'a>>, u64) {
-    let parent = ctx.parent.map(|p| &p.chain[0]);
-    let blcksz = u64::from(ctx.control.blcksz);
-    let relseg = ctx.control.relseg_size;
-    let checks = ctx.control.data_checksum_version != 0;
-    let mut entries = Vec::new();
-    let mut work = Vec::new();
-    let mut total = 0u64;
-    for (rel, item) in items {
-        let size = match item {
-            Item::Dir => {
-                entries.push(Entry {
-                    path: rel.clone(),
-                    kind: EntryKind::Dir,
-                });
-                continue;
-            }
-            Item::Link(t) => {
-                entries.push(Entry {
-                    path: rel.clone(),
-                    kind: EntryKind::Link { target: t.clone() },
-                });
-                continue;
-            }
-            Item::File(size, id) => (*size, *id),
-        };
-        let (size, file_id) = size;
-        let parent_kind = parent.and_then(|p| p.manifest.entry(rel)).map(|e| &e.kind);
-        let seg = match rel.as_str().map(classify_path) {
-            Some(PathKind::Relation(s)) if s.fork == ForkNumber::Main => s,
-            _ => {
-                let parent = match parent_kind {
-                    Some(EntryKind::File { size, digest, .. }) => Some((*size, *digest)),
-                    _ => None,
-                };
-                total += size;
-                work.push(Work::Whole { rel, parent, size });
-                continue;
-            }
-        };
-        let blocks = u32::try_from(size / blcksz).unwrap_or(u32::MAX).min(relseg);
-        let tail = (size - u64::from(blocks) * blcksz).min(blcksz - 1) as u32;
-        if tail > 0 {
-            work.push(Work::Tail {
-                rel,
-                offset: u64::from(blocks) * blcksz,
-                len: tail,
-            });
-        }
-        // A file created anew under the same name since the parent is read whole (base).
-        let parent_blocks = match parent_kind {
-            Some(EntryKind::Data {
-                blocks,
-                file_id: pid,
-                ..
-            }) if pid.is_none_or(|p| p.same_file(&file_id)) => parent.map(|p| (&p.info, *blocks)),
-            _ => None,
-        };
-        let listed = pagemap.and_then(|m| rel.as_str().and_then(|r| m.get(r)));
-        let mut sel = select(ctx.opts.mode, parent_blocks, listed, blocks);
-        if sel.since.is_some()
-            && let Some(a) = also.get(rel)
-        {
-            sel.also.clone_from(a);
-        }
-        total += sel
-            .blocks
-            .as_ref()
-            .map_or(u64::from(blocks), |l| l.len() as u64)
-            * blcksz;
-        entries.push(Entry {
-            path: rel.clone(),
-            kind: EntryKind::Data {
-                size: u64::from(blocks) * blcksz,
-                blocks,
-                base: sel.since.is_none(),
-                parts: Vec::new(),
-                pages: 0,
-                corrupt: Vec::new(),
-                tail: None,
-                file_id: Some(file_id),
-            },
-        });
-        let mut start = 0;
-        while start < blocks {
-            let end = (start + PART_BLOCKS).min(blocks);
-            let skip = sel
-                .blocks
-                .as_ref()
-                .is_some_and(|l| !l.iter().any(|&b| b >= start && b < end));
-            if !skip {
-                work.push(Work::Data {
-                    rel,
-                    part: Part {
-                        rel,
-                        start,
-                        end,
-                        base_block: seg.segno * relseg,
-                        check: PageCheck {
-                            checksums: checks,
-                            fork: ForkNumber::Main,
-                        },
-                    },
-                    sel: sel.clone(),
-                });
-            }
-            start = end;
-        }
-    }
-    (entries, work, total)
-}
-
-fn weight(w: &Work, blcksz: u64) -> u64 {
-    match w {
-        Work::Data { part, sel, .. } => {
-            sel.blocks
-                .as_ref()
-                .map_or(u64::from(part.end - part.start), |l| l.len() as u64)
-                * blcksz
-        }
-        Work::Whole { size, .. } => *size,
-        Work::Tail { len, .. } => u64::from(*len),
-    }
-}
-
-type Copied = (Vec<Done>, Vec<BundleInfo>, usize);
-
-/// Reads every work item on `-j` workers, biggest first.
-fn copy_all(ctx: &TakeContext, work: &[Work]) -> Result<Copied> {
-    let blcksz = u64::from(ctx.control.blcksz);
-    let mut order: Vec<usize> = (0..work.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(weight(&work[i], blcksz)));
-    let jobs = ctx.opts.jobs.max(1).min(work.len().max(1));
+    planner: &Planner,
+    listing: &Listing,
+    units: &[Unit],
+) -> Result<(ResultLog, Vec<BundleInfo>, usize)> {
+    let blcksz = ctx.control.blcksz as usize;
+    let jobs = ctx.opts.jobs.max(1).min(units.len().max(1));
     let bundles: Mutex<Vec<BundleInfo>> = Mutex::new(Vec::new());
-    let pgdata = &ctx.opts.pgdata;
-    let results = crate::parallel::run(
+    let log: SharedLog = Mutex::new(ResultLog::default());
+    crate::parallel::run(
         jobs,
-        work.len(),
-        |t| BundleWriter::create(ctx.dir, t as u32, ctx.opts.compression),
-        |w, k| {
-            let item = &work[order[k]];
-            let done = match item {
-                Work::Data { part, sel, .. } => {
-                    Done::Data(copy_part(pgdata, part, sel, w, blcksz as usize)?)
-                }
-                Work::Whole { rel, parent, .. } => {
-                    Done::Whole(copy_whole(pgdata, rel, *parent, w)?)
-                }
-                Work::Tail { rel, offset, len } => {
-                    Done::Tail(copy_tail(pgdata, rel, *offset, *len, w)?)
-                }
-            };
-            ctx.progress.advance(weight(item, blcksz));
-            Ok((order[k], done))
+        units.len(),
+        |t| {
+            Ok((
+                BundleWriter::create(ctx.dir, t as u32, ctx.opts.compression)?,
+                Vec::new(),
+            ))
         },
-        |t, w| {
+        |(w, buf), k| {
+            let u = units[k];
+            buf.clear();
+            let (damaged, pages) = copy_unit(ctx, planner, listing, u, w, buf, blcksz)?;
+            log.lock()
+                .expect("log lock")
+                .add(u.pos, buf, damaged, pages)?;
+            ctx.progress.advance(u.weight);
+            Ok(())
+        },
+        |t, (w, _)| {
             let size = w.finish()?;
             bundles.lock().expect("lock").push(BundleInfo {
                 number: t as u32,
@@ -522,120 +339,58 @@ fn copy_all(ctx: &TakeContext, work: &[Work]) -> Result<Copied> {
             Ok(())
         },
     )?;
-    let mut by_item: Vec<Option<Done>> = (0..work.len()).map(|_| None).collect();
-    for (i, d) in results {
-        by_item[i] = Some(d);
-    }
-    let done = by_item
-        .into_iter()
-        .map(|d| d.expect("every item ran"))
-        .collect();
-    Ok((done, bundles.into_inner().expect("lock"), jobs))
+    let mut log = log.into_inner().expect("log lock");
+    log.seal();
+    Ok((log, bundles.into_inner().expect("lock"), jobs))
 }
 
-/// Folds the workers' results into the entries; returns damaged pages and pages stored.
-fn merge(
-    entries: &mut Vec<Entry>,
-    work: &[Work],
-    results: Vec<Done>,
-    skipped: &mut Vec<Skipped>,
+/// Reads one unit and encodes what it produced into `out`; returns its damaged pages and the
+/// pages it stored.
+fn copy_unit(
+    ctx: &TakeContext,
+    planner: &Planner,
+    listing: &Listing,
+    u: Unit,
+    w: &mut BundleWriter,
+    out: &mut Vec<u8>,
     blcksz: usize,
-) -> (Vec<Damaged>, u64) {
-    let by_path: HashMap<RelPath, usize> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.path.clone(), i))
-        .collect();
-    let (mut damaged, mut pages) = (Vec::new(), 0u64);
-    let mut whole = Vec::new();
-    let mut unreadable: Vec<RelPath> = Vec::new();
-    for (item, done) in work.iter().zip(results) {
-        match (item, done) {
-            (Work::Data { rel, .. }, Done::Data(r)) => {
-                if let Some(why) = r.unreadable {
-                    unreadable.push((*rel).clone());
-                    skipped.push(Skipped {
-                        path: (*rel).clone(),
-                        reason: why,
-                    });
-                    continue;
-                }
-                if let EntryKind::Data {
-                    blocks,
-                    size,
-                    parts,
-                    pages: n,
-                    corrupt,
-                    ..
-                } = &mut entries[by_path[*rel]].kind
-                {
-                    if let Some(short) = r.short_at {
-                        *blocks = (*blocks).min(short);
-                        *size = u64::from(*blocks) * blcksz as u64;
-                    }
-                    parts.extend(r.index);
-                    *n += r.pages;
-                    pages += r.pages;
-                    corrupt.extend(r.damaged.iter().map(|d| d.block_in_file));
-                }
-                damaged.extend(r.damaged);
-            }
-            (Work::Tail { rel, .. }, Done::Tail(t)) => {
-                if let EntryKind::Data {
-                    tail, size, blocks, ..
-                } = &mut entries[by_path[*rel]].kind
-                    && let Some(t) = t
-                {
-                    *size = u64::from(*blocks) * blcksz as u64 + u64::from(t.len);
-                    *tail = Some(t);
-                }
-            }
-            (Work::Whole { rel, .. }, Done::Whole(w)) => match w {
-                Whole::Read {
-                    size,
-                    digest,
-                    stored,
-                } => whole.push(Entry {
-                    path: (*rel).clone(),
-                    kind: EntryKind::File {
-                        size,
-                        digest,
-                        stored,
-                    },
-                }),
-                // Dropped since the walk: WAL replay of the backup removes it anyway.
-                Whole::Vanished => {}
-                Whole::Unreadable(why) => skipped.push(Skipped {
-                    path: (*rel).clone(),
-                    reason: why,
-                }),
+) -> Result<(Vec<Damaged>, u64)> {
+    let pgdata = &ctx.opts.pgdata;
+    let (rel, item) = listing.get(u.pos as usize);
+    let Item::File(size, id) = item else {
+        unreachable!("units are made of regular files")
+    };
+    match (planner.file(&rel, size, id), u.kind()) {
+        (FilePlan::Whole { parent }, _) => {
+            encode_whole(&copy_whole(pgdata, &rel, parent, w)?, out);
+        }
+        (FilePlan::Data { blocks, tail, .. }, UnitKind::Tail) => {
+            let offset = u64::from(blocks) * blcksz as u64;
+            encode_tail(copy_tail(pgdata, &rel, offset, tail, w)?.as_ref(), out);
+        }
+        (
+            FilePlan::Data {
+                seg, blocks, sel, ..
             },
-            _ => unreachable!("results are stored at their item's index"),
+            UnitKind::Part(start),
+        ) => {
+            let part = Part {
+                rel: &rel,
+                start,
+                end: (start + PART_BLOCKS).min(blocks),
+                base_block: seg.segno * ctx.control.relseg_size,
+                check: PageCheck {
+                    checksums: ctx.control.data_checksum_version != 0,
+                    fork: ForkNumber::Main,
+                },
+            };
+            let mut r = copy_part(pgdata, &part, &sel, w, blcksz)?;
+            encode_part(&r, out);
+            return Ok((std::mem::take(&mut r.damaged), r.pages));
         }
+        (FilePlan::Data { .. }, UnitKind::Whole) => unreachable!("data files are read in parts"),
     }
-    entries.retain(|e| !unreadable.contains(&e.path));
-    for e in entries.iter_mut() {
-        if let EntryKind::Data {
-            parts,
-            tail,
-            blocks,
-            size,
-            ..
-        } = &mut e.kind
-        {
-            parts.sort_by_key(|p| (p.at.bundle, p.at.offset));
-            if tail.is_some()
-                && *size
-                    != u64::from(*blocks) * blcksz as u64 + u64::from(tail.map_or(0, |t| t.len))
-            {
-                *tail = None;
-            }
-        }
-    }
-    entries.extend(whole);
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    damaged.sort_by(|a, b| (&a.path, a.block_in_file).cmp(&(&b.path, b.block_in_file)));
-    (damaged, pages)
+    Ok((Vec::new(), 0))
 }
 
 fn insert_sorted(entries: &mut Vec<Entry>, e: Entry) {
@@ -714,32 +469,54 @@ fn store_wal(
         }
         .file_name(seg_size);
         let path = wal_dir.join(&name);
-        let data = std::fs::read(&path).map_err(|e| {
+        let needed = |e: std::io::Error| {
             Error::Refused(format!(
                 "WAL segment \"{}\" needed by backup {} (start {start}, stop {stop}) could not be read: {e}; \
                  it may have been recycled: allow ptrack a replication slot or raise wal_keep_size",
                 path.display(),
                 ctx.id
             ))
+        };
+        let mut f = std::fs::File::open(&path).map_err(needed)?;
+        // The span of the start segment the next incremental's fork check compares.
+        let from = if segno == start.0 / seg_size {
+            start.0 % seg_size
+        } else {
+            seg_size
+        };
+        let to = stop.0.min((segno + 1) * seg_size) - segno * seg_size;
+        let (mut whole, mut part) = (blake3::Hasher::new(), blake3::Hasher::new());
+        let stored = w.put_stream(&mut (&mut f).take(seg_size + 1), &path, |off, piece| {
+            whole.update(piece);
+            let end = off + piece.len() as u64;
+            let (a, b) = (from.max(off), to.min(end));
+            if a < b {
+                part.update(&piece[(a - off) as usize..(b - off) as usize]);
+            }
         })?;
-        if data.len() as u64 != seg_size {
+        if stored.len != seg_size {
             return Err(Error::Refused(format!(
                 "WAL segment \"{}\" has {} bytes, expected {seg_size}",
                 path.display(),
-                data.len()
+                stored.len
             )));
         }
         wal_bytes += seg_size;
         if segno == start.0 / seg_size {
-            let to = stop.0.min((segno + 1) * seg_size);
-            let bytes = &data[(start.0 % seg_size) as usize..(to - segno * seg_size) as usize];
             span = Some(WalSpan {
                 from: start,
-                to: Lsn(to),
-                digest: Digest::of(bytes),
+                to: Lsn(segno * seg_size + to),
+                digest: Digest(*part.finalize().as_bytes()),
             });
         }
-        wal.push(stored_entry(&name, &data, w)?);
+        wal.push(Entry {
+            path: RelPath::new(&name).expect("plain name"),
+            kind: EntryKind::File {
+                size: seg_size,
+                digest: Digest(*whole.finalize().as_bytes()),
+                stored: Some(stored),
+            },
+        });
     }
     Ok((wal, wal_bytes, span))
 }

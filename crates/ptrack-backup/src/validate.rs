@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use crate::bundle::{BundleReader, FLAG_CORRUPT, bundle_path};
 use crate::catalog::{BackupInfo, Catalog, Status};
 use crate::chain::{check_link, read_manifest};
-use crate::manifest::{EntryKind, Manifest};
+use crate::manifest::{EntryKind, Manifest, Stored};
 use crate::paths::Digest;
 use crate::repo::{Instance, Repository};
 use crate::{Result, refused};
@@ -190,7 +190,7 @@ fn check_unchanged_files(
     m: &Manifest,
     problems: &mut Vec<String>,
 ) {
-    for e in &m.entries {
+    for e in m.entries.iter() {
         let EntryKind::File {
             size,
             digest,
@@ -207,12 +207,12 @@ fn check_unchanged_files(
             let Ok((pm, _)) = manifest_of(inst, cat, manifests, &id) else {
                 break;
             };
-            match pm.entry(&e.path).map(|x| &x.kind) {
+            match pm.entry(&e.path).map(|x| x.kind) {
                 Some(EntryKind::File {
                     size: s,
                     digest: d,
                     stored,
-                }) if s == size && d == digest => {
+                }) if s == *size && d == *digest => {
                     if stored.is_some() {
                         found = true;
                     } else if hops < 100_000 {
@@ -255,10 +255,11 @@ fn check_backup(
     }
     let blcksz = m.blcksz as usize;
     let relseg = inst.info.relseg_blocks;
-    let items: Vec<&crate::manifest::Entry> = m
+    let items: Vec<u32> = m
         .entries
         .iter()
-        .filter(|e| {
+        .enumerate()
+        .filter(|(_, e)| {
             matches!(
                 e.kind,
                 EntryKind::Data { .. }
@@ -268,13 +269,14 @@ fn check_backup(
                     }
             )
         })
+        .map(|(i, _)| i as u32)
         .collect();
     let res = crate::parallel::run(
         jobs,
         items.len(),
         |_| Ok(BundleReader::new(&dir, m.compression)),
         |r, i| {
-            let e = items[i];
+            let e = &m.entries.get(items[i] as usize);
             let mut probs: Vec<String> = Vec::new();
             let (mut pages, mut recorded) = (0u64, 0u64);
             match &e.kind {
@@ -365,6 +367,9 @@ fn check_backup(
     check_wal(&dir, m, chk, problems);
 }
 
+/// Checks the stored WAL: every segment's and history file's digest, then decodes it from the
+/// start LSN past the consistency point, feeding the decoder piece by piece as the stored
+/// segments are read again (no segment is held whole).
 fn check_wal(
     dir: &std::path::Path,
     m: &Manifest,
@@ -380,11 +385,11 @@ fn check_wal(
             stored: Some(s),
         } = &e.kind
         {
-            match r.blob(*s, *size, *digest) {
-                Ok(d) => {
+            match r.blob_stream(*s, *size, *digest, |_, _| Ok(())) {
+                Ok(()) => {
                     if !e.path.as_bytes().ends_with(b".history") {
                         chk.wal_segments += 1;
-                        segs.push(d);
+                        segs.push((*s, *size, *digest));
                     }
                 }
                 Err(err) => problems.push(format!("WAL \"{}\": {err}", e.path)),
@@ -413,6 +418,8 @@ fn check_wal(
         },
     );
     let mut segs = segs.into_iter();
+    // The segment being fed and how far (raw records are fed piece by piece).
+    let mut cur: Option<(Stored, u64)> = None;
     loop {
         match dec.poll() {
             Ok(Poll::Record(rec)) => {
@@ -421,19 +428,44 @@ fn check_wal(
                 }
             }
             Ok(Poll::Abandoned { .. }) => {}
-            Ok(Poll::NeedMore) => match segs.next() {
-                Some(s) => dec.feed_owned(s),
-                // Consistent exactly at the end of the last stored segment.
-                None if dec.position() >= m.consistent() => return,
-                None => {
-                    problems.push(format!(
-                        "stored WAL ends at {} before the consistency point {} (stop LSN or standby minimum recovery point)",
-                        dec.position(),
-                        m.consistent()
-                    ));
-                    return;
+            Ok(Poll::NeedMore) => {
+                if cur.is_none_or(|(s, off)| off >= s.len) {
+                    cur = match segs.next() {
+                        Some((s, size, _)) if s.len == size => Some((s, 0)),
+                        // Compressed (older backups): fed whole.
+                        Some((s, size, digest)) => match r.blob(s, size, digest) {
+                            Ok(d) => {
+                                dec.feed_owned(d);
+                                continue;
+                            }
+                            Err(e) => {
+                                problems.push(format!("stored WAL: {e}"));
+                                return;
+                            }
+                        },
+                        // Consistent exactly at the end of the last stored segment.
+                        None if dec.position() >= m.consistent() => return,
+                        None => {
+                            problems.push(format!(
+                                "stored WAL ends at {} before the consistency point {} (stop LSN or standby minimum recovery point)",
+                                dec.position(),
+                                m.consistent()
+                            ));
+                            return;
+                        }
+                    };
                 }
-            },
+                let (s, off) = cur.expect("a segment being fed");
+                let n = (s.len - off).min(crate::bundle::STREAM_PIECE as u64);
+                match r.record_piece(s, off, n) {
+                    Ok(piece) => dec.feed_owned(piece),
+                    Err(e) => {
+                        problems.push(format!("stored WAL: {e}"));
+                        return;
+                    }
+                }
+                cur = Some((s, off + n));
+            }
             // A standby's stop LSN is the (aligned) position after its last replayed record: WAL
             // may end right there.
             Ok(Poll::End(e)) if e.lsn >= m.consistent() => return,

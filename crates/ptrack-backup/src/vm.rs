@@ -19,7 +19,7 @@ use crate::manifest::{Entry, EntryKind};
 use crate::parent::Parent;
 use crate::paths::RelPath;
 use crate::repo::Instance;
-use crate::walk::Item;
+use crate::walk::{Item, Listing};
 use crate::{Error, Result};
 
 /// Size of the page header a visibility-map page starts with (`MAXALIGN(SizeOfPageHeaderData)`).
@@ -57,7 +57,7 @@ pub fn newly_visible_pages(
     pgdata: &Path,
     instance: &Instance,
     parent: &Parent,
-    items: &[(RelPath, Item)],
+    listing: &Listing,
     tsdir: &str,
     (blcksz, relseg): (usize, u32),
 ) -> Result<HashMap<RelPath, Vec<u32>>> {
@@ -74,7 +74,7 @@ pub fn newly_visible_pages(
         .map(|(l, d)| BundleReader::new(d, l.manifest.compression))
         .collect();
     let mut out: HashMap<RelPath, Vec<u32>> = HashMap::new();
-    for (rel, item) in items {
+    for (rel, item) in listing.iter() {
         let Item::File(..) = item else { continue };
         let Some(PathKind::Relation(seg)) = rel.as_str().map(classify_path) else {
             continue;
@@ -88,13 +88,13 @@ pub fn newly_visible_pages(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(&path, "read", e)),
         };
-        let old = match parent.chain[0].manifest.entry(rel) {
+        let old = match parent.chain[0].manifest.entry(&rel) {
             Some(
                 e @ Entry {
                     kind: EntryKind::File { .. },
                     ..
                 },
-            ) => crate::restore::file_content(&parent.chain, &mut readers, e, false)?,
+            ) => crate::restore::file_content(&parent.chain, &mut readers, &e, false)?,
             _ => Vec::new(),
         };
         for b in newly_all_visible(&current, &old, blcksz) {

@@ -23,6 +23,7 @@ use ptrack_types::ForkNumber;
 
 use crate::manifest::Skipped;
 use crate::paths::RelPath;
+use crate::table::{Cursor, Table, put_varint, rel_path};
 use crate::{Error, Result};
 
 /// Top-level directories whose contents are never backed up (they are recreated empty).
@@ -111,13 +112,104 @@ impl FileId {
     }
 }
 
-/// What a backup of a data directory holds.
+/// What a backup of a data directory holds: every path and what it is, compactly (a
+/// front-coded [`Table`] in the order found, and the order by path), and what was left out.
 #[derive(Debug, Default)]
 pub struct Listing {
-    /// Paths and what they are, sorted by path.
-    pub items: Vec<(RelPath, Item)>,
+    table: Table,
+    /// Record numbers in path order.
+    order: Vec<u32>,
     /// What was left out and why.
     pub skipped: Vec<Skipped>,
+}
+
+const DIR: u8 = 0;
+const LINK: u8 = 1;
+const FILE: u8 = 2;
+
+fn encode_item(item: &Item, out: &mut Vec<u8>) {
+    match item {
+        Item::Dir => out.push(DIR),
+        Item::Link(t) => {
+            out.push(LINK);
+            put_varint(out, t.len() as u64);
+            out.extend_from_slice(t.as_bytes());
+        }
+        Item::File(size, id) => {
+            out.push(FILE + u8::from(id.born_ns.is_some()));
+            put_varint(out, *size);
+            put_varint(out, id.ino);
+            if let Some(b) = id.born_ns {
+                out.extend_from_slice(&b.to_le_bytes());
+            }
+        }
+    }
+}
+
+fn decode_item(bytes: &[u8]) -> Item {
+    let mut c = Cursor::new(bytes);
+    match c.byte() {
+        DIR => Item::Dir,
+        LINK => Item::Link(String::from_utf8(c.bytes().to_vec()).expect("written from a String")),
+        tag => {
+            let size = c.varint();
+            let ino = c.varint();
+            let born_ns =
+                (tag > FILE).then(|| i64::from_le_bytes(c.take(8).try_into().expect("8 bytes")));
+            Item::File(size, FileId { ino, born_ns })
+        }
+    }
+}
+
+impl Listing {
+    pub(crate) fn push(&mut self, path: &RelPath, item: &Item) -> Result<()> {
+        let mut b = Vec::with_capacity(24);
+        encode_item(item, &mut b);
+        self.table
+            .push(path.as_bytes(), &b)
+            .map_err(|e| Error::Refused(format!("the data directory's listing is too large: {e}")))
+    }
+
+    /// Sorts by path (the walk finds paths almost in order: the sort is about linear).
+    pub(crate) fn sort(&mut self) {
+        let n = u32::try_from(self.table.len()).expect("a table holds fewer records");
+        self.order = (0..n).collect();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let t = &self.table;
+        self.order.sort_by(|&x, &y| {
+            t.get(x as usize, &mut a);
+            t.get(y as usize, &mut b);
+            a.cmp(&b)
+        });
+        self.table.shrink_to_fit();
+    }
+
+    /// Paths listed.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether nothing was listed.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The `i`-th path in path order and what it is.
+    pub fn get(&self, i: usize) -> (RelPath, Item) {
+        let mut p = Vec::new();
+        let d = self.table.get(self.order[i] as usize, &mut p);
+        (rel_path(&p), decode_item(d))
+    }
+
+    /// Every path in path order and what it is.
+    pub fn iter(&self) -> impl Iterator<Item = (RelPath, Item)> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Bytes held, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.heap_bytes() + 4 * self.order.capacity()
+    }
 }
 
 /// Whether a file name is excluded wherever it appears (`RELCACHE_INIT_FILENAME` is a prefix
@@ -140,7 +232,7 @@ pub fn walk(root: &Path, tablespace_dir: &str) -> Result<Listing> {
         out: Listing::default(),
     };
     w.dir(root, None)?;
-    w.out.items.sort_by(|a, b| a.0.cmp(&b.0));
+    w.out.sort();
     Ok(w.out)
 }
 
@@ -230,7 +322,7 @@ impl Walker<'_> {
         if top && EXCLUDED_DIR_CONTENTS.contains(&name) {
             // Kept as an empty directory whatever it is (basebackup.c: convert_link_to_directory).
             if ft.is_dir() || ft.is_symlink() {
-                self.out.items.push((relp, Item::Dir));
+                self.out.push(&relp, &Item::Dir)?;
             }
             return Ok(());
         }
@@ -249,13 +341,12 @@ impl Walker<'_> {
             return Ok(());
         }
         if ft.is_dir() {
-            self.out.items.push((relp.clone(), Item::Dir));
+            self.out.push(&relp, &Item::Dir)?;
             return self.dir(path, Some(&relp));
         }
         if ft.is_file() {
             self.out
-                .items
-                .push((relp, Item::File(meta.len(), FileId::of(&meta))));
+                .push(&relp, &Item::File(meta.len(), FileId::of(&meta)))?;
             return Ok(());
         }
         self.skip(relp, "not a regular file, directory or link".into());
@@ -297,9 +388,7 @@ impl Walker<'_> {
                     target.display()
                 ))
             })?;
-        self.out
-            .items
-            .push((relp.clone(), Item::Link(t.to_string())));
+        self.out.push(&relp, &Item::Link(t.to_string()))?;
         let sub = rel_join(Some(&relp), self.tablespace_dir.as_bytes())?;
         self.entry(&version_dir, sub, false, "")
     }
@@ -355,7 +444,7 @@ mod tests {
         std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
         std::fs::write(r.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), b"x").unwrap();
         let l = walk(r, "PG_18_1").unwrap();
-        let got: Vec<String> = l.items.iter().map(|(p, _)| p.to_string()).collect();
+        let got: Vec<String> = l.iter().map(|(p, _)| p.to_string()).collect();
         assert_eq!(
             got,
             [
@@ -386,5 +475,15 @@ mod tests {
             "{skipped:?}"
         );
         assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert_eq!(l.len(), got.len());
+        let item = |p: &str| l.iter().find(|(r, _)| r.to_string() == p).unwrap().1;
+        assert!(matches!(item("PG_VERSION"), Item::File(2, _)));
+        assert_eq!(item("base/5"), Item::Dir);
+        assert_eq!(
+            item("pg_tblspc/16400"),
+            Item::Link(ts.path().to_str().unwrap().to_string())
+        );
+        let meta = std::fs::metadata(r.join("base/5/100")).unwrap();
+        assert_eq!(item("base/5/100"), Item::File(2, FileId::of(&meta)));
     }
 }

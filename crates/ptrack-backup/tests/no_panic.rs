@@ -510,7 +510,9 @@ fn documents_with_hostile_content_never_panic() {
     );
     // The shape checks catch what serde cannot.
     let mut m = manifest();
-    m.entries.swap(0, 1);
+    let mut v: Vec<_> = m.entries.iter().collect();
+    v.swap(0, 1);
+    m.entries = v.into_iter().collect();
     assert!(m.check_shape().unwrap_err().contains("sorted"));
     let mut m = manifest();
     m.blcksz = 1000;

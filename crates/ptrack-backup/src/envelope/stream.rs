@@ -1,0 +1,246 @@
+//! Documents written and read without holding their bytes (issue 11 §5: a manifest of a
+//! million files is hundreds of megabytes of JSON). Writing serialises the value twice, once
+//! into a counter for the header's CRC-32C and length and once into the file through
+//! `ptrack_durable`'s staged file; serialisation is deterministic, and the bytes are those
+//! [`super::encode`] makes. Reading hashes every byte of the file (BLAKE3, the identity the
+//! catalog and the hash chain hold) while the JSON body is parsed from it, then checks the CRC;
+//! the caller checks the digest before it trusts anything decoded. Same layout as
+//! [`super::decode`] reads (docs/formats.md).
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Header, MAX_DOCUMENT_BYTES, open_repo_file, parse_header};
+use crate::paths::Digest;
+use crate::{Error, Result};
+
+/// Counts bytes and their CRC-32C.
+#[derive(Default)]
+struct Counter {
+    len: usize,
+    crc: u32,
+}
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.len += buf.len();
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Passes writes on and hashes them.
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `value` as a `kind` document durably (temp, fsync, rename, fsync of the directory)
+/// and returns the BLAKE3 of the file.
+pub fn write<T: Serialize>(path: &Path, kind: &str, version: u32, value: &T) -> Result<Digest> {
+    let mut count = Counter::default();
+    serde_json::to_writer_pretty(&mut count, value).expect("plain data serialises");
+    let io_err = |e| Error::io(path, "write", e);
+    let staged = ptrack_durable::StagedFile::create(path).map_err(io_err)?;
+    let mut out = Hashing {
+        inner: BufWriter::with_capacity(1 << 16, staged),
+        hasher: blake3::Hasher::new(),
+    };
+    writeln!(
+        out,
+        "PTRACK {kind} {version} {:08x} {}",
+        count.crc, count.len
+    )
+    .map_err(io_err)?;
+    let mut body = Counter::default();
+    serde_json::to_writer_pretty(Tee(&mut out, &mut body), value)
+        .map_err(io::Error::from)
+        .map_err(io_err)?;
+    if body.len != count.len || body.crc != count.crc {
+        unreachable!("serialising the same value twice gave different bytes");
+    }
+    out.write_all(b"\n").map_err(io_err)?;
+    let digest = Digest(*out.hasher.finalize().as_bytes());
+    let staged = out.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+    staged.commit().map_err(io_err)?;
+    Ok(digest)
+}
+
+/// Writes to two writers.
+struct Tee<'a, A, B>(&'a mut A, &'a mut B);
+
+impl<A: Write, B: Write> Write for Tee<'_, A, B> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Hashes (BLAKE3) every byte read; CRC-32C over the bytes read while `crc_on`.
+struct Source<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Counts and checksums the bytes read through it.
+struct Body<R> {
+    inner: R,
+    len: usize,
+    crc: u32,
+}
+
+impl<R: Read> Read for Body<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.len += n;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A document read as a stream: the BLAKE3 of the whole file, and what decoding it gave.
+pub struct Streamed<T> {
+    /// BLAKE3 of the file.
+    pub digest: Digest,
+    /// The decoded value, or why it is not one.
+    pub value: Result<T>,
+}
+
+/// Reads a `kind` document of format `version` from `path` as a stream (see the module doc).
+/// Only failures to open or read the file are the outer error.
+pub fn read<T: DeserializeOwned>(path: &Path, kind: &str, version: u32) -> Result<Streamed<T>> {
+    let f = open_repo_file(path)?;
+    let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
+    if len > MAX_DOCUMENT_BYTES {
+        return Err(Error::Corrupt(format!(
+            "\"{}\" has {len} bytes, more than any ptrack document",
+            path.display()
+        )));
+    }
+    let mut src = Source {
+        inner: f,
+        hasher: blake3::Hasher::new(),
+    };
+    let mut head = Vec::with_capacity(200);
+    (&mut src)
+        .take(200)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, "read", e))?;
+    let value = decode_body(&mut src, &head, kind, version, path);
+    io::copy(&mut src, &mut io::sink()).map_err(|e| Error::io(path, "read", e))?;
+    Ok(Streamed {
+        digest: Digest(*src.hasher.finalize().as_bytes()),
+        value,
+    })
+}
+
+fn decode_body<T: DeserializeOwned, R: Read>(
+    src: &mut R,
+    head: &[u8],
+    kind: &str,
+    version: u32,
+    path: &Path,
+) -> Result<T> {
+    let what = path.display().to_string();
+    let bad = |why: String| Error::Corrupt(format!("{what}: {why}"));
+    let nl = head
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| bad("not a ptrack document (no header line)".into()))?;
+    let Header { crc, len } = parse_header(&head[..nl], kind, version, &what)?;
+    let rest = head.get(nl + 1..).unwrap_or_default();
+    let mut body = Body {
+        inner: rest.chain(src).take(len as u64),
+        len: 0,
+        crc: 0,
+    };
+    let parsed: serde_json::Result<T> =
+        serde_json::from_reader(BufReader::with_capacity(1 << 16, &mut body));
+    if let Err(e) = &parsed
+        && e.is_io()
+    {
+        return Err(Error::io(path, "read", io::Error::other(e.to_string())));
+    }
+    io::copy(&mut body, &mut io::sink()).map_err(|e| Error::io(path, "read", e))?;
+    if body.len < len {
+        return Err(bad(format!("truncated: body shorter than {len} bytes")));
+    }
+    if body.crc != crc {
+        return Err(bad(format!(
+            "checksum mismatch (stored {crc:08x}, computed {:08x})",
+            body.crc
+        )));
+    }
+    parsed.map_err(|e| {
+        bad(format!(
+            "invalid content at line {} column {} ({:?} error)",
+            e.line(),
+            e.column(),
+            e.classify()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_bytes_are_the_encoded_ones_and_damage_is_caught() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("doc");
+        let v: Vec<u32> = (0..5000).collect();
+        let digest = write(&p, "catalog", 1, &v).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(bytes, super::super::encode("catalog", 1, &v));
+        assert_eq!(digest, Digest::of(&bytes));
+        let r: Streamed<Vec<u32>> = read(&p, "catalog", 1).unwrap();
+        assert_eq!(r.digest, digest);
+        assert_eq!(r.value.unwrap(), v);
+        assert!(read::<Vec<u32>>(&p, "manifest", 1).unwrap().value.is_err());
+        for i in [3, 20, bytes.len() / 2, bytes.len() - 3] {
+            let mut t = bytes.clone();
+            t[i] ^= 0x01;
+            std::fs::write(&p, &t).unwrap();
+            let r = read::<Vec<u32>>(&p, "catalog", 1).unwrap();
+            assert_ne!(r.digest, digest, "flip at {i}");
+            assert!(r.value.is_err(), "flip at {i}");
+        }
+        for n in [0, 10, bytes.len() / 2, bytes.len() - 2] {
+            std::fs::write(&p, &bytes[..n]).unwrap();
+            assert!(
+                read::<Vec<u32>>(&p, "catalog", 1).unwrap().value.is_err(),
+                "cut at {n}"
+            );
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Restoring a backup's WAL into `pg_wal`: each stored segment written piece by piece as it is
+//! read from its bundle (its BLAKE3 checked at the end; a segment is never held whole), with
+//! the WAL after the backup's consistency point zeroed when the restore has no recovery target
+//! and no `restore_command` (`xlogrecovery.c` would otherwise replay records written after the
+//! backup ended).
+
+use std::io::Write;
+
+use super::Places;
+use crate::bundle::BundleReader;
+use crate::manifest::{Entry, EntryKind, Manifest};
+use crate::paths::RelPath;
+use crate::{Error, Result};
+
+/// Writes a stored WAL segment (or history file) into `pg_wal`, piece by piece (a segment is
+/// never held whole), zeroing what follows the consistency point when `cut`.
+pub(super) fn write_wal(
+    readers: &mut [BundleReader],
+    entry: &Entry,
+    m: &Manifest,
+    places: &Places,
+    cut: bool,
+) -> Result<u64> {
+    let EntryKind::File {
+        size,
+        digest,
+        stored: Some(st),
+    } = entry.kind
+    else {
+        return Err(Error::Corrupt(format!(
+            "WAL \"{}\" of the backup is not stored",
+            entry.path
+        )));
+    };
+    let path = RelPath::new("pg_wal")
+        .expect("plain")
+        .join(entry.path.as_bytes())
+        .map_err(|e| Error::Corrupt(e.to_string()))?;
+    let cut_at = if cut {
+        consistency_offset(&entry.path, m)
+    } else {
+        None
+    };
+    let (mut f, shown) = places.create(&path)?;
+    readers[0]
+        .blob_stream(st, size, digest, |off, piece| {
+            if let Some(c) = cut_at {
+                let from = c.saturating_sub(off).min(piece.len() as u64) as usize;
+                piece[from..].fill(0);
+            }
+            f.write_all(piece)
+                .map_err(|e| Error::io(&shown, "write", e))
+        })
+        .map_err(|err| match err {
+            Error::Corrupt(why) => Error::Corrupt(format!("WAL \"{}\": {why}", entry.path)),
+            other => other,
+        })?;
+    places.finish(&f, &shown)?;
+    Ok(size)
+}
+
+/// Where the WAL after the backup's consistency point starts in segment `name`, when that
+/// segment holds it: the stored copy was read after the backup ended and may hold later
+/// records, which a restore without a target must not replay (they are zeroed). Not done with
+/// a recovery target or a `restore_command`: `immediate` stops at the first record after
+/// consistency (there must be one), and archive recovery goes further on purpose.
+fn consistency_offset(name: &RelPath, m: &Manifest) -> Option<u64> {
+    let seg = m.wal_seg_size;
+    let end = m.consistent().0;
+    let s = name
+        .as_str()
+        .and_then(|n| ptrack_wal::segment::SegmentName::parse(n, seg))?;
+    (s.segno == end / seg && !end.is_multiple_of(seg)).then_some(end % seg)
+}
