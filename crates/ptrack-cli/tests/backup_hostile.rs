@@ -25,19 +25,24 @@ fn killed_restore_never_leaves_a_startable_directory() {
     let (_d, repo) = new_repo();
     let id = backup(&c, &repo, "full");
     let base = PgCluster::new_cluster_dir();
-    let t0 = std::time::Instant::now();
-    let probe = base.join("probe");
-    let r = run(&[
-        "restore",
-        "-B",
-        &repo,
-        "-D",
-        &probe.display().to_string(),
-        "-i",
-        &id,
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let took = t0.elapsed().as_micros() as u64;
+    // How long a restore takes with the repository in the page cache, as in the trials: the
+    // faster of two (the first also reads the repository from disk).
+    let mut took = u64::MAX;
+    for p in ["probe1", "probe2"] {
+        let t0 = std::time::Instant::now();
+        let probe = base.join(p);
+        let r = run(&[
+            "restore",
+            "-B",
+            &repo,
+            "-D",
+            &probe.display().to_string(),
+            "-i",
+            &id,
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        took = took.min(t0.elapsed().as_micros() as u64);
+    }
     let mut rng = TestRng::from_env("killed restore");
     let mut partial = 0;
     for trial in 0..12 {

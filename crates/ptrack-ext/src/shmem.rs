@@ -215,10 +215,19 @@ fn load_chain(map: &Map<'static>, dir: &std::path::Path, id: MapIdentity) {
             map.tracked().0
         );
     }
+    if let Some(seq) = report.missing {
+        warning!(
+            "ptrack: map delta \"{}\" is missing, so the {} deltas after it are not used; the map is as of the delta before it, tracked up to {}, and WAL from there is read again",
+            dir.join(ptrack_map::mapsave::delta_name(seq)).display(),
+            report.removed.len(),
+            map.tracked().0
+        );
+    }
     if let Some((p, e)) = &report.stopped {
         warning!(
-            "ptrack: map delta \"{}\" not used: {e}; the map is as of the delta before it, tracked up to {}, and WAL from there is read again",
+            "ptrack: map delta \"{}\" not used: {e}; it and the {} deltas after it are removed; the map is as of the delta before it, tracked up to {}, and WAL from there is read again",
             p.display(),
+            report.removed.len().saturating_sub(1),
             map.tracked().0
         );
     }
@@ -290,7 +299,19 @@ fn load_or_reset() {
             );
             false
         }
-        Found::Nothing => false,
+        Found::Nothing => {
+            let dir = location.dir(&pgdata);
+            let orphans = files::delta_files(&dir);
+            if !orphans.is_empty() {
+                warning!(
+                    "ptrack: {} map deltas found in \"{}\" without the map file \"{path}\": the map is lost and a new one starts; init_lsn moves forward and a full backup is needed before the next incremental one",
+                    orphans.len(),
+                    dir.display()
+                );
+                crate::remove_map_files(location, false, false);
+            }
+            false
+        }
     };
     crate::remove_map_files(location.other(), true, true);
     if !loaded {

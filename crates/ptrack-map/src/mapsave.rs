@@ -106,6 +106,9 @@ pub enum DeltaError {
     /// CRC mismatch.
     #[error("incorrect checksum")]
     Checksum,
+    /// Exists but cannot be read (permissions, I/O error).
+    #[error("cannot be read: {0}")]
+    Unreadable(String),
     /// Of another generation, sequence number, cluster or map size.
     #[error("belongs to another map (generation {generation}, sequence {seq})")]
     Foreign {
@@ -342,9 +345,11 @@ pub struct DeltaLoad {
     pub applied: u32,
     /// Bytes of the deltas applied.
     pub bytes: u64,
-    /// The delta loading stopped at because it was damaged or foreign (a missing one is the
-    /// normal end of the chain).
+    /// The delta loading stopped at because it was damaged, foreign or unreadable.
     pub stopped: Option<(PathBuf, DeltaError)>,
+    /// The first sequence number missing while later deltas exist (a hole in the chain; a
+    /// missing one after the last is its normal end).
+    pub missing: Option<u32>,
     /// Delta files removed because they were not applied, and files that could not be.
     pub removed: Vec<PathBuf>,
     /// Removal failures.
@@ -359,8 +364,19 @@ pub fn load_deltas(map: &Map<'_>, dir: &Path, id: MapIdentity) -> DeltaLoad {
     loop {
         let seq = out.applied + 1;
         let path = dir.join(delta_name(seq));
-        let Ok(bytes) = std::fs::read(&path) else {
-            break;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let later = crate::files::delta_files(dir)
+                    .iter()
+                    .any(|n| delta_seq(n).is_some_and(|s| s > seq));
+                out.missing = later.then_some(seq);
+                break;
+            }
+            Err(e) => {
+                out.stopped = Some((path, DeltaError::Unreadable(e.to_string())));
+                break;
+            }
         };
         match map.apply_delta(&bytes, id, generation, seq) {
             Ok(()) => {

@@ -152,6 +152,7 @@ fn chain_stops_at_a_damaged_missing_or_foreign_delta() {
     std::fs::write(delta(2), b"stale").unwrap();
     let (words, report) = load(dir.path(), f.layout);
     assert_eq!((report.applied, report.removed.len()), (0, 1));
+    assert_eq!(report.missing, Some(1), "a hole before delta 2");
     assert_eq!(state(&Map::new(&words)), base);
     // A delta of another generation (left from before a full save) is not applied.
     let m2words = Map::alloc(f.layout);

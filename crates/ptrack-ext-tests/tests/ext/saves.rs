@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use ptrack_ext_tests::{
-    Hints, Location, compare, is_empty_page, map_deltas, pagemapset, ptrack_cluster,
+    Hints, Location, compare, is_empty_page, lsn, map_deltas, pagemapset, ptrack_cluster,
     read_saved_map, snapshot, sync_tracker, wait_map_saved, wait_until,
 };
 use ptrack_testkit::{PgCluster, StopMode, require_ptrack};
@@ -232,3 +232,48 @@ fn change_sets(major: u32) {
 }
 
 every_major!(change_sets);
+
+/// A hole in the delta chain, or deltas left without their map file, are said with a WARNING
+/// (the hostile test's findings): the chain before the hole is used and WAL read again from
+/// there; deltas without a map start a new map with a later `init_lsn`.
+fn delta_holes(major: u32) {
+    let Some(pg) = require_ptrack(major) else {
+        return;
+    };
+    let mut c = ptrack_cluster(&pg, 16, true);
+    c.start();
+    c.execute("CREATE EXTENSION ptrack; CHECKPOINT");
+    let map = Location::PgPtrack.map(&c);
+    wait_map_saved(&c, &map);
+    let start = c.query_one("SELECT pg_current_wal_flush_lsn()");
+    c.execute("CREATE TABLE t AS SELECT g, md5(g::text) AS v FROM generate_series(1, 20000) g");
+    for i in 0..4 {
+        c.execute(&format!("UPDATE t SET v = 'z{i}' WHERE g % 7 = {i}"));
+        c.execute("CHECKPOINT");
+        wait_map_saved(&c, &map);
+    }
+    assert!(map_deltas(&map).len() >= 4, "{:?}", map_deltas(&map));
+    c.stop(StopMode::Immediate);
+    std::fs::remove_file(map.parent().unwrap().join("ptrack.map.delta.2")).unwrap();
+    c.start();
+    assert!(
+        c.log().contains("ptrack.map.delta.2\" is missing, so the"),
+        "{}",
+        c.log()
+    );
+    assert_table_reported(&c, &start, "after a hole in the chain");
+
+    let init = c.query_one("SELECT ptrack_init_lsn()");
+    c.execute("UPDATE t SET v = 'w'");
+    c.execute("CHECKPOINT");
+    wait_map_saved(&c, &map);
+    c.stop(StopMode::Immediate);
+    assert!(!map_deltas(&map).is_empty());
+    std::fs::remove_file(&map).unwrap();
+    c.start();
+    assert!(c.log().contains("without the map file"), "{}", c.log());
+    let init2 = c.query_one("SELECT ptrack_init_lsn()");
+    assert!(lsn(&init2) > lsn(&init), "init_lsn {init} -> {init2}");
+}
+
+every_major!(delta_holes);
