@@ -1,4 +1,4 @@
-//! Fuzz target: `BundleReader` (`index`, `page`, `blob`) on a bundle file of any bytes never
+//! Fuzz target: `BundleReader` (`index`, `page`, `blob`, `blob_stream`, `record_piece`) on a bundle file of any bytes never
 //! panics and never allocates more than the bundle (or a bounded decompressed size).
 //!
 //! Input: 32 control bytes, then the file. Control bytes (little-endian numbers):
@@ -133,8 +133,22 @@ fuzz_target!(|data: &[u8]| {
     } else {
         u64::from(u32_at(c, 23)) % MAX_BLOB
     };
-    if let Ok(b) = r.blob(s, size, digest_of(&file, s)) {
+    let whole = r.blob(s, size, digest_of(&file, s));
+    if let Ok(b) = &whole {
         assert_eq!(b.len() as u64, size);
     }
     let _ = r.blob(s, size, Digest::of(b"x"));
+    // The same stored file read piece by piece: what `blob` reads, `blob_stream` reads too.
+    let mut pieces = Vec::new();
+    let streamed = r.blob_stream(s, size, digest_of(&file, s), |off, piece| {
+        assert_eq!(off, pieces.len() as u64);
+        pieces.extend_from_slice(piece);
+        Ok(())
+    });
+    if let Ok(b) = &whole {
+        assert!(streamed.is_ok(), "blob read it, blob_stream did not");
+        assert_eq!(b, &pieces);
+    }
+    let off = place(u32_at(c, 7), false);
+    let _ = r.record_piece(s, off, u64::from(c[13]) << 4);
 });

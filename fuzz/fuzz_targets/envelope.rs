@@ -1,4 +1,4 @@
-//! Fuzz target: `envelope::decode` of any bytes, for every document kind and its type, never
+//! Fuzz target: `envelope::decode` and the streamed reader `envelope::stream::read` of any bytes, for every document kind and its type, never
 //! panics; a document that decodes passes or fails its shape check (`Catalog::check`,
 //! `Manifest::check_shape`) without panicking and encodes back to a document that decodes.
 //!
@@ -9,7 +9,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ptrack_backup::catalog::{CATALOG_VERSION, Catalog};
-use ptrack_backup::envelope::{decode, encode};
+use ptrack_backup::envelope::{decode, encode, stream};
+use ptrack_backup::paths::Digest;
 use ptrack_backup::manifest::{MANIFEST_VERSION, Manifest};
 use ptrack_backup::repo::InstanceInfo;
 
@@ -33,6 +34,7 @@ fn header(kind: &str, version: u32, body: &[u8]) -> Vec<u8> {
 }
 
 fn all_kinds(doc: &[u8]) {
+    streamed_manifest(doc);
     let _ = decode::<serde_json::Value>(doc, "repository", 2, "fuzz");
     if let Ok(i) = decode::<InstanceInfo>(doc, "instance", 1, "fuzz") {
         let back: InstanceInfo = decode(&encode("instance", 1, &i), "instance", 1, "x").unwrap();
@@ -63,6 +65,22 @@ fn all_kinds(doc: &[u8]) {
         )
         .unwrap();
         assert_eq!(back, m);
+    }
+}
+
+/// The streamed reader (`envelope::stream::read`, how manifests are read) on the same bytes as a
+/// file: it never panics, hashes the whole file, and decodes exactly what `decode` decodes.
+fn streamed_manifest(doc: &[u8]) {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let path = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().join("manifest");
+    std::fs::write(&path, doc).unwrap();
+    let s = stream::read::<Manifest>(&path, "manifest", MANIFEST_VERSION).unwrap();
+    assert_eq!(s.digest, Digest::of(doc));
+    let d = decode::<Manifest>(doc, "manifest", MANIFEST_VERSION, "fuzz");
+    match (s.value, d) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("stream {} and decode {} disagree", a.is_ok(), b.is_ok()),
     }
 }
 
