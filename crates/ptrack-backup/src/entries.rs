@@ -27,13 +27,15 @@ const HAS_TAIL: u8 = 2;
 const HAS_ID: u8 = 4;
 const HAS_BORN: u8 = 8;
 
-fn put_stored(out: &mut Vec<u8>, s: &Stored) {
+/// Appends a [`Stored`] as three varints (also the result log's encoding, `take::compose`).
+pub(crate) fn put_stored(out: &mut Vec<u8>, s: &Stored) {
     put_varint(out, u64::from(s.bundle));
     put_varint(out, s.offset);
     put_varint(out, s.len);
 }
 
-fn stored(c: &mut Cursor) -> Stored {
+/// Reads what [`put_stored`] wrote.
+pub(crate) fn stored(c: &mut Cursor) -> Stored {
     Stored {
         bundle: c.u32(),
         offset: c.varint(),

@@ -108,33 +108,46 @@ impl<'a> Clock<'a> {
         self.write(|st| *st = ClockState::default());
     }
 
-    /// The newest sample, if any.
+    /// The newest sample, if any (read without copying the others: the tracker asks at every
+    /// turn of its loop).
     pub fn newest(&self) -> Option<Sample> {
-        self.read().samples.last().copied()
+        self.consistent(|| {
+            let n = (self.words[W_COUNT].load(Ordering::Relaxed) as usize).min(SAMPLES);
+            n.checked_sub(1).map(|i| self.sample(i))
+        })
     }
 
     /// A consistent copy (retries while the tracker writes).
     pub fn read(&self) -> ClockState {
+        self.consistent(|| {
+            let created = self.words[W_CREATED_NS].load(Ordering::Relaxed);
+            let n = (self.words[W_COUNT].load(Ordering::Relaxed) as usize).min(SAMPLES);
+            ClockState {
+                created_ns: (created != 0).then_some(created),
+                samples: (0..n).map(|i| self.sample(i)).collect(),
+            }
+        })
+    }
+
+    fn sample(&self, i: usize) -> Sample {
+        Sample {
+            flushed: Lsn(self.words[HEADER + 2 * i].load(Ordering::Relaxed)),
+            at_ns: self.words[HEADER + 2 * i + 1].load(Ordering::Relaxed),
+        }
+    }
+
+    /// `f`'s reading of the area, repeated until no write overlapped it (the seqlock's read).
+    fn consistent<T>(&self, f: impl Fn() -> T) -> T {
         loop {
             let seq = self.words[W_SEQ].load(Ordering::Acquire);
             if !seq.is_multiple_of(2) {
                 std::hint::spin_loop();
                 continue;
             }
-            let created = self.words[W_CREATED_NS].load(Ordering::Relaxed);
-            let n = (self.words[W_COUNT].load(Ordering::Relaxed) as usize).min(SAMPLES);
-            let samples = (0..n)
-                .map(|i| Sample {
-                    flushed: Lsn(self.words[HEADER + 2 * i].load(Ordering::Relaxed)),
-                    at_ns: self.words[HEADER + 2 * i + 1].load(Ordering::Relaxed),
-                })
-                .collect();
+            let value = f();
             std::sync::atomic::fence(Ordering::Acquire);
             if self.words[W_SEQ].load(Ordering::Relaxed) == seq {
-                return ClockState {
-                    created_ns: (created != 0).then_some(created),
-                    samples,
-                };
+                return value;
             }
         }
     }

@@ -66,6 +66,7 @@ fn a_clock_behind_the_samples_knows_nothing() {
     c.push(s(100, 11 * SEC));
     c.push(s(200, 12 * SEC));
     assert_eq!(c.read().changed_since(Lsn(300), Lsn(0), 12 * SEC - 1), None);
+    assert_eq!(c.newest(), Some(s(200, 12 * SEC)));
     // A sample going back in time drops everything.
     c.push(s(300, 5 * SEC));
     assert_eq!(c.read().samples, vec![s(300, 5 * SEC)]);
@@ -151,6 +152,12 @@ fn readers_never_see_a_torn_copy() {
             assert!(st.samples.iter().all(|x| x.flushed.0 == x.at_ns));
         }
     });
+}
+
+#[test]
+fn newest_of_an_empty_area_is_none() {
+    let w = area();
+    assert_eq!(Clock::new(&w).unwrap().newest(), None);
 }
 
 #[test]

@@ -13,8 +13,8 @@ use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
 use super::plan::{DATA, DATA_BASE, Plan};
-use crate::entries::{decode_kind, encode_kind};
-use crate::manifest::{Entry, EntryKind, IndexRef, Manifest, Skipped, Stored, Tail};
+use crate::entries::{decode_kind, encode_kind, put_stored, stored};
+use crate::manifest::{Entry, EntryKind, IndexRef, Manifest, Skipped, Tail};
 use crate::pages::{Damaged, PartResult, Whole};
 use crate::paths::{Digest, RelPath};
 use crate::table::{Cursor, put_varint};
@@ -42,20 +42,6 @@ pub struct ResultLog {
     pub damaged: Vec<Damaged>,
     /// Pages stored.
     pub pages: u64,
-}
-
-fn put_stored(out: &mut Vec<u8>, s: &Stored) {
-    put_varint(out, u64::from(s.bundle));
-    put_varint(out, s.offset);
-    put_varint(out, s.len);
-}
-
-fn stored(c: &mut Cursor) -> Stored {
-    Stored {
-        bundle: c.u32(),
-        offset: c.varint(),
-        len: c.varint(),
-    }
 }
 
 fn put_text(out: &mut Vec<u8>, s: &str) {
