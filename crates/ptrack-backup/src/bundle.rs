@@ -282,6 +282,55 @@ impl BundleWriter {
         })
     }
 
+    /// [`BundleWriter::put_stream`] without the zeros the content ends with (what follows a WAL
+    /// segment switch): returns where the stored bytes are and how many zero bytes followed
+    /// them. Zeros inside the content are stored; `each` sees every piece read, zeros included.
+    pub fn put_stream_trim_zeros(
+        &mut self,
+        r: &mut impl std::io::Read,
+        src: &Path,
+        mut each: impl FnMut(u64, &[u8]),
+    ) -> Result<(Stored, u64)> {
+        let start = self.pos;
+        let mut buf = vec![0u8; STREAM_PIECE];
+        // Bytes read so far, and how many of the last of them are zeros not yet written.
+        let (mut read, mut zeros) = (0u64, 0u64);
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(src, "read", e)),
+            };
+            each(read, &buf[..n]);
+            read += n as u64;
+            match last_nonzero(&buf[..n]) {
+                None => zeros += n as u64,
+                Some(last) => {
+                    self.append_zeros(zeros)?;
+                    self.append(&buf[..=last])?;
+                    zeros = (n - last - 1) as u64;
+                }
+            }
+        }
+        let stored = Stored {
+            bundle: self.number,
+            offset: start,
+            len: self.pos - start,
+        };
+        Ok((stored, zeros))
+    }
+
+    fn append_zeros(&mut self, mut n: u64) -> Result<()> {
+        let zeros = [0u8; 1 << 14];
+        while n > 0 {
+            let k = n.min(zeros.len() as u64) as usize;
+            self.append(&zeros[..k])?;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
     /// Stores a page index.
     pub fn put_index(&mut self, entries: &[PageEntry]) -> Result<IndexRef> {
         let mut b = Vec::with_capacity(entries.len() * PageEntry::SIZE);
@@ -334,6 +383,20 @@ fn write_at_end(
 /// Pieces a large file is stored and read in ([`BundleWriter::put_stream`],
 /// [`BundleReader::blob_stream`]).
 pub const STREAM_PIECE: usize = 1 << 20;
+
+/// The index of the last byte of `b` that is not zero (64 bytes at a time: this scans 16 MB of
+/// a switched WAL segment's zeros).
+fn last_nonzero(b: &[u8]) -> Option<usize> {
+    let whole = b.len() / 64 * 64;
+    if let Some(i) = b[whole..].iter().rposition(|&x| x != 0) {
+        return Some(whole + i);
+    }
+    let block = b[..whole]
+        .chunks_exact(64)
+        .rposition(|c| c.iter().fold(0u8, |a, &x| a | x) != 0)?;
+    let at = block * 64;
+    b[at..at + 64].iter().rposition(|&x| x != 0).map(|i| at + i)
+}
 
 /// How much a reader reads at once when records are read in the order they were written.
 const READ_AHEAD: u64 = 512 << 10;
@@ -529,11 +592,31 @@ impl BundleReader {
         s: Stored,
         size: u64,
         digest: Digest,
+        each: impl FnMut(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.blob_stream_zero_tail(s, size, 0, digest, each)
+    }
+
+    /// [`BundleReader::blob_stream`] of a file whose last `zero_tail` bytes are zeros that were
+    /// not stored ([`BundleWriter::put_stream_trim_zeros`]): the stored record is raw and
+    /// `size - zero_tail` long; the zeros are produced (and hashed) after it.
+    pub fn blob_stream_zero_tail(
+        &mut self,
+        s: Stored,
+        size: u64,
+        zero_tail: u64,
+        digest: Digest,
         mut each: impl FnMut(u64, &mut [u8]) -> Result<()>,
     ) -> Result<()> {
-        if s.len != size {
+        if zero_tail == 0 && s.len != size {
             let mut data = self.blob(s, size, digest)?;
             return each(0, &mut data);
+        }
+        if s.len.checked_add(zero_tail) != Some(size) {
+            return Err(Error::Corrupt(format!(
+                "record at bundle.{} offset {} holds {} bytes and {zero_tail} zeros, not the file's {size} bytes",
+                s.bundle, s.offset, s.len
+            )));
         }
         let (_, flen) = self.file(s.bundle)?;
         if s.offset < HEADER_SIZE || s.offset.checked_add(s.len).is_none_or(|e| e > flen) {
@@ -544,12 +627,15 @@ impl BundleReader {
         }
         let f = &self.files[s.bundle as usize].as_ref().expect("opened").0;
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; STREAM_PIECE.min(s.len as usize)];
+        let mut buf = vec![0u8; STREAM_PIECE.min(size as usize)];
         let mut done = 0u64;
-        while done < s.len {
-            let n = (s.len - done).min(STREAM_PIECE as u64) as usize;
-            f.read_exact_at(&mut buf[..n], s.offset + done)
+        while done < size {
+            let n = (size - done).min(STREAM_PIECE as u64) as usize;
+            // Stored bytes, then zeros.
+            let from_file = s.len.saturating_sub(done).min(n as u64) as usize;
+            f.read_exact_at(&mut buf[..from_file], s.offset + done)
                 .map_err(|e| Error::io(&bundle_path(&self.dir, s.bundle), "read", e))?;
+            buf[from_file..n].fill(0);
             hasher.update(&buf[..n]);
             each(done, &mut buf[..n])?;
             done += n as u64;
@@ -611,153 +697,4 @@ impl BundleReader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn large_files_are_stored_and_read_in_pieces() {
-        let d = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..STREAM_PIECE * 5 / 2)
-            .map(|i| (i * 7 % 251) as u8)
-            .collect();
-        let mut w = BundleWriter::create(d.path(), 0, Compression::Lz4).unwrap();
-        w.put_blob(b"before").unwrap();
-        let mut seen = Vec::new();
-        let s = w
-            .put_stream(&mut data.as_slice(), d.path(), |off, p| {
-                seen.push((off, p.len()))
-            })
-            .unwrap();
-        w.finish().unwrap();
-        assert_eq!(s.len, data.len() as u64, "stored raw");
-        assert_eq!(seen.len(), 3);
-        assert!(seen.iter().all(|&(_, n)| n <= STREAM_PIECE));
-        let mut r = BundleReader::new(d.path(), Compression::Lz4);
-        let mut back = Vec::new();
-        r.blob_stream(s, s.len, Digest::of(&data), |off, p| {
-            assert_eq!(off, back.len() as u64);
-            assert!(p.len() <= STREAM_PIECE);
-            back.extend_from_slice(p);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(back, data);
-        assert_eq!(r.blob(s, s.len, Digest::of(&data)).unwrap(), data);
-        let wrong = r.blob_stream(s, s.len, Digest::of(b"x"), |_, _| Ok(()));
-        assert!(wrong.unwrap_err().to_string().contains("BLAKE3"));
-        let outside = Stored {
-            len: s.len + 1,
-            ..s
-        };
-        assert!(
-            r.blob_stream(outside, outside.len, Digest::of(&data), |_, _| Ok(()))
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn pages_blobs_and_indexes_round_trip_in_every_compression() {
-        for kind in [Compression::None, Compression::Lz4, Compression::Zstd] {
-            let d = tempfile::tempdir().unwrap();
-            let mut w = BundleWriter::create(d.path(), 3, kind).unwrap();
-            let mut page = vec![0u8; 8192];
-            page[0..8].copy_from_slice(&[0, 0, 0, 1, 0x10, 0, 0, 0]);
-            page[8000..8100].fill(7);
-            let zero = vec![0u8; 8192];
-            let e1 = w.put_page(&page, 5).unwrap();
-            let e2 = w.put_page(&zero, 6).unwrap();
-            assert_eq!(e2.flags, FLAG_ZERO);
-            let blob = b"hello hello hello hello hello hello".to_vec();
-            let s = w.put_blob(&blob).unwrap();
-            let idx = w.put_index(&[e1, e2]).unwrap();
-            w.finish().unwrap();
-            let mut r = BundleReader::new(d.path(), kind);
-            let got = r.index(&idx).unwrap();
-            assert_eq!(got, vec![e1, e2]);
-            let mut out = Vec::new();
-            r.page(3, &got[0], 8192, &mut out).unwrap();
-            assert_eq!(out, page);
-            r.page(3, &got[1], 8192, &mut out).unwrap();
-            assert_eq!(out, zero);
-            assert_eq!(
-                r.blob(s, blob.len() as u64, Digest::of(&blob)).unwrap(),
-                blob
-            );
-            assert!(r.blob(s, blob.len() as u64, Digest::of(b"x")).is_err());
-            let mut outside = s;
-            outside.offset = u64::MAX - 2;
-            assert!(
-                r.blob(outside, blob.len() as u64, Digest::of(&blob))
-                    .is_err()
-            );
-            let mut bad = idx;
-            bad.digest.0[0] ^= 1;
-            assert!(r.index(&bad).is_err());
-            let mut wrong = BundleReader::new(d.path(), Compression::None);
-            if kind != Compression::None {
-                assert!(wrong.index(&idx).is_err());
-            }
-        }
-    }
-
-    #[test]
-    fn read_ahead_returns_the_same_pages_in_any_order() {
-        // More than one read-ahead window of pages, read in order, with gaps, backwards and
-        // interleaved with a distant record: every page must come back exactly.
-        for kind in [Compression::None, Compression::Lz4] {
-            let d = tempfile::tempdir().unwrap();
-            let mut w = BundleWriter::create(d.path(), 0, kind).unwrap();
-            let pages: Vec<Vec<u8>> = (0..200u32)
-                .map(|i| {
-                    let mut p = vec![0u8; 8192];
-                    p[0..8].copy_from_slice(&[0, 0, 0, 1, 0x10, 0, 0, 0]);
-                    for (j, b) in p[24..].iter_mut().enumerate() {
-                        *b = (i as usize * 7919 + j * 31) as u8 ^ (j >> 8) as u8;
-                    }
-                    p
-                })
-                .collect();
-            let entries: Vec<PageEntry> = pages
-                .iter()
-                .zip(0..)
-                .map(|(p, b)| w.put_page(p, b).unwrap())
-                .collect();
-            let blob = b"far away".to_vec();
-            let s = w.put_blob(&blob).unwrap();
-            w.finish().unwrap();
-            let mut r = BundleReader::new(d.path(), kind);
-            let mut out = Vec::new();
-            let in_order = 0..pages.len();
-            let gaps = (0..pages.len()).step_by(3);
-            let backwards = (0..pages.len()).rev();
-            for i in in_order.chain(gaps).chain(backwards) {
-                r.page(0, &entries[i], 8192, &mut out).unwrap();
-                assert_eq!(out, pages[i], "{kind:?} page {i}");
-                if i % 50 == 0 {
-                    assert_eq!(
-                        r.blob(s, blob.len() as u64, Digest::of(&blob)).unwrap(),
-                        blob
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn implausible_bundle_number_is_refused_without_allocating() {
-        // Found by fuzz/fuzz_targets/bundle.rs: the slot table was grown to the bundle number
-        // before the number was checked (out of memory for 0x8b8b8b8b).
-        let d = tempfile::tempdir().unwrap();
-        let mut r = BundleReader::new(d.path(), Compression::None);
-        for n in [4097, 0x8b8b_8b8b, u32::MAX] {
-            let s = Stored {
-                bundle: n,
-                offset: HEADER_SIZE,
-                len: 1,
-            };
-            let e = r.blob(s, 1, Digest::of(b"x")).unwrap_err().to_string();
-            assert!(e.contains("implausible"), "{e}");
-        }
-        assert!(r.files.len() <= 1);
-    }
-}
+mod tests;

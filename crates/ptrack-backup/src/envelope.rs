@@ -91,9 +91,14 @@ fn parse_header(line: &[u8], kind: &str, version: u32, what: &str) -> Result<Hea
     let found: u32 = found
         .parse()
         .map_err(|_| bad("malformed header (version)".into()))?;
-    if found < version {
+    let oldest = oldest_readable(kind, version);
+    if found < oldest {
+        let reads = match oldest == version {
+            true => format!("version {version} only"),
+            false => format!("versions {oldest} to {version}"),
+        };
         return Err(bad(format!(
-            "format version {found} was written by an older ptrack; this ptrack reads version {version} only. {OLD_FORMAT}"
+            "format version {found} was written by an older ptrack; this ptrack reads {reads}. {OLD_FORMAT}"
         )));
     }
     if found > version {
@@ -109,6 +114,16 @@ fn parse_header(line: &[u8], kind: &str, version: u32, what: &str) -> Result<Hea
         .parse()
         .map_err(|_| bad("malformed header (length)".into()))?;
     Ok(Header { crc, len })
+}
+
+/// The oldest format version of `kind` this ptrack still reads, when it writes `version`: a
+/// newer format that only adds to an older one (a field with a default) keeps the older one
+/// readable. Manifest version 3 added `zero_tail` to WAL entries.
+fn oldest_readable(kind: &str, version: u32) -> u32 {
+    match kind {
+        "manifest" => version.min(2),
+        _ => version,
+    }
 }
 
 /// Every document kind.

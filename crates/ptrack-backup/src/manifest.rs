@@ -6,8 +6,9 @@
 //! manifest did not exist (or were excluded) at that backup; `removed` lists the ones the parent
 //! still had, for people reading it.
 //!
-//! Format version 2 (docs/formats.md). Version 1 (ptrack 0.1) identified unchanged files by
-//! CRC-32C, which cannot tell self-checksummed files such as `pg_control` apart: it is refused.
+//! Format version 3 (docs/formats.md); version 2 (without `zero_tail` on WAL entries) is still
+//! read. Version 1 (ptrack 0.1) identified unchanged files by CRC-32C, which cannot tell
+//! self-checksummed files such as `pg_control` apart: it is refused.
 
 use ptrack_types::Lsn;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ pub use crate::entries::Entries;
 use crate::paths::{Digest, RelPath};
 
 /// Manifest document format version.
-pub const MANIFEST_VERSION: u32 = 2;
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// A byte range of a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,30 @@ pub struct WalSpan {
     pub to: Lsn,
     /// BLAKE3 of the bytes.
     pub digest: Digest,
+}
+
+/// A WAL segment or history file stored with a backup: a `file` entry whose last `zero_tail`
+/// bytes are zeros that are not stored (what follows a segment switch is zeros; the stored
+/// record holds the bytes before them, raw). `size` and `digest` are of the whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalEntry {
+    /// The file.
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// Zero bytes at its end that were not stored (version 3; 0 in version 2).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub zero_tail: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl std::ops::Deref for WalEntry {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
 }
 
 /// What a manifest entry is.
@@ -183,7 +208,7 @@ pub struct ManifestDoc<E> {
     /// Cluster content, sorted by path.
     pub entries: E,
     /// WAL segments and timeline history files from start to stop LSN, restored into `pg_wal`.
-    pub wal: Vec<Entry>,
+    pub wal: Vec<WalEntry>,
     /// Paths the parent had and this backup does not.
     pub removed: Vec<RelPath>,
     /// What the backup left out and why (symlinks outside `pg_tblspc`, unreadable entries).
@@ -325,12 +350,17 @@ impl Manifest {
         for e in &self.wal {
             let segment = !e.path.as_bytes().ends_with(b".history");
             match e.kind {
-                EntryKind::File { size, .. }
+                EntryKind::File { size, stored, .. }
                     if e.path.components().count() == 1
-                        && (!segment || size == self.wal_seg_size) => {}
+                        && (!segment || size == self.wal_seg_size)
+                        && (e.zero_tail == 0
+                            || (segment
+                                && stored.is_some_and(|st| {
+                                    st.len.checked_add(e.zero_tail) == Some(size)
+                                }))) => {}
                 _ => {
                     return Err(format!(
-                        "WAL entry \"{}\" is not a plain file name of a whole segment or history file",
+                        "WAL entry \"{}\" is not a plain file name of a whole segment or history file (with its zero tail)",
                         e.path
                     ));
                 }

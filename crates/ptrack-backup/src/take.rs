@@ -21,7 +21,7 @@ use crate::backup::{BackupOptions, BackupReport, Progress, damage_report};
 use crate::bundle::BundleWriter;
 use crate::catalog::{BackupInfo, Mode, Status};
 use crate::manifest::{
-    BundleInfo, Entry, EntryKind, MANIFEST_VERSION, ManifestDoc, Stored, WalSpan,
+    BundleInfo, Entry, EntryKind, MANIFEST_VERSION, ManifestDoc, Stored, WalEntry, WalSpan,
 };
 use crate::pages::{Damaged, Part, copy_part, copy_tail, copy_whole};
 use crate::parent::Parent;
@@ -441,7 +441,7 @@ fn store_wal(
     start: Lsn,
     stop: Lsn,
     timeline: u32,
-) -> Result<(Vec<Entry>, u64, Option<WalSpan>)> {
+) -> Result<(Vec<WalEntry>, u64, Option<WalSpan>)> {
     let wal_dir = ctx.opts.pgdata.join("pg_wal");
     let seg_size = u64::from(ctx.control.xlog_seg_size);
     let mut wal = Vec::new();
@@ -458,7 +458,10 @@ fn store_wal(
     for name in names {
         let path = wal_dir.join(&name);
         let data = std::fs::read(&path).map_err(|e| Error::io(&path, "read", e))?;
-        wal.push(stored_entry(&name, &data, w)?);
+        wal.push(WalEntry {
+            entry: stored_entry(&name, &data, w)?,
+            zero_tail: 0,
+        });
     }
     let mut wal_bytes = 0;
     let mut span = None;
@@ -486,19 +489,21 @@ fn store_wal(
         };
         let to = stop.0.min((segno + 1) * seg_size) - segno * seg_size;
         let (mut whole, mut part) = (blake3::Hasher::new(), blake3::Hasher::new());
-        let stored = w.put_stream(&mut (&mut f).take(seg_size + 1), &path, |off, piece| {
-            whole.update(piece);
-            let end = off + piece.len() as u64;
-            let (a, b) = (from.max(off), to.min(end));
-            if a < b {
-                part.update(&piece[(a - off) as usize..(b - off) as usize]);
-            }
-        })?;
-        if stored.len != seg_size {
+        // What follows a segment switch (pg_backup_stop makes one) is zeros: not stored.
+        let (stored, zero_tail) =
+            w.put_stream_trim_zeros(&mut (&mut f).take(seg_size + 1), &path, |off, piece| {
+                whole.update(piece);
+                let end = off + piece.len() as u64;
+                let (a, b) = (from.max(off), to.min(end));
+                if a < b {
+                    part.update(&piece[(a - off) as usize..(b - off) as usize]);
+                }
+            })?;
+        if stored.len + zero_tail != seg_size {
             return Err(Error::Refused(format!(
                 "WAL segment \"{}\" has {} bytes, expected {seg_size}",
                 path.display(),
-                stored.len
+                stored.len + zero_tail
             )));
         }
         wal_bytes += seg_size;
@@ -509,13 +514,16 @@ fn store_wal(
                 digest: Digest(*part.finalize().as_bytes()),
             });
         }
-        wal.push(Entry {
-            path: RelPath::new(&name).expect("plain name"),
-            kind: EntryKind::File {
-                size: seg_size,
-                digest: Digest(*whole.finalize().as_bytes()),
-                stored: Some(stored),
+        wal.push(WalEntry {
+            entry: Entry {
+                path: RelPath::new(&name).expect("plain name"),
+                kind: EntryKind::File {
+                    size: seg_size,
+                    digest: Digest(*whole.finalize().as_bytes()),
+                    stored: Some(stored),
+                },
             },
+            zero_tail,
         });
     }
     Ok((wal, wal_bytes, span))

@@ -385,11 +385,11 @@ fn check_wal(
             stored: Some(s),
         } = &e.kind
         {
-            match r.blob_stream(*s, *size, *digest, |_, _| Ok(())) {
+            match r.blob_stream_zero_tail(*s, *size, e.zero_tail, *digest, |_, _| Ok(())) {
                 Ok(()) => {
                     if !e.path.as_bytes().ends_with(b".history") {
                         chk.wal_segments += 1;
-                        segs.push((*s, *size, *digest));
+                        segs.push((*s, *size, *digest, e.zero_tail));
                     }
                 }
                 Err(err) => problems.push(format!("WAL \"{}\": {err}", e.path)),
@@ -418,8 +418,9 @@ fn check_wal(
         },
     );
     let mut segs = segs.into_iter();
-    // The segment being fed and how far (raw records are fed piece by piece).
-    let mut cur: Option<(Stored, u64)> = None;
+    // The segment being fed, how far, and its zeros not stored (raw records are fed piece by
+    // piece, then the zeros).
+    let mut cur: Option<(Stored, u64, u64)> = None;
     loop {
         match dec.poll() {
             Ok(Poll::Record(rec)) => {
@@ -429,11 +430,11 @@ fn check_wal(
             }
             Ok(Poll::Abandoned { .. }) => {}
             Ok(Poll::NeedMore) => {
-                if cur.is_none_or(|(s, off)| off >= s.len) {
+                if cur.is_none_or(|(s, off, tail)| off >= s.len + tail) {
                     cur = match segs.next() {
-                        Some((s, size, _)) if s.len == size => Some((s, 0)),
+                        Some((s, size, _, tail)) if s.len + tail == size => Some((s, 0, tail)),
                         // Compressed (older backups): fed whole.
-                        Some((s, size, digest)) => match r.blob(s, size, digest) {
+                        Some((s, size, digest, _)) => match r.blob(s, size, digest) {
                             Ok(d) => {
                                 dec.feed_owned(d);
                                 continue;
@@ -455,16 +456,24 @@ fn check_wal(
                         }
                     };
                 }
-                let (s, off) = cur.expect("a segment being fed");
-                let n = (s.len - off).min(crate::bundle::STREAM_PIECE as u64);
-                match r.record_piece(s, off, n) {
-                    Ok(piece) => dec.feed_owned(piece),
-                    Err(e) => {
-                        problems.push(format!("stored WAL: {e}"));
-                        return;
+                let (s, off, tail) = cur.expect("a segment being fed");
+                let piece = crate::bundle::STREAM_PIECE as u64;
+                let n = if off < s.len {
+                    let n = (s.len - off).min(piece);
+                    match r.record_piece(s, off, n) {
+                        Ok(p) => dec.feed_owned(p),
+                        Err(e) => {
+                            problems.push(format!("stored WAL: {e}"));
+                            return;
+                        }
                     }
-                }
-                cur = Some((s, off + n));
+                    n
+                } else {
+                    let n = (s.len + tail - off).min(piece);
+                    dec.feed_owned(vec![0; n as usize]);
+                    n
+                };
+                cur = Some((s, off + n, tail));
             }
             // A standby's stop LSN is the (aligned) position after its last replayed record: WAL
             // may end right there.

@@ -1,5 +1,6 @@
 //! Restoring a backup's WAL into `pg_wal`: each stored segment written piece by piece as it is
-//! read from its bundle (its BLAKE3 checked at the end; a segment is never held whole), with
+//! read from its bundle (its BLAKE3 checked at the end; a segment is never held whole; the
+//! zeros after a segment switch, not stored, written out again), with
 //! the WAL after the backup's consistency point zeroed when the restore has no recovery target
 //! and no `restore_command` (`xlogrecovery.c` would otherwise replay records written after the
 //! backup ended).
@@ -8,7 +9,7 @@ use std::io::Write;
 
 use super::Places;
 use crate::bundle::BundleReader;
-use crate::manifest::{Entry, EntryKind, Manifest};
+use crate::manifest::{EntryKind, Manifest, WalEntry};
 use crate::paths::RelPath;
 use crate::{Error, Result};
 
@@ -16,11 +17,12 @@ use crate::{Error, Result};
 /// never held whole), zeroing what follows the consistency point when `cut`.
 pub(super) fn write_wal(
     readers: &mut [BundleReader],
-    entry: &Entry,
+    wal: &WalEntry,
     m: &Manifest,
     places: &Places,
     cut: bool,
 ) -> Result<u64> {
+    let entry = &wal.entry;
     let EntryKind::File {
         size,
         digest,
@@ -43,7 +45,7 @@ pub(super) fn write_wal(
     };
     let (mut f, shown) = places.create(&path)?;
     readers[0]
-        .blob_stream(st, size, digest, |off, piece| {
+        .blob_stream_zero_tail(st, size, wal.zero_tail, digest, |off, piece| {
             if let Some(c) = cut_at {
                 let from = c.saturating_sub(off).min(piece.len() as u64) as usize;
                 piece[from..].fill(0);
