@@ -3,9 +3,9 @@
 //! ptrackCleanFiles` (spec ptrack.md §3.4–3.6). Loading checks magic, version, size, CRC-32C and
 //! the cluster's system identifier (through `ptrack-map`, reading the file in parallel ranges
 //! straight into shared memory); any failure logs the original's WARNING, deletes the file and
-//! resets the map (a failed load may have stored part of it), whose `init_lsn` the tracker sets. A map
-//! left at the other `ptrack.map_location` is moved; a map path that is not a regular file is
-//! left alone and the map kept in memory only. A loaded map saved with another
+//! resets the map (a failed load may have stored part of it), whose `init_lsn` the tracker
+//! sets. A map left at the other `ptrack.map_location` is moved; a map path that is not a
+//! regular file is left alone and the map kept in memory only. A loaded map saved with another
 //! `data_checksum_version` than `pg_control` has now (pg_checksums ran) moves `init_lsn`.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -184,18 +184,23 @@ unsafe extern "C-unwind" fn shmem_startup() {
 /// `f` inherit the full mask, so that no PostgreSQL signal handler ever runs on them (signals
 /// arriving meanwhile stay pending and are delivered to this thread afterwards).
 fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    /// Restores the saved mask when dropped, also when `f` panics.
+    struct Restore(libc::sigset_t);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: restores the mask saved below, for this thread only.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        }
+    }
     // SAFETY: sigfillset/pthread_sigmask on local sets, for this thread only.
-    let old = unsafe {
+    let _restore = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        old
+        Restore(old)
     };
-    let out = f();
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    out
+    f()
 }
 
 /// Loads the map file `f` into `map` ([`Map::load_file`], on up to
