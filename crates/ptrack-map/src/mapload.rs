@@ -257,8 +257,9 @@ impl Io<'_> {
 }
 
 /// Reads the words of the body (`words.len()` of them) in `threads` ranges and returns the
-/// CRC-32C of the whole body; stores them into `words` for [`Sink::Store`]. The error of the
-/// lowest failing range is returned.
+/// CRC-32C of the whole body; stores them into `words` for [`Sink::Store`]. Once a range fails
+/// the others stop at their next buffer, and the first failed range's error (in file order) is
+/// returned.
 fn read_body<S: MapSource + ?Sized>(
     io: &Io<'_>,
     src: &S,
