@@ -1,10 +1,11 @@
 //! The map in shared memory and its file: size request, creation and load at startup, save.
 //! Mirrors ptrack's `engine.c: ptrackMapInit, ptrackMapReadFromFile, ptrackCheckpoint,
 //! ptrackCleanFiles` (spec ptrack.md §3.4–3.6). Loading checks magic, version, size, CRC-32C and
-//! the cluster's system identifier (through `ptrack-map`); any failure logs the original's
-//! WARNING, deletes the file and starts a fresh map whose `init_lsn` the tracker sets. A map
-//! left at the other `ptrack.map_location` is moved; a map path that is not a regular file is
-//! left alone and the map kept in memory only. A loaded map saved with another
+//! the cluster's system identifier (through `ptrack-map`, reading the file in parallel ranges
+//! straight into shared memory); any failure logs the original's WARNING, deletes the file and
+//! resets the map (a failed load may have stored part of it), whose `init_lsn` the tracker
+//! sets. A map left at the other `ptrack.map_location` is moved; a map path that is not a
+//! regular file is left alone and the map kept in memory only. A loaded map saved with another
 //! `data_checksum_version` than `pg_control` has now (pg_checksums ran) moves `init_lsn`.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -179,15 +180,47 @@ unsafe extern "C-unwind" fn shmem_startup() {
     }
 }
 
-/// Loads a map file image into `map`; on failure logs the original's WARNING and returns false
-/// (the caller deletes the file).
-fn load(map: &Map<'static>, path: &str, bytes: &[u8], id: MapIdentity) -> bool {
-    match map.load_file_bytes(path, bytes, id) {
-        Ok(()) => {
+/// Runs `f` with every signal blocked on this thread, then restores the mask: threads spawned by
+/// `f` inherit the full mask, so that no PostgreSQL signal handler ever runs on them (signals
+/// arriving meanwhile stay pending and are delivered to this thread afterwards).
+fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    /// Restores the saved mask when dropped, also when `f` panics.
+    struct Restore(libc::sigset_t);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: restores the mask saved below, for this thread only.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        }
+    }
+    // SAFETY: sigfillset/pthread_sigmask on local sets, for this thread only.
+    let _restore = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        Restore(old)
+    };
+    f()
+}
+
+/// Loads the map file `f` into `map` ([`Map::load_file`], on up to
+/// [`ptrack_map::mapload::MAX_THREADS`] threads); on failure logs the original's WARNING and
+/// returns false. The map's content is then unspecified: the caller resets it (and deletes the
+/// file).
+fn load(map: &Map<'static>, f: &files::MapFile, id: MapIdentity) -> bool {
+    let path = f.path.display();
+    let start = std::time::Instant::now();
+    // The loader's threads only read the file and store into the map's atomics (no PostgreSQL
+    // function), and are all joined before load_file returns (scoped threads).
+    match with_signals_blocked(|| map.load_file(&f.path, &f.file, id)) {
+        Ok(loaded) => {
             log!(
-                "ptrack: loaded map \"{path}\": init_lsn {}, tracked up to {}",
+                "ptrack: loaded map \"{path}\": init_lsn {}, tracked up to {} ({} bytes in {:.3} s, {} threads)",
                 map.init_lsn(),
-                map.tracked().0
+                map.tracked().0,
+                loaded.bytes,
+                start.elapsed().as_secs_f64(),
+                loaded.threads
             );
             true
         }
@@ -271,9 +304,12 @@ fn load_or_reset() {
     let pgdata = crate::pgdata();
     let location = crate::map_location();
     let path = crate::map_path();
+    // Every branch that returns false leaves the map to the reset below: a failed load may
+    // have stored part of the file.
     let loaded = match files::find_map(&pgdata, location) {
-        Found::Here(bytes) => {
-            let ok = load(&map, &path, &bytes, id);
+        Found::Here(f) => {
+            let ok = load(&map, &f, id);
+            drop(f);
             if ok {
                 load_chain(&map, &location.dir(&pgdata), id);
             } else {
@@ -281,9 +317,10 @@ fn load_or_reset() {
             }
             ok
         }
-        Found::Moved { from, bytes } => {
-            let from_s = from.display().to_string();
-            let ok = load(&map, &from_s, &bytes, id);
+        Found::Moved(f) => {
+            let ok = load(&map, &f, id);
+            let from_s = f.path.display().to_string();
+            drop(f);
             if ok {
                 load_chain(&map, &location.other().dir(&pgdata), id);
                 move_here(&map, &from_s, &path, location);

@@ -160,20 +160,34 @@ fn sync_dir(dir: &Path) -> Result<(), FileError> {
         .map_err(io_error("fsync", dir))
 }
 
-/// Reads a map file: `None` when there is none. A path that is not a regular file (after
+/// A map file found at start, opened for reading; [`crate::Map::load_file`] reads it.
+#[derive(Debug)]
+pub struct MapFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: std::fs::File,
+}
+
+/// Opens a map file: `None` when there is none. A path that is not a regular file (after
 /// following a symbolic link) is an error, and is never opened (a FIFO would block).
-pub fn read_map(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
+pub fn open_map(path: &Path) -> Result<Option<MapFile>, FileError> {
     match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => std::fs::read(path)
-            .map(Some)
-            .map_err(io_error("read", path)),
+        Ok(m) if m.is_file() => std::fs::File::open(path)
+            .map(|file| {
+                Some(MapFile {
+                    path: path.to_path_buf(),
+                    file,
+                })
+            })
+            .map_err(io_error("open", path)),
         Ok(m) => Err(FileError::WrongType {
             path: path.to_path_buf(),
             found: kind_of(m.file_type()),
             wanted: "regular file",
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error("read", path)(e)),
+        Err(e) => Err(io_error("stat", path)(e)),
     }
 }
 
@@ -182,35 +196,28 @@ pub fn read_map(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
 pub enum Found {
     /// No map file at either location.
     Nothing,
-    /// The map file at the configured location.
-    Here(Vec<u8>),
+    /// The map file at the configured location, open.
+    Here(MapFile),
     /// No map at the configured location but one at the other (the setting changed since it
-    /// was saved): load it, save it here and remove it there.
-    Moved {
-        /// Where it was found.
-        from: PathBuf,
-        /// Its bytes.
-        bytes: Vec<u8>,
-    },
+    /// was saved), open: load it, save it here and remove it there.
+    Moved(MapFile),
     /// The configured location cannot hold a map file (the map path is a directory, the
     /// `pg_ptrack` directory is a file, permissions…); nothing there is touched.
     Unusable(FileError),
 }
 
-/// Looks for the map at `location`, then at the other location. What is left at the other
-/// location afterwards is for [`remove_files`] to delete.
+/// Looks for the map at `location`, then at the other location, and opens it (reading is the
+/// loader's: [`crate::Map::load_file`]). What is left at the other location afterwards is for
+/// [`remove_files`] to delete.
 pub fn find_map(pgdata: &Path, location: MapLocation) -> Found {
-    match read_map(&location.map_path(pgdata)) {
-        Ok(Some(bytes)) => Found::Here(bytes),
+    match open_map(&location.map_path(pgdata)) {
+        Ok(Some(f)) => Found::Here(f),
         Err(e) => Found::Unusable(e),
-        Ok(None) => {
-            let from = location.other().map_path(pgdata);
-            match read_map(&from) {
-                Ok(Some(bytes)) => Found::Moved { from, bytes },
-                // Whatever is there is not a map this location can take over.
-                Ok(None) | Err(_) => Found::Nothing,
-            }
-        }
+        Ok(None) => match open_map(&location.other().map_path(pgdata)) {
+            Ok(Some(f)) => Found::Moved(f),
+            // Whatever is there is not a map this location can take over.
+            Ok(None) | Err(_) => Found::Nothing,
+        },
     }
 }
 
@@ -390,17 +397,42 @@ mod tests {
             find_map(d.path(), MapLocation::PgPtrack),
             Found::Nothing
         ));
+        let contents = |f: &MapFile| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut &f.file, &mut s).unwrap();
+            s
+        };
         std::fs::write(d.path().join("global/ptrack.map"), b"old").unwrap();
         match find_map(d.path(), MapLocation::PgPtrack) {
-            Found::Moved { from, bytes } => {
-                assert_eq!(from, d.path().join("global/ptrack.map"));
-                assert_eq!(bytes, b"old");
+            Found::Moved(f) => {
+                assert_eq!(f.path, d.path().join("global/ptrack.map"));
+                assert_eq!(contents(&f), "old");
             }
             f => panic!("{f:?}"),
         }
         prepare_dir(d.path(), MapLocation::PgPtrack, 0o700).unwrap();
         std::fs::write(d.path().join("pg_ptrack/ptrack.map"), b"new").unwrap();
-        assert!(matches!(find_map(d.path(), MapLocation::PgPtrack), Found::Here(b) if b == b"new"));
+        match find_map(d.path(), MapLocation::PgPtrack) {
+            Found::Here(f) => {
+                assert_eq!(f.path, d.path().join("pg_ptrack/ptrack.map"));
+                assert_eq!(contents(&f), "new");
+            }
+            f => panic!("{f:?}"),
+        }
+        // An unreadable map where the map goes: unusable, named.
+        let p = d.path().join("pg_ptrack/ptrack.map");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let unreadable = std::fs::File::open(&p).is_err();
+        if unreadable {
+            match find_map(d.path(), MapLocation::PgPtrack) {
+                Found::Unusable(e) => assert!(
+                    e.to_string().starts_with("could not open \"")
+                        && e.to_string().contains("ptrack.map\": "),
+                    "{e}"
+                ),
+                f => panic!("{f:?}"),
+            }
+        }
         // A directory where the map goes: unusable, and never read or removed.
         std::fs::remove_file(d.path().join("pg_ptrack/ptrack.map")).unwrap();
         std::fs::create_dir(d.path().join("pg_ptrack/ptrack.map")).unwrap();

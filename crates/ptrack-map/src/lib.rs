@@ -6,6 +6,7 @@
 //! * [`clock`]: when WAL positions were reached, for files changed without WAL (FSM forks);
 //! * [`hash`]: PostgreSQL's `hash_bytes_extended` and ptrack's 20-byte block key;
 //! * [`map`]: the two-slot LSN map over shared atomics, its summary levels and its file image;
+//! * [`mapload`]: loading the map file at start, in parallel ranges straight into the words;
 //! * [`mapsave`]: incremental saves: the dirty regions, delta files and their chain;
 //! * [`files`]: where the map file lives (`pg_ptrack/` or `global/`) and the file work at start;
 //! * [`pagemap`]: the `ptrack_get_pagemapset` scan and its datapagemap bitmaps;
@@ -19,10 +20,12 @@ pub mod files;
 pub mod follow;
 pub mod hash;
 pub mod map;
+pub mod mapload;
 pub mod mapsave;
 pub mod pagemap;
 pub mod settings;
 
 pub use files::MapLocation;
 pub use map::{ChecksumChange, LoadError, Map, MapHeader, MapIdentity, MapLayout};
+pub use mapload::{LoadPlan, Loaded, MapSource};
 pub use pagemap::{FsmRule, Row, ScanConfig, ScanStats, Strategy, pagemapset, pagemapset_with};

@@ -44,14 +44,14 @@ pub const CHUNK_FORK_OFFSET: i32 = 16;
 /// Fork offset of the segment-level keys.
 pub const SEGMENT_FORK_OFFSET: i32 = 32;
 
-const W_MAGIC: usize = 0;
-const W_VERSION: usize = 1;
-const W_SYSID: usize = 2;
+pub(crate) const W_MAGIC: usize = 0;
+pub(crate) const W_VERSION: usize = 1;
+pub(crate) const W_SYSID: usize = 2;
 const W_INIT_LSN: usize = 3;
 const W_TRACKED_LSN: usize = 4;
 const W_TRACKED_TLI: usize = 5;
-const W_NSLOTS: usize = 6;
-const W_MAJOR: usize = 7;
+pub(crate) const W_NSLOTS: usize = 6;
+pub(crate) const W_MAJOR: usize = 7;
 const W_CHECKSUM_VERSION: usize = 8;
 
 /// Sizes derived from `ptrack.map_size`.
@@ -131,6 +131,14 @@ fn le_word(bytes: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Word `i` of `bytes`, 0 when it is not all there.
+pub(crate) fn le_word_or_zero(bytes: &[u8], i: usize) -> u64 {
+    bytes
+        .get(i * 8..i * 8 + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
 impl MapHeader {
     /// The header of a file image; `None` when it is shorter than a version 1 header (64 bytes).
     pub fn parse(bytes: &[u8]) -> Option<MapHeader> {
@@ -189,7 +197,7 @@ pub struct Map<'a> {
 
 /// Why a byte image cannot be loaded as a map. The messages are the original's (spec §1.6), so
 /// that clients and tests grepping the server log keep working.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Wrong size: a resize, or a truncated file.
     #[error("ptrack init: unexpected \"{path}\" file size {size} != {expected}, deleting")]
@@ -240,6 +248,16 @@ pub enum LoadError {
     Broken {
         /// File.
         path: String,
+    },
+    /// A read failed (the original's "read error": WARNING, then the file is treated as broken).
+    #[error("ptrack read map: could not read file \"{path}\" at offset {offset}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Where the read failed.
+        offset: u64,
+        /// The error.
+        source: std::io::Error,
     },
 }
 
@@ -296,6 +314,11 @@ impl<'a> Map<'a> {
         if let Some(w) = self.dirty.get(r / 64) {
             w.fetch_or(1 << (r % 64), Ordering::AcqRel);
         }
+    }
+
+    /// Every word, header and slots.
+    pub(crate) fn words(&self) -> &'a [AtomicU64] {
+        self.words
     }
 
     pub(crate) fn header_word(&self, i: usize) -> &AtomicU64 {
@@ -467,63 +490,22 @@ impl<'a> Map<'a> {
         }
     }
 
-    /// Loads a file image into this map after checking magic, version, size, CRC and cluster.
-    /// Magic and version come before the size, so that a map of an older format (whose header,
-    /// and hence size, differs) is reported as such rather than as a resize. On error the map is
-    /// left untouched.
+    /// Loads a file image held in memory into this map after checking magic, version, size,
+    /// CRC and cluster: [`Map::load_from`] on one thread (see [`crate::mapload`] for the order
+    /// of the checks). Magic and version come before the size, so that a map of an older format
+    /// (whose header, and hence size, differs) is reported as such rather than as a resize. On
+    /// error the map's content is unspecified: reset it.
     pub fn load_file_bytes(
         &self,
         path: &str,
         bytes: &[u8],
         id: MapIdentity,
     ) -> Result<(), LoadError> {
-        let expected = self.words.len() as u64 * 8 + CRC_BYTES as u64;
-        let size_error = || LoadError::Size {
-            path: path.into(),
-            size: bytes.len() as u64,
-            expected,
+        let plan = crate::mapload::LoadPlan {
+            threads: 1,
+            buffer_bytes: crate::mapload::BUFFER_BYTES,
         };
-        if bytes.len() < 16 {
-            return Err(size_error());
-        }
-        let word = |i: usize| le_word(bytes, i);
-        if word(W_MAGIC) != MAGIC {
-            return Err(LoadError::Magic { path: path.into() });
-        }
-        if word(W_VERSION) != u64::from(FORMAT_VERSION) {
-            return Err(LoadError::Version {
-                path: path.into(),
-                found: word(W_VERSION),
-            });
-        }
-        if bytes.len() as u64 != expected {
-            return Err(size_error());
-        }
-        let body = &bytes[..bytes.len() - CRC_BYTES];
-        let stored = u32::from_le_bytes([
-            bytes[body.len()],
-            bytes[body.len() + 1],
-            bytes[body.len() + 2],
-            bytes[body.len() + 3],
-        ]);
-        if crc32c::crc32c(body) != stored {
-            return Err(LoadError::Checksum { path: path.into() });
-        }
-        if word(W_NSLOTS) != self.nslots || word(W_MAJOR) != u64::from(id.major) {
-            return Err(LoadError::Broken { path: path.into() });
-        }
-        if word(W_SYSID) != id.system_identifier {
-            return Err(LoadError::ForeignCluster {
-                path: path.into(),
-                found: word(W_SYSID),
-                expected: id.system_identifier,
-            });
-        }
-        for (i, w) in self.words.iter().enumerate() {
-            w.store(word(i), Ordering::Relaxed);
-        }
-        std::sync::atomic::fence(Ordering::Release);
-        Ok(())
+        self.load_from(path, bytes, id, plan).map(|_| ())
     }
 }
 

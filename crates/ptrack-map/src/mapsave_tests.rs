@@ -58,8 +58,10 @@ fn state(m: &Map<'_>) -> Vec<u8> {
 fn load(dir: &Path, layout: MapLayout) -> (Vec<AtomicU64>, DeltaLoad) {
     let words = Map::alloc(layout);
     let m = Map::new(&words);
-    let bytes = std::fs::read(dir.join("ptrack.map")).unwrap();
-    m.load_file_bytes("ptrack.map", &bytes, ID).unwrap();
+    let f = crate::files::open_map(&dir.join("ptrack.map"))
+        .unwrap()
+        .unwrap();
+    m.load_file(&f.path, &f.file, ID).unwrap();
     let report = load_deltas(&m, dir, ID);
     (words, report)
 }
