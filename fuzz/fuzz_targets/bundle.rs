@@ -1,4 +1,4 @@
-//! Fuzz target: `BundleReader` (`index`, `page`, `blob`, `blob_stream`, `record_piece`) on a bundle file of any bytes never
+//! Fuzz target: `BundleReader` (`index`, `page`, `blob`, `blob_stream`, `blob_stream_zero_tail`, `record_piece`) on a bundle file of any bytes never
 //! panics and never allocates more than the bundle (or a bounded decompressed size).
 //!
 //! Input: 32 control bytes, then the file. Control bytes (little-endian numbers):
@@ -149,6 +149,38 @@ fuzz_target!(|data: &[u8]| {
         assert!(streamed.is_ok(), "blob read it, blob_stream did not");
         assert_eq!(b, &pieces);
     }
+    // The same record with zeros after it that were not stored: the stored bytes, then zeros.
+    let tail = u64::from(c[27]) << 8;
+    let mut zeroed = Vec::new();
+    let whole_digest = usize::try_from(s.offset).ok().and_then(|o| {
+        let mut b = file
+            .get(o..o.checked_add(usize::try_from(s.len).ok()?)?)?
+            .to_vec();
+        b.resize(b.len() + tail as usize, 0);
+        Some(Digest::of(&b))
+    });
+    let padded = r.blob_stream_zero_tail(
+        s,
+        s.len + tail,
+        tail,
+        whole_digest.unwrap_or(Digest([0; 32])),
+        |off, piece| {
+            assert_eq!(off, zeroed.len() as u64);
+            zeroed.extend_from_slice(piece);
+            Ok(())
+        },
+    );
+    if let Ok(b) = &whole
+        && s.len == size
+    {
+        assert!(
+            padded.is_ok(),
+            "blob read it raw, blob_stream_zero_tail did not"
+        );
+        assert_eq!(&zeroed[..b.len()], &b[..]);
+        assert!(zeroed[b.len()..].iter().all(|&x| x == 0));
+    }
+    let _ = r.blob_stream_zero_tail(s, size, tail + 1, digest_of(&file, s), |_, _| Ok(()));
     let off = place(u32_at(c, 7), false);
     let _ = r.record_piece(s, off, u64::from(c[13]) << 4);
 });

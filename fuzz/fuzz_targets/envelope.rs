@@ -10,8 +10,8 @@
 use libfuzzer_sys::fuzz_target;
 use ptrack_backup::catalog::{CATALOG_VERSION, Catalog};
 use ptrack_backup::envelope::{decode, encode, stream};
-use ptrack_backup::paths::Digest;
 use ptrack_backup::manifest::{MANIFEST_VERSION, Manifest};
+use ptrack_backup::paths::Digest;
 use ptrack_backup::repo::InstanceInfo;
 
 const KINDS: [(&str, u32); 4] = [
@@ -72,7 +72,10 @@ fn all_kinds(doc: &[u8]) {
 /// file: it never panics, hashes the whole file, and decodes exactly what `decode` decodes.
 fn streamed_manifest(doc: &[u8]) {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    let path = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().join("manifest");
+    let path = DIR
+        .get_or_init(|| tempfile::tempdir().unwrap())
+        .path()
+        .join("manifest");
     std::fs::write(&path, doc).unwrap();
     let s = stream::read::<Manifest>(&path, "manifest", MANIFEST_VERSION).unwrap();
     assert_eq!(s.digest, Digest::of(doc));

@@ -87,7 +87,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(map.to_file_bytes(), image);
     }
     let from_bytes = map.load_file_bytes("fuzz/ptrack.map", &image, id);
-    assert_eq!(variant(&from_file), variant(&from_bytes), "{from_file:?} {from_bytes:?}");
+    assert_eq!(
+        variant(&from_file),
+        variant(&from_bytes),
+        "{from_file:?} {from_bytes:?}"
+    );
     if from_bytes.is_ok() {
         assert_eq!(image.len(), words.len() * 8 + CRC_BYTES);
         assert_eq!(map.to_file_bytes(), image);

@@ -6,9 +6,15 @@ use ptrack_types::Lsn;
 use ptrack_wal::{DecoderConfig, Poll, Start, WalDecoder};
 
 fuzz_target!(|data: &[u8]| {
-    let cfg = DecoderConfig { seg_size: 1 << 20, ..DecoderConfig::default() };
+    let cfg = DecoderConfig {
+        seg_size: 1 << 20,
+        ..DecoderConfig::default()
+    };
     let mut d = WalDecoder::new(cfg, Lsn(1 << 20), Start::FirstOnPage(Lsn(1 << 20)));
-    let cut = data.first().map_or(0, |b| usize::from(*b) * 64).min(data.len());
+    let cut = data
+        .first()
+        .map_or(0, |b| usize::from(*b) * 64)
+        .min(data.len());
     d.feed(&data[..cut]);
     for _ in 0..2 {
         loop {

@@ -266,11 +266,9 @@ impl BundleWriter {
         let start = self.pos;
         let mut buf = vec![0u8; STREAM_PIECE];
         loop {
-            let n = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(src, "read", e)),
+            let n = match read_some(r, &mut buf, src)? {
+                0 => break,
+                n => n,
             };
             each(self.pos - start, &buf[..n]);
             self.append(&buf[..n])?;
@@ -296,11 +294,9 @@ impl BundleWriter {
         // Bytes read so far, and how many of the last of them are zeros not yet written.
         let (mut read, mut zeros) = (0u64, 0u64);
         loop {
-            let n = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(src, "read", e)),
+            let n = match read_some(r, &mut buf, src)? {
+                0 => break,
+                n => n,
             };
             each(read, &buf[..n]);
             read += n as u64;
@@ -383,6 +379,16 @@ fn write_at_end(
 /// Pieces a large file is stored and read in ([`BundleWriter::put_stream`],
 /// [`BundleReader::blob_stream`]).
 pub const STREAM_PIECE: usize = 1 << 20;
+
+/// One `read` into `buf`, again when interrupted; 0 at the end.
+fn read_some(r: &mut impl std::io::Read, buf: &mut [u8], src: &Path) -> Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.map_err(|e| Error::io(src, "read", e)),
+        }
+    }
+}
 
 /// The index of the last byte of `b` that is not zero (64 bytes at a time: this scans 16 MB of
 /// a switched WAL segment's zeros).
