@@ -14,7 +14,7 @@ use ptrack_backup::catalog::Mode;
 use ptrack_backup::conn::ConnOptions;
 use ptrack_backup::identity::act_as_owner_of;
 use ptrack_backup::repo::Repository;
-use ptrack_backup::restore::{RestoreOptions, SyncMethod, run_restore};
+use ptrack_backup::restore::{RestoreOptions, SyncMethod, WriteMethod, run_restore};
 use ptrack_backup::target::RecoveryTarget;
 use ptrack_backup::validate::run_validate;
 
@@ -137,6 +137,10 @@ pub struct RestoreArgs {
     /// directory).
     #[arg(long = "sync-method", value_enum, default_value_t = SyncArg::Syncfs)]
     sync: SyncArg,
+    /// How relation files and WAL are written: direct (O_DIRECT, around the page cache, where
+    /// the filesystem supports it; the host's cache is not evicted) or buffered (through it).
+    #[arg(long = "write-method", value_enum, default_value_t = WriteArg::Direct)]
+    write: WriteArg,
     /// Show progress on standard error (default when it is a terminal).
     #[arg(long)]
     progress: bool,
@@ -149,6 +153,15 @@ pub enum SyncArg {
     Syncfs,
     /// fsync of every file and directory.
     Fsync,
+}
+
+/// `--write-method`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WriteArg {
+    /// O_DIRECT where supported.
+    Direct,
+    /// Through the page cache.
+    Buffered,
 }
 
 /// Options of `ptrack validate`.
@@ -351,6 +364,10 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
         sync: match a.sync {
             SyncArg::Syncfs => SyncMethod::Syncfs,
             SyncArg::Fsync => SyncMethod::Fsync,
+        },
+        write: match a.write {
+            WriteArg::Direct => WriteMethod::Direct,
+            WriteArg::Buffered => WriteMethod::Buffered,
         },
     };
     let bar = Bar::new(a.progress);

@@ -300,6 +300,19 @@ fn bad_requests_exit_2_and_change_nothing() {
         ],
         "invalid value 'none' for '--sync-method",
     );
+    expect_2(
+        "unknown --write-method",
+        vec![
+            "restore".into(),
+            "-B".into(),
+            repo.clone(),
+            "-D".into(),
+            target.path().display().to_string(),
+            "--write-method".into(),
+            "mmap".into(),
+        ],
+        "invalid value 'mmap' for '--write-method",
+    );
     std::fs::write(target.path().join("occupied"), b"x").unwrap();
     expect_2(
         "non-empty target",

@@ -277,6 +277,63 @@ fn disk_full_is_recorded_and_cleaned_up() {
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
 
+/// A restore onto a full disk (relation files written with O_DIRECT, the default, and through
+/// the page cache): exit 2 naming the file being written, and no `global/pg_control`, so the
+/// half-written directory cannot be started.
+#[test]
+fn restore_onto_a_full_disk_fails_cleanly() {
+    let Some(install) = require_ptrack(18) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("\n*** SKIPPED: restore onto a full disk needs root to mount a tmpfs ***\n");
+        assert!(!ptrack_testkit::ci(), "CI runs as root");
+        return;
+    }
+    let c = ptrack_cluster(&install, false, 64);
+    c.pgbench_init(10);
+    let (_d, repo) = new_repo();
+    let id = backup(&c, &repo, "full");
+    let d = tempfile::tempdir().unwrap();
+    let mnt = d.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    let _guard = Tmpfs(mnt.clone());
+    chown_postgres(&mnt);
+    for method in ["direct", "buffered"] {
+        let target = mnt.join(method);
+        let t = target.display().to_string();
+        let r = run(&[
+            "restore",
+            "-B",
+            &repo,
+            "-D",
+            &t,
+            "-i",
+            &id,
+            "--write-method",
+            method,
+        ]);
+        assert_eq!(r.code, 2, "{method}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("No space left on device") && r.stderr.contains(&t),
+            "{method}: the error names the cause and the file: {}",
+            r.stderr
+        );
+        assert!(
+            !target.join("global/pg_control").exists(),
+            "{method}: pg_control must not be written after a failed restore"
+        );
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+}
+
 /// Repository files that are links (to a secret) are refused, and no error quotes their bytes.
 #[test]
 fn repository_links_are_refused_without_quoting() {

@@ -183,6 +183,14 @@ pub fn restore_and_start(
             "syncfs"
         }
         .into(),
+        // Bulk files around the page cache (the default) and through it (14 and 17).
+        "--write-method".into(),
+        if install.major % 3 == 2 {
+            "buffered"
+        } else {
+            "direct"
+        }
+        .into(),
     ];
     let mut extra: Vec<PathBuf> = Vec::new();
     for (i, old) in tablespaces.iter().enumerate() {

@@ -5,9 +5,11 @@
 //!
 //! [`write_file`] writes a whole buffer; [`StagedFile`] is the same path for files written in
 //! pieces (backup bundles). Files are created `0600`, directories made by [`create_private_dir`]
-//! `0700`. [`at`] is the same path relative to an open directory, never following a link (restore).
+//! `0700`. [`at`] is the same path relative to an open directory, never following a link (restore);
+//! [`direct`] writes a restore's bulk files around the page cache.
 
 pub mod at;
+pub mod direct;
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};

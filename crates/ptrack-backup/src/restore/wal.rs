@@ -43,7 +43,7 @@ pub(super) fn write_wal(
     } else {
         None
     };
-    let (mut f, shown) = places.create(&path)?;
+    let (mut f, shown) = places.create_bulk(&path)?;
     readers[0]
         .blob_stream_zero_tail(st, size, wal.zero_tail, digest, |off, piece| {
             if let Some(c) = cut_at {
@@ -57,8 +57,7 @@ pub(super) fn write_wal(
             Error::Corrupt(why) => Error::Corrupt(format!("WAL \"{}\": {why}", entry.path)),
             other => other,
         })?;
-    places.finish(&f, &shown)?;
-    Ok(size)
+    places.finish_bulk(f, &shown)
 }
 
 /// Where the WAL after the backup's consistency point starts in segment `name`, when that
