@@ -351,11 +351,11 @@ impl Places<'_> {
         Ok(())
     }
 
-    /// Creates bulk file `path` (which must not exist) for writing in place, around the page
-    /// cache with [`WriteMethod::Direct`].
-    fn create_bulk(&self, path: &RelPath) -> Result<(DirectWriter, PathBuf)> {
+    /// Creates bulk file `path` (which must not exist, about `size` bytes) for writing in place,
+    /// around the page cache with [`WriteMethod::Direct`] when it is large enough.
+    fn create_bulk(&self, path: &RelPath, size: u64) -> Result<(DirectWriter, PathBuf)> {
         let (f, shown) = self.create(path)?;
-        let w = DirectWriter::new(f, self.write == WriteMethod::Direct)
+        let w = DirectWriter::new(f, self.write == WriteMethod::Direct, size)
             .map_err(|e| Error::io(&shown, "open", e))?;
         Ok((w, shown))
     }
@@ -752,7 +752,8 @@ fn write_data(
         ),
         _ => None,
     };
-    let (mut out, shown) = places.create_bulk(rel)?;
+    let size = u64::from(blocks) * blcksz as u64 + tail.as_ref().map_or(0, |t| t.len() as u64);
+    let (mut out, shown) = places.create_bulk(rel, size)?;
     let zero = vec![0u8; blcksz];
     let mut page = Vec::with_capacity(blcksz);
     for slot in &slots {

@@ -27,46 +27,51 @@ use rustix::fs::OFlags;
 /// Alignment of buffer, offsets and lengths for `O_DIRECT` (PostgreSQL's `PG_IO_ALIGN_SIZE`).
 pub const ALIGN: usize = 4096;
 
-/// Size of the buffer gathered before each write.
+/// Size of the buffer gathered before each write, and the smallest file written with
+/// `O_DIRECT`: below it each file would cost a synchronous device write of its own (a cluster of
+/// many small tables), so small files go through the page cache.
 pub const CHUNK: usize = 1 << 20;
 
-/// A heap buffer of [`CHUNK`] bytes aligned to [`ALIGN`].
+/// A heap buffer of `len` bytes (a multiple of [`ALIGN`], at most [`CHUNK`]) aligned to
+/// [`ALIGN`].
 struct AlignedBuf {
     ptr: *mut u8,
+    len: usize,
 }
 
 // SAFETY: the buffer is owned exclusively by its writer; nothing else holds the pointer.
 unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
-    fn layout() -> Layout {
-        Layout::from_size_align(CHUNK, ALIGN).expect("constant layout")
+    fn layout(len: usize) -> Layout {
+        Layout::from_size_align(len, ALIGN).expect("a multiple of ALIGN up to CHUNK")
     }
 
-    fn new() -> AlignedBuf {
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(Self::layout()) };
+    fn new(len: usize) -> AlignedBuf {
+        let layout = Self::layout(len);
+        // SAFETY: the layout has a non-zero size (at least ALIGN).
+        let ptr = unsafe { alloc_zeroed(layout) };
         if ptr.is_null() {
-            std::alloc::handle_alloc_error(Self::layout());
+            std::alloc::handle_alloc_error(layout);
         }
-        AlignedBuf { ptr }
+        AlignedBuf { ptr, len }
     }
 
     fn as_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` points to CHUNK bytes owned by self, initialised by alloc_zeroed.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, CHUNK) }
+        // SAFETY: `ptr` points to `len` bytes owned by self, initialised by alloc_zeroed.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
     fn as_ref(&self) -> &[u8] {
         // SAFETY: as in as_mut.
-        unsafe { std::slice::from_raw_parts(self.ptr, CHUNK) }
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         // SAFETY: allocated in new() with the same layout.
-        unsafe { dealloc(self.ptr, Self::layout()) }
+        unsafe { dealloc(self.ptr, Self::layout(self.len)) }
     }
 }
 
@@ -116,14 +121,16 @@ impl std::fmt::Debug for DirectWriter {
 }
 
 impl DirectWriter {
-    /// Wraps `file`, empty and open for writing. With `direct`, `O_DIRECT` is set on it where
-    /// the filesystem supports it; otherwise (or without `direct`) every write goes through the
-    /// page cache, in chunks of [`CHUNK`].
-    pub fn new(file: File, direct: bool) -> io::Result<DirectWriter> {
-        let direct = direct && try_set_direct(&file)?;
+    /// Wraps `file`, empty and open for writing, for about `size` bytes (a hint: any number
+    /// can be written). With `direct` and a size of at least [`CHUNK`], `O_DIRECT` is set on it
+    /// where the filesystem supports it; otherwise every write goes through the page cache, in
+    /// chunks of up to [`CHUNK`].
+    pub fn new(file: File, direct: bool, size: u64) -> io::Result<DirectWriter> {
+        let direct = direct && size >= CHUNK as u64 && try_set_direct(&file)?;
+        let cap = (size.clamp(1, CHUNK as u64) as usize).next_multiple_of(ALIGN);
         Ok(DirectWriter {
             file,
-            buf: AlignedBuf::new(),
+            buf: AlignedBuf::new(cap),
             len: 0,
             offset: 0,
             direct,
@@ -182,18 +189,19 @@ impl DirectWriter {
 
 impl Write for DirectWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.len);
+        let cap = self.buf.len;
+        let n = data.len().min(cap - self.len);
         let at = self.len;
         self.buf.as_mut()[at..at + n].copy_from_slice(&data[..n]);
         self.len += n;
-        if self.len == CHUNK {
-            self.write_buf(CHUNK)?;
+        if self.len == cap {
+            self.write_buf(cap)?;
             self.len = 0;
         }
         Ok(n)
     }
 
-    /// Nothing: bytes short of a whole chunk wait for more or for [`DirectWriter::finish`].
+    /// Nothing: bytes short of a whole buffer wait for more or for [`DirectWriter::finish`].
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -243,7 +251,9 @@ mod tests {
                         continue;
                     }
                     let p = dir.path().join(format!("{direct}-{i}-{piece}"));
-                    let mut w = DirectWriter::new(open(&p), direct).unwrap();
+                    // The size hint right, and wrong both ways.
+                    let hint = [len as u64, 0, 64 << 20][i % 3];
+                    let mut w = DirectWriter::new(open(&p), direct, hint).unwrap();
                     for c in data[..len].chunks(piece) {
                         w.write_all(c).unwrap();
                     }
@@ -264,7 +274,7 @@ mod tests {
     fn stays_direct_until_the_unaligned_end() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        let mut w = DirectWriter::new(open(&p), true).unwrap();
+        let mut w = DirectWriter::new(open(&p), true, 2 * CHUNK as u64).unwrap();
         let honoured = w.is_direct();
         w.write_all(&pattern(2 * CHUNK)).unwrap();
         assert_eq!(w.is_direct(), honoured, "aligned chunks keep O_DIRECT");
@@ -274,13 +284,25 @@ mod tests {
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 2 * CHUNK as u64 + 4);
     }
 
+    /// Files smaller than a chunk are not written with O_DIRECT (a device write each).
+    #[test]
+    fn small_files_go_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("small");
+        let mut w = DirectWriter::new(open(&p), true, 8192).unwrap();
+        assert!(!w.is_direct());
+        w.write_all(&pattern(8192)).unwrap();
+        w.finish().unwrap();
+        assert!(std::fs::read(&p).unwrap() == pattern(8192));
+    }
+
     /// A write error (here: a descriptor opened read-only) is returned, not swallowed.
     #[test]
     fn write_errors_are_returned() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ro");
         std::fs::write(&p, b"").unwrap();
-        let mut w = DirectWriter::new(File::open(&p).unwrap(), true).unwrap();
+        let mut w = DirectWriter::new(File::open(&p).unwrap(), true, CHUNK as u64).unwrap();
         let err = w
             .write_all(&pattern(CHUNK))
             .expect_err("a read-only descriptor cannot be written");

@@ -43,7 +43,7 @@ pub(super) fn write_wal(
     } else {
         None
     };
-    let (mut f, shown) = places.create_bulk(&path)?;
+    let (mut f, shown) = places.create_bulk(&path, size)?;
     readers[0]
         .blob_stream_zero_tail(st, size, wal.zero_tail, digest, |off, piece| {
             if let Some(c) = cut_at {
