@@ -209,11 +209,37 @@ impl LinkOrAbsent for std::io::Result<std::fs::Metadata> {
     }
 }
 
-struct Tmpfs(PathBuf);
+/// A mounted tmpfs: unmounted on drop, then its temporary parent directory removed.
+struct Tmpfs {
+    mnt: PathBuf,
+    _parent: tempfile::TempDir,
+}
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
     }
+}
+
+/// A small tmpfs owned by postgres, unmounted when the guard drops (its directory with it);
+/// `None`, loudly, when not root (CI runs as root).
+fn small_tmpfs(size: &str, what: &str) -> Option<Tmpfs> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("\n*** SKIPPED: {what} needs root to mount a tmpfs ***\n");
+        assert!(!ptrack_testkit::ci(), "CI runs as root");
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mnt = d.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    chown_postgres(&mnt);
+    Some(Tmpfs { mnt, _parent: d })
 }
 
 /// The repository on a full disk: the backup fails naming the file it was writing, the catalog
@@ -223,26 +249,12 @@ fn disk_full_is_recorded_and_cleaned_up() {
     let Some(install) = require_ptrack(18) else {
         return;
     };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("\n*** SKIPPED: disk_full needs root to mount a tmpfs ***\n");
-        assert!(!ptrack_testkit::ci(), "CI runs as root");
+    let Some(small) = small_tmpfs("24m", "disk_full") else {
         return;
-    }
+    };
     let c = ptrack_cluster(&install, false, 64);
     c.pgbench_init(10);
-    let d = tempfile::tempdir().unwrap();
-    let mnt = d.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    let _guard = Tmpfs(mnt.clone());
-    chown_postgres(&mnt);
-    let repo = mnt.join("repo").display().to_string();
+    let repo = small.mnt.join("repo").display().to_string();
     assert_eq!(run(&["init", "-B", &repo]).code, 0);
     let r = backup_with(&c, &repo, "full", &["--compress", "none"]);
     assert_eq!(r.code, 2, "{}", r.stdout);
@@ -285,27 +297,14 @@ fn restore_onto_a_full_disk_fails_cleanly() {
     let Some(install) = require_ptrack(18) else {
         return;
     };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("\n*** SKIPPED: restore onto a full disk needs root to mount a tmpfs ***\n");
-        assert!(!ptrack_testkit::ci(), "CI runs as root");
+    let Some(small) = small_tmpfs("40m", "restore onto a full disk") else {
         return;
-    }
+    };
     let c = ptrack_cluster(&install, false, 64);
     c.pgbench_init(10);
-    let (_d, repo) = new_repo();
+    let (_r, repo) = new_repo();
     let id = backup(&c, &repo, "full");
-    let d = tempfile::tempdir().unwrap();
-    let mnt = d.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    let _guard = Tmpfs(mnt.clone());
-    chown_postgres(&mnt);
+    let mnt = small.mnt.clone();
     for method in ["direct", "buffered"] {
         let target = mnt.join(method);
         let t = target.display().to_string();
