@@ -252,7 +252,9 @@ pub struct WalDecoder {
     prev: Option<Lsn>,
     find_first: bool,
     ended: Option<EndOfWal>,
-    validated_page: Option<Lsn>,
+    /// The page whose header was checked last, with that header: records on it look it up
+    /// here instead of parsing it again.
+    validated_page: Option<(Lsn, PageHdr)>,
     last_tli: u32,
     rec: Vec<u8>,
     /// Reused by `gather`.
@@ -342,6 +344,11 @@ impl WalDecoder {
 
     /// Reads and (once per page) validates the header of the page at `page`.
     fn page_header(&mut self, page: u64) -> Result<Step<PageHdr>, WalError> {
+        if let Some((p, hdr)) = self.validated_page
+            && p == Lsn(page)
+        {
+            return Ok(Step::Ok(hdr));
+        }
         let Some(short) = self.slice(page, SIZE_OF_XLOG_SHORT_PHD) else {
             return Ok(Step::NeedMore);
         };
@@ -362,9 +369,6 @@ impl WalDecoder {
             rem_len,
             size,
         };
-        if self.validated_page == Some(Lsn(page)) {
-            return Ok(Step::Ok(hdr));
-        }
         let lsn = Lsn(page);
         if short.iter().all(|&b| b == 0) {
             return Ok(Step::End(EndOfWal {
@@ -448,7 +452,7 @@ impl WalDecoder {
             }));
         }
         self.last_tli = tli;
-        self.validated_page = Some(Lsn(page));
+        self.validated_page = Some((Lsn(page), hdr));
         Ok(Step::Ok(hdr))
     }
 
