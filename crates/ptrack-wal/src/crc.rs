@@ -73,7 +73,11 @@ mod tests {
             // Every alignment of the short path too.
             for shift in 0..8.min(len) {
                 let d = &data[shift..len];
-                assert_eq!(short_append(0, d), crc32c::crc32c(d), "short {len} at {shift}");
+                assert_eq!(
+                    short_append(0, d),
+                    crc32c::crc32c(d),
+                    "short {len} at {shift}"
+                );
                 let (a, b) = d.split_at(d.len() / 3);
                 assert_eq!(
                     short_append(short_append(0, a), b),
