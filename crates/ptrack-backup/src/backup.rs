@@ -232,6 +232,7 @@ pub fn run_backup(
             h,
             control.data_checksum_version,
             &lineage,
+            opts.mode == Mode::Delta,
         )?),
         None => None,
     };

@@ -7,7 +7,7 @@
 
 use crate::catalog::{BackupInfo, Catalog, Status};
 use crate::envelope;
-use crate::manifest::{MANIFEST_VERSION, Manifest};
+use crate::manifest::{MANIFEST_VERSION, Manifest, ManifestDoc};
 use crate::paths::Digest;
 use crate::repo::Instance;
 use crate::{Error, Result, refused};
@@ -23,10 +23,39 @@ pub struct Link {
     pub digest: Digest,
 }
 
+/// A manifest read without its entries: they are skipped while the digest is computed over
+/// them (an ancestor's links and facts, without holding its entries).
+pub type ManifestHead = ManifestDoc<serde::de::IgnoredAny>;
+
 /// Reads backup `b`'s manifest and checks it against the catalog record.
 pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, Digest)> {
+    let (m, digest, path) = read_checked::<Manifest>(instance, b)?;
+    m.check_shape()
+        .and_then(|()| check_segments(&m, instance.info.relseg_blocks))
+        .map_err(|why| {
+            Error::Corrupt(format!(
+                "backup {}: manifest \"{}\": {why}",
+                b.id,
+                path.display()
+            ))
+        })?;
+    Ok((m, digest))
+}
+
+/// [`read_manifest`] without the entries (nor their shape check).
+pub fn read_manifest_head(instance: &Instance, b: &BackupInfo) -> Result<(ManifestHead, Digest)> {
+    let (m, digest, _) = read_checked::<ManifestHead>(instance, b)?;
+    Ok((m, digest))
+}
+
+/// Reads `b`'s manifest as `ManifestDoc<E>`: its digest must be the catalog's and the facts
+/// the catalog repeats must agree.
+fn read_checked<M>(instance: &Instance, b: &BackupInfo) -> Result<(M, Digest, std::path::PathBuf)>
+where
+    M: serde::de::DeserializeOwned + Disagree,
+{
     let path = instance.existing_backup_dir(&b.id)?.join("manifest");
-    let read = envelope::stream::read::<Manifest>(&path, "manifest", MANIFEST_VERSION)?;
+    let read = envelope::stream::read::<M>(&path, "manifest", MANIFEST_VERSION)?;
     let digest = read.digest;
     let corrupt = |why: String| Error::Corrupt(format!("backup {}: {why}", b.id));
     match b.manifest_digest {
@@ -44,14 +73,23 @@ pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, D
         }
     }
     let m = read.value?;
-    m.check_shape()
-        .and_then(|()| check_segments(&m, instance.info.relseg_blocks))
-        .map_err(|why| corrupt(format!("manifest \"{}\": {why}", path.display())))?;
-    let diff = m.disagreements(b);
+    let diff = m.disagree(b);
     if !diff.is_empty() {
         return Err(corrupt(diff.join("; ")));
     }
-    Ok((m, digest))
+    Ok((m, digest, path))
+}
+
+/// [`ManifestDoc::disagreements`] for any entries type.
+pub trait Disagree {
+    /// The catalog facts this manifest contradicts.
+    fn disagree(&self, b: &BackupInfo) -> Vec<String>;
+}
+
+impl<E> Disagree for ManifestDoc<E> {
+    fn disagree(&self, b: &BackupInfo) -> Vec<String> {
+        self.disagreements(b)
+    }
 }
 
 /// No relation segment has more blocks than the cluster's segment size (restore sizes its work
@@ -95,6 +133,48 @@ pub fn load_chain(instance: &Instance, cat: &Catalog, id: &str) -> Result<Vec<Li
     Ok(out)
 }
 
+/// The chain of `id` as [`load_chain`] checks it (every link OK, every manifest's digest and
+/// facts those of the catalog, every parent digest matching), with only its newest manifest
+/// loaded: the ancestors are read without their entries and not kept. For an incremental that
+/// needs only its parent's entries: time and memory stay those of one manifest however long
+/// the chain.
+pub fn load_chain_head(instance: &Instance, cat: &Catalog, id: &str) -> Result<Vec<Link>> {
+    let chain = cat.chain(id).map_err(refused)?;
+    if let Some(c) = chain.iter().find(|c| c.status != Status::Ok) {
+        return Err(refused(format!(
+            "backup {id} needs backup {} which has status {}",
+            c.id, c.status
+        )));
+    }
+    let Some((head_info, ancestors)) = chain.split_first() else {
+        return Err(refused(format!("backup {id} is not in the catalog")));
+    };
+    let (manifest, digest) = read_manifest(instance, head_info)?;
+    let mut child = (
+        head_info.id.clone(),
+        manifest.parent.clone(),
+        manifest.parent_manifest,
+        manifest.start_lsn,
+    );
+    for c in ancestors {
+        let (m, d) = read_manifest_head(instance, c)?;
+        check_link_facts(
+            child.1.as_deref(),
+            child.2.as_ref(),
+            child.3,
+            &child.0,
+            c,
+            &d,
+        )?;
+        child = (c.id.clone(), m.parent, m.parent_manifest, m.start_lsn);
+    }
+    Ok(vec![Link {
+        info: (*head_info).clone(),
+        manifest,
+        digest,
+    }])
+}
+
 /// Checks that `child`'s manifest names `parent` and records its manifest digest.
 pub fn check_link(
     child: &Manifest,
@@ -102,22 +182,41 @@ pub fn check_link(
     parent: &BackupInfo,
     digest: &Digest,
 ) -> Result<()> {
-    if child.parent.as_deref() != Some(parent.id.as_str()) {
+    check_link_facts(
+        child.parent.as_deref(),
+        child.parent_manifest.as_ref(),
+        child.start_lsn,
+        child_id,
+        parent,
+        digest,
+    )
+}
+
+/// [`check_link`] from the child manifest's parent, parent digest and start LSN.
+fn check_link_facts(
+    child_parent: Option<&str>,
+    child_parent_manifest: Option<&Digest>,
+    child_start: ptrack_types::Lsn,
+    child_id: &str,
+    parent: &BackupInfo,
+    digest: &Digest,
+) -> Result<()> {
+    if child_parent != Some(parent.id.as_str()) {
         return Err(Error::Corrupt(format!(
             "backup {child_id}: its manifest does not name backup {} as its parent",
             parent.id
         )));
     }
-    if child.parent_manifest.as_ref() != Some(digest) {
+    if child_parent_manifest != Some(digest) {
         return Err(Error::Corrupt(format!(
             "backup {child_id}: the manifest of its parent {} is not the one it was taken against (BLAKE3 differs)",
             parent.id
         )));
     }
-    if parent.start_lsn > child.start_lsn {
+    if parent.start_lsn > child_start {
         return Err(Error::Corrupt(format!(
-            "backup {child_id}: its parent {} starts at {}, after it ({})",
-            parent.id, parent.start_lsn, child.start_lsn
+            "backup {child_id}: its parent {} starts at {}, after it ({child_start})",
+            parent.id, parent.start_lsn
         )));
     }
     Ok(())

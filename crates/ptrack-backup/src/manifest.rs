@@ -224,17 +224,7 @@ pub struct ManifestDoc<E> {
     pub lineage: Vec<String>,
 }
 
-impl Manifest {
-    /// The consistency point (older manifests of format 2 lack the field: the stop LSN).
-    pub fn consistent(&self) -> Lsn {
-        self.consistent_lsn.max(self.stop_lsn)
-    }
-
-    /// The entry for `path` (entries are sorted).
-    pub fn entry(&self, path: &RelPath) -> Option<Entry> {
-        self.entries.find(path)
-    }
-
+impl<E> ManifestDoc<E> {
     /// Checks the facts the catalog repeats against this manifest (the authority). Returns
     /// every difference.
     pub fn disagreements(&self, b: &BackupInfo) -> Vec<String> {
@@ -271,6 +261,18 @@ impl Manifest {
             self.pg_major.to_string(),
         );
         out
+    }
+}
+
+impl Manifest {
+    /// The consistency point (older manifests of format 2 lack the field: the stop LSN).
+    pub fn consistent(&self) -> Lsn {
+        self.consistent_lsn.max(self.stop_lsn)
+    }
+
+    /// The entry for `path` (entries are sorted).
+    pub fn entry(&self, path: &RelPath) -> Option<Entry> {
+        self.entries.find(path)
     }
 
     /// Every entry but a top-level one lies in a directory or tablespace link of the manifest

@@ -19,7 +19,7 @@ use ptrack_wal::archive::{HistoryEntry, parse_history};
 use ptrack_wal::segment::SegmentName;
 
 use crate::catalog::{Catalog, Status};
-use crate::chain::{Link, load_chain};
+use crate::chain::{Link, load_chain, load_chain_head};
 use crate::manifest::Manifest;
 use crate::paths::Digest;
 use crate::repo::Instance;
@@ -111,13 +111,17 @@ impl History {
 /// The chosen parent and its chain (newest first, the parent at index 0).
 #[derive(Debug)]
 pub struct Parent {
-    /// Parent and its ancestors.
+    /// Parent and, when asked for the whole chain, its ancestors (the chain is checked either
+    /// way).
     pub chain: Vec<Link>,
     /// Newer OK backups passed over, and why.
     pub passed_over: Vec<String>,
 }
 
-/// Picks the newest OK backup that is an ancestor of `history` (see the module comment).
+/// Picks the newest OK backup that is an ancestor of `history` (see the module comment). With
+/// `whole_chain` every manifest of its chain is loaded (a delta backup reads the parent's files
+/// through it); otherwise only the parent's, the ancestors' being checked without their
+/// entries.
 pub fn choose_parent(
     instance: &Instance,
     cat: &Catalog,
@@ -125,10 +129,16 @@ pub fn choose_parent(
     history: &History,
     checksum_version: u32,
     lineage: &[String],
+    whole_chain: bool,
 ) -> Result<Parent> {
     let mut passed_over = Vec::new();
     for b in cat.backups.iter().rev().filter(|b| b.status == Status::Ok) {
-        let chain = match load_chain(instance, cat, &b.id) {
+        let loaded = if whole_chain {
+            load_chain(instance, cat, &b.id)
+        } else {
+            load_chain_head(instance, cat, &b.id)
+        };
+        let chain = match loaded {
             Ok(c) => c,
             Err(e) => {
                 passed_over.push(format!("backup {}: {e}", b.id));

@@ -187,6 +187,48 @@ fn tampering_is_found_and_marks_corrupt() {
     }
 }
 
+/// An incremental checks its parent's whole chain, although it loads only the parent's
+/// manifest (ptrack mode) or all of them (delta): a tampered ancestor two links back, or a
+/// spliced link, leaves no backup to be incremental to; with the ancestor mended both modes
+/// work again on a chain of four.
+#[test]
+fn a_broken_ancestor_stops_incrementals() {
+    let Some(install) = require_ptrack(18) else {
+        return;
+    };
+    let c = ptrack_cluster(&install, true, 64);
+    c.pgbench_init(1);
+    let (_d, repo) = new_repo();
+    let full = backup(&c, &repo, "full");
+    for _ in 0..2 {
+        c.run_tool("pgbench", &["-t", "50", "postgres"]);
+        backup(&c, &repo, "ptrack");
+    }
+    let path = instance_dir(&repo).join(&full).join("manifest");
+    let original = std::fs::read(&path).unwrap();
+    let mut m = doc_body(&path);
+    m["removed"] = serde_json::json!(["tampered"]);
+    write_doc(&path, "manifest", &m);
+    for mode in ["ptrack", "delta"] {
+        let r = backup_with(&c, &repo, mode, &[]);
+        assert_eq!(r.code, 2, "{mode}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("no OK backup can be the parent")
+                && r.stderr.contains("not the one recorded in the catalog"),
+            "{mode}: the broken ancestor is named: {}",
+            r.stderr
+        );
+    }
+    std::fs::write(&path, &original).unwrap();
+    for mode in ["ptrack", "delta"] {
+        c.run_tool("pgbench", &["-t", "50", "postgres"]);
+        let id = backup(&c, &repo, mode);
+        assert_ne!(id, full);
+    }
+    let v = run(&["validate", "-B", &repo]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+}
+
 #[test]
 fn bad_requests_exit_2_and_change_nothing() {
     let Some(install) = require_ptrack(18) else {
