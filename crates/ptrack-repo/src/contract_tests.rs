@@ -1,0 +1,163 @@
+//! The [`Storage`] contract, checked on every backend: the same sequence of operations must
+//! give the same results on the local filesystem and in memory (and, later, on S3).
+
+use std::io::Write;
+
+use crate::local::LocalFs;
+use crate::memory::MemStore;
+use crate::{Key, Storage, StorageError};
+
+fn k(s: &str) -> Key {
+    Key::new(s).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+fn contract(s: &dyn Storage) {
+    let a = k("inst/backups/B1/manifest");
+    assert!(matches!(s.get(&a), Err(StorageError::NotFound { .. })));
+    assert!(matches!(s.size(&a), Err(StorageError::NotFound { .. })));
+    s.put(&a, b"first").expect("put");
+    assert_eq!(s.get(&a).expect("get"), b"first");
+    s.put(&a, b"second version").expect("replace");
+    assert_eq!(s.get(&a).expect("get"), b"second version");
+    assert_eq!(s.size(&a).expect("size"), 14);
+    assert_eq!(s.get_range(&a, 7, 7).expect("range"), b"version");
+    assert!(
+        s.get_range(&a, 10, 5).is_err(),
+        "a range past the end is an error"
+    );
+
+    // put_if_absent: written once, then left alone.
+    let lock = k("inst/lock");
+    assert!(s.put_if_absent(&lock, b"owner 1").expect("first"));
+    assert!(!s.put_if_absent(&lock, b"owner 2").expect("second"));
+    assert_eq!(s.get(&lock).expect("get"), b"owner 1");
+
+    // A writer is invisible until finished, and dropped unfinished it leaves nothing.
+    let b = k("inst/backups/B1/bundle.0");
+    let mut w = s.writer(&b).expect("writer");
+    w.write_all(&[7u8; 100_000]).expect("write");
+    assert!(matches!(s.get(&b), Err(StorageError::NotFound { .. })));
+    assert!(!s.list(None).expect("list").contains(&b));
+    w.finish().expect("finish");
+    assert_eq!(s.size(&b).expect("size"), 100_000);
+    let dropped = k("inst/backups/B2/bundle.0");
+    let mut w = s.writer(&dropped).expect("writer");
+    w.write_all(b"never finished").expect("write");
+    drop(w);
+    assert!(matches!(
+        s.get(&dropped),
+        Err(StorageError::NotFound { .. })
+    ));
+
+    // Listing: sorted, by whole components, no temporary leftovers.
+    s.put(&k("inst/backupsX"), b"x").expect("put");
+    assert_eq!(
+        s.list(Some(&k("inst/backups"))).expect("list"),
+        vec![b.clone(), a.clone()]
+    );
+    assert_eq!(
+        s.list(None).expect("list"),
+        vec![b.clone(), a.clone(), k("inst/backupsX"), lock.clone()]
+    );
+    assert_eq!(
+        s.list(Some(&k("nothing"))).expect("list"),
+        Vec::<Key>::new()
+    );
+
+    s.delete(&a).expect("delete");
+    s.delete(&a)
+        .expect("deleting an absent object is not an error");
+    assert!(matches!(s.get(&a), Err(StorageError::NotFound { .. })));
+    assert!(s.capabilities().conditional_put);
+}
+
+#[test]
+fn local_filesystem_honours_the_contract() {
+    let d = tempfile::tempdir().expect("tempdir");
+    contract(&LocalFs::new(d.path()));
+}
+
+#[test]
+fn memory_honours_the_contract() {
+    contract(&MemStore::new());
+}
+
+/// The local backend never follows a link to an object, and creates private files.
+#[test]
+fn local_refuses_links_and_writes_private_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = LocalFs::new(d.path());
+    let secret = d.path().join("secret");
+    std::fs::write(&secret, b"TOPSECRET").expect("write");
+    std::os::unix::fs::symlink(&secret, d.path().join("catalog")).expect("symlink");
+    let err = s.get(&k("catalog")).expect_err("a link is refused");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(!err.to_string().contains("TOPSECRET"));
+    s.put(&k("a/b/c"), b"x").expect("put");
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok()
+    };
+    assert_eq!(mode(&d.path().join("a/b/c")), Some(0o600));
+    assert_eq!(mode(&d.path().join("a/b")), Some(0o700));
+}
+
+/// Every operation of a sequence failing in turn: the error names the key and says whether a
+/// retry may help, and the failed operation changed nothing.
+#[test]
+fn injected_failures_name_the_key_and_change_nothing() {
+    let run = |s: &MemStore| -> crate::Result<()> {
+        s.put(&k("x/catalog"), b"v1")?;
+        let mut w = s.writer(&k("x/bundle.0"))?;
+        w.write_all(b"pages")
+            .map_err(|e| StorageError::io(&k("x/bundle.0"), "write", e))?;
+        w.finish()?;
+        s.get_range(&k("x/bundle.0"), 1, 3)?;
+        s.put(&k("x/catalog"), b"v2")?;
+        s.delete(&k("x/old"))?;
+        Ok(())
+    };
+    let clean = MemStore::new();
+    run(&clean).expect("no failure");
+    let total = clean.ops();
+    assert_eq!(total, 6, "put, create, finish, get range, put, delete");
+    for n in 0..total {
+        for transient in [true, false] {
+            let s = MemStore::new();
+            s.fail_op(n, transient);
+            let err = run(&s).expect_err("the injected failure surfaces");
+            assert_eq!(err.is_transient(), transient, "op {n}: {err}");
+            assert!(
+                err.to_string().contains("x/"),
+                "op {n}: the key is named: {err}"
+            );
+            // What was done before the failure is there; the failed step is not.
+            let catalog = s.get(&k("x/catalog")).ok();
+            match n {
+                0 => assert_eq!(catalog, None),
+                1..=4 => assert_eq!(catalog.as_deref(), Some(&b"v1"[..]), "op {n}"),
+                _ => assert_eq!(catalog.as_deref(), Some(&b"v2"[..])),
+            }
+            let bundle = s.get(&k("x/bundle.0")).ok();
+            assert_eq!(
+                bundle.is_some(),
+                n > 2,
+                "op {n}: the bundle is visible only once finished"
+            );
+        }
+    }
+}
+
+/// A store that ignores conditional writes says so instead of pretending.
+#[test]
+fn stores_without_conditional_put_refuse_it() {
+    let s = MemStore::new().without_conditional_put();
+    assert!(!s.capabilities().conditional_put);
+    assert!(matches!(
+        s.put_if_absent(&k("lock"), b"me"),
+        Err(StorageError::Unsupported { .. })
+    ));
+    assert!(s.get(&k("lock")).is_err());
+}

@@ -1,0 +1,231 @@
+//! [`LocalFs`]: a repository directory. Objects are files below it, one directory per key
+//! component; every write goes through `ptrack-durable` (temporary file, fsync, rename, fsync
+//! of the directory), files are created 0600 and directories 0700, and no symbolic link is
+//! followed when an object is opened (`O_NOFOLLOW`; a link is refused, not read). What a crash
+//! leaves: objects whole or absent, and possibly `*.tmp` files, which are never objects (see
+//! [`Key`]) and never listed.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ptrack_durable::StagedFile;
+
+use crate::key::Key;
+use crate::storage::{Capabilities, ObjectWriter, Result, Storage, StorageError};
+
+/// A repository in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalFs {
+    root: PathBuf,
+}
+
+impl LocalFs {
+    /// The repository at `root`, which must exist.
+    pub fn new(root: &Path) -> LocalFs {
+        LocalFs {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn path(&self, key: &Key) -> PathBuf {
+        let mut p = self.root.clone();
+        p.extend(key.components());
+        p
+    }
+
+    /// Opens the object's file for reading: a regular file, never through a link.
+    fn open(&self, key: &Key) -> Result<File> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.path(key))
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => {
+                    StorageError::io(key, "open", io::Error::other("a symbolic link, refused"))
+                }
+                _ => StorageError::io(key, "open", e),
+            })?;
+        let meta = f.metadata().map_err(|e| StorageError::io(key, "stat", e))?;
+        if !meta.is_file() {
+            return Err(StorageError::io(
+                key,
+                "open",
+                io::Error::other("not a regular file"),
+            ));
+        }
+        Ok(f)
+    }
+
+    /// Creates the directories of `key`'s parent components (0700, each fsynced in its parent).
+    fn make_parents(&self, key: &Key) -> Result<()> {
+        let mut dir = self.root.clone();
+        let comps: Vec<&str> = key.components().collect();
+        for c in comps.iter().take(comps.len().saturating_sub(1)) {
+            dir.push(c);
+            ptrack_durable::create_private_dir(&dir)
+                .map_err(|e| StorageError::io(key, "mkdir", e))?;
+        }
+        Ok(())
+    }
+
+    fn list_into(&self, dir: &Path, prefix: &str, out: &mut Vec<Key>) -> Result<()> {
+        let shown = |e: io::Error| StorageError::Io {
+            key: dir.display().to_string(),
+            op: "list",
+            transient: false,
+            source: e,
+        };
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(shown(e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(shown)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let full = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let Ok(key) = Key::new(&full) else { continue };
+            let ft = entry.file_type().map_err(shown)?;
+            if ft.is_dir() {
+                self.list_into(&entry.path(), &full, out)?;
+            } else if ft.is_file() {
+                out.push(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+struct LocalWriter {
+    key: Key,
+    staged: StagedFile,
+}
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.staged.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.staged.flush()
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    fn finish(self: Box<Self>) -> Result<()> {
+        let key = self.key.clone();
+        self.staged
+            .commit()
+            .map_err(|e| StorageError::io(&key, "commit", e))
+    }
+}
+
+impl Storage for LocalFs {
+    fn get(&self, key: &Key) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.open(key)?
+            .read_to_end(&mut v)
+            .map_err(|e| StorageError::io(key, "read", e))?;
+        Ok(v)
+    }
+
+    fn get_range(&self, key: &Key, start: u64, len: usize) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; len];
+        self.open(key)?
+            .read_exact_at(&mut v, start)
+            .map_err(|e| StorageError::io(key, "read", e))?;
+        Ok(v)
+    }
+
+    fn size(&self, key: &Key) -> Result<u64> {
+        let f = self.open(key)?;
+        Ok(f.metadata()
+            .map_err(|e| StorageError::io(key, "stat", e))?
+            .len())
+    }
+
+    fn list(&self, prefix: Option<&Key>) -> Result<Vec<Key>> {
+        let mut out = Vec::new();
+        match prefix {
+            None => self.list_into(&self.root, "", &mut out)?,
+            Some(p) => {
+                let path = self.path(p);
+                if path.is_file() {
+                    out.push(p.clone());
+                } else {
+                    self.list_into(&path, p.as_str(), &mut out)?;
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn put(&self, key: &Key, bytes: &[u8]) -> Result<()> {
+        self.make_parents(key)?;
+        ptrack_durable::write_file(&self.path(key), bytes)
+            .map_err(|e| StorageError::io(key, "put", e))
+    }
+
+    fn put_if_absent(&self, key: &Key, bytes: &[u8]) -> Result<bool> {
+        self.make_parents(key)?;
+        let path = self.path(key);
+        let tmp = {
+            let mut t = path.as_os_str().to_owned();
+            t.push(format!(".{}.excl.tmp", std::process::id()));
+            PathBuf::from(t)
+        };
+        let io = |e| StorageError::io(key, "put if absent", e);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+        // link(2) fails with EEXIST when the name exists: the create-if-absent is atomic.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(io(e)),
+        }
+        let dir = path.parent().unwrap_or(&self.root);
+        ptrack_durable::sync_dir(dir).map_err(io)?;
+        Ok(true)
+    }
+
+    fn writer(&self, key: &Key) -> Result<Box<dyn ObjectWriter>> {
+        self.make_parents(key)?;
+        let staged =
+            StagedFile::create(&self.path(key)).map_err(|e| StorageError::io(key, "create", e))?;
+        Ok(Box::new(LocalWriter {
+            key: key.clone(),
+            staged,
+        }))
+    }
+
+    fn delete(&self, key: &Key) -> Result<()> {
+        let path = self.path(key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StorageError::io(key, "delete", e)),
+        }
+        let dir = path.parent().unwrap_or(&self.root);
+        ptrack_durable::sync_dir(dir).map_err(|e| StorageError::io(key, "delete", e))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conditional_put: true,
+        }
+    }
+}
