@@ -1,0 +1,236 @@
+//! A lease (an expiring lock) on a name, safe on a store without conditional writes (issue 12
+//! §2: Garage 2.5 ignores `If-None-Match`). Only puts, lists and deletes are used:
+//!
+//! 1. the candidate writes an intent object `NAME/<nonce>` (unique; its body: owner, expiry);
+//! 2. it lists `NAME/`: intents whose expiry (plus [`SKEW_MS`] for clock differences) has
+//!    passed are deleted, their owners being presumed dead;
+//! 3. if any other live intent is listed, it deletes its own and the attempt fails with the
+//!    other owner's name; otherwise it holds the lease.
+//!
+//! Why two holders cannot both win: if A holds, A's list did not show B's intent, so B's put
+//! finished after A's list began; A's put finished before that, so B's list shows A and B
+//! backs off. Two candidates at once may both back off (callers retry later); neither holds
+//! wrongly. This needs a store whose listing shows every put finished before it began (a local
+//! filesystem; S3, which is strongly consistent since 2020; Garage's quorum reads). A holder
+//! renews its intent ([`Lease::renew`]) well within the time to live and releases it by
+//! deleting it; a holder stalled past its expiry can be overtaken, so long work renews often
+//! and checks [`Lease::renew`]'s answer before committing.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::key::Key;
+use crate::storage::{Result, Storage, StorageError};
+
+/// Margin for clocks of different hosts: an intent is taken for dead only this long after
+/// its expiry.
+pub const SKEW_MS: u64 = 60_000;
+
+/// Why a lease was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Someone else holds it (or was trying to at the same moment: try again).
+    #[error("\"{name}\" is held by {owner} until Unix time {expires_ms} ms")]
+    Held {
+        /// The lease.
+        name: String,
+        /// The other intent's owner.
+        owner: String,
+        /// Its expiry.
+        expires_ms: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A held lease; released on [`Lease::release`] (or left to expire).
+#[derive(Debug)]
+pub struct Lease<'a> {
+    store: &'a dyn Storage,
+    intent: Key,
+    owner: String,
+}
+
+fn nonce() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let h = std::collections::hash_map::RandomState::new().hash_one((n, std::process::id()));
+    format!("{h:016x}{:08x}{n:x}", std::process::id())
+}
+
+fn body(owner: &str, expires_ms: u64) -> Vec<u8> {
+    format!("{expires_ms}\n{owner}\n").into_bytes()
+}
+
+/// (expiry, owner) of an intent's body; an unreadable body counts as long expired.
+fn parse(bytes: &[u8]) -> (u64, String) {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.lines();
+    let expires = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    (expires, lines.next().unwrap_or("?").to_string())
+}
+
+/// Tries to take lease `name` for `owner` (a description shown to others: host, pid,
+/// command) for `ttl_ms`, at time `now_ms` (Unix milliseconds).
+pub fn acquire<'a>(
+    store: &'a dyn Storage,
+    name: &Key,
+    owner: &str,
+    ttl_ms: u64,
+    now_ms: u64,
+) -> std::result::Result<Lease<'a>, LeaseError> {
+    let intent = name.join(&nonce())?;
+    store.put(&intent, &body(owner, now_ms.saturating_add(ttl_ms)))?;
+    let lease = Lease {
+        store,
+        intent,
+        owner: owner.to_string(),
+    };
+    match lease.others(now_ms) {
+        Ok(None) => Ok(lease),
+        Ok(Some((other, expires_ms))) => {
+            store.delete(&lease.intent)?;
+            Err(LeaseError::Held {
+                name: name.to_string(),
+                owner: other,
+                expires_ms,
+            })
+        }
+        Err(e) => {
+            let _ = store.delete(&lease.intent);
+            Err(e.into())
+        }
+    }
+}
+
+impl Lease<'_> {
+    /// Another live intent (owner, expiry), after deleting dead ones.
+    fn others(&self, now_ms: u64) -> Result<Option<(String, u64)>> {
+        let Some((dir, _)) = self.intent.as_str().rsplit_once('/') else {
+            return Ok(None);
+        };
+        let dir = Key::new(dir)?;
+        for k in self.store.list(Some(&dir))? {
+            if k == self.intent {
+                continue;
+            }
+            let (expires, owner) = match self.store.get(&k) {
+                Ok(b) => parse(&b),
+                // Released meanwhile.
+                Err(StorageError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if expires.saturating_add(SKEW_MS) < now_ms {
+                self.store.delete(&k)?;
+                continue;
+            }
+            return Ok(Some((owner, expires)));
+        }
+        Ok(None)
+    }
+
+    /// Extends the lease to `now_ms + ttl_ms`. An error means it may be lost: stop before
+    /// committing anything.
+    pub fn renew(&self, ttl_ms: u64, now_ms: u64) -> Result<()> {
+        match self.store.get(&self.intent) {
+            Ok(_) => self.store.put(
+                &self.intent,
+                &body(&self.owner, now_ms.saturating_add(ttl_ms)),
+            ),
+            Err(StorageError::NotFound { key }) => Err(StorageError::Io {
+                key,
+                op: "renew lease",
+                transient: false,
+                source: std::io::Error::other("the lease expired and was taken over"),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the lease up.
+    pub fn release(self) -> Result<()> {
+        self.store.delete(&self.intent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::LocalFs;
+    use crate::memory::MemStore;
+    use std::sync::atomic::AtomicUsize;
+
+    fn k(s: &str) -> Key {
+        Key::new(s).unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    fn exclusion(s: &dyn Storage) {
+        let name = k("inst/lock");
+        let a = acquire(s, &name, "backup A", 600_000, 1_000).expect("free");
+        match acquire(s, &name, "backup B", 600_000, 2_000) {
+            Err(LeaseError::Held { owner, .. }) => assert_eq!(owner, "backup A"),
+            other => unreachable!("B must not get it: {other:?}"),
+        }
+        a.renew(600_000, 3_000).expect("renew");
+        a.release().expect("release");
+        let b = acquire(s, &name, "backup B", 600_000, 4_000).expect("free again");
+        // A dead holder: its intent expires, and the next candidate deletes it and takes over.
+        let later = 4_000 + 600_000 + SKEW_MS + 1;
+        let c = acquire(s, &name, "backup C", 600_000, later).expect("taken over");
+        assert!(
+            b.renew(600_000, later).is_err(),
+            "B learns its lease is gone"
+        );
+        c.release().expect("release");
+        assert_eq!(s.list(Some(&name)).expect("list"), Vec::<Key>::new());
+    }
+
+    #[test]
+    fn one_holder_on_each_backend() {
+        exclusion(&MemStore::new());
+        exclusion(&MemStore::new().without_conditional_put());
+        let d = tempfile::tempdir().expect("tempdir");
+        exclusion(&LocalFs::new(d.path()));
+    }
+
+    /// Threads racing for the lease: never two inside at once, and someone gets in.
+    fn race(s: &dyn Storage) {
+        let inside = AtomicUsize::new(0);
+        let entered = AtomicUsize::new(0);
+        let name = k("inst/lock");
+        std::thread::scope(|sc| {
+            for t in 0..4 {
+                let (inside, entered, name) = (&inside, &entered, &name);
+                sc.spawn(move || {
+                    for _ in 0..50 {
+                        if let Ok(l) = acquire(s, name, &format!("thread {t}"), 600_000, 1) {
+                            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                            entered.fetch_add(1, Ordering::SeqCst);
+                            std::thread::yield_now();
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            l.release().expect("release");
+                        }
+                    }
+                });
+            }
+        });
+        assert!(entered.load(Ordering::SeqCst) > 0);
+    }
+
+    #[test]
+    fn racing_candidates_never_both_hold() {
+        race(&MemStore::new().without_conditional_put());
+        let d = tempfile::tempdir().expect("tempdir");
+        race(&LocalFs::new(d.path()));
+    }
+
+    #[test]
+    fn a_failing_store_leaves_no_intent_behind() {
+        let s = MemStore::new();
+        s.fail_op(1, true); // the list after the intent's put
+        let err = acquire(&s, &k("inst/lock"), "me", 1_000, 1).expect_err("list fails");
+        assert!(err.to_string().contains("inst/lock"), "{err}");
+        assert_eq!(s.list(None).expect("list"), Vec::<Key>::new());
+    }
+}
