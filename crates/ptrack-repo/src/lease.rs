@@ -63,8 +63,9 @@ fn body(owner: &str, expires_ms: u64) -> Vec<u8> {
     format!("{expires_ms}\n{owner}\n").into_bytes()
 }
 
-/// (expiry, owner) of an intent's body; an unreadable body counts as long expired.
-fn parse(bytes: &[u8]) -> (u64, String) {
+/// (expiry, owner) of an intent's body, which another process wrote: any bytes are accepted,
+/// an unreadable body counting as long expired (fuzzed: `fuzz/fuzz_targets/lease.rs`).
+pub fn parse_intent(bytes: &[u8]) -> (u64, String) {
     let text = String::from_utf8_lossy(bytes);
     let mut lines = text.lines();
     let expires = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -116,7 +117,7 @@ impl Lease<'_> {
                 continue;
             }
             let (expires, owner) = match self.store.get(&k) {
-                Ok(b) => parse(&b),
+                Ok(b) => parse_intent(&b),
                 // Released meanwhile.
                 Err(StorageError::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
@@ -223,6 +224,13 @@ mod tests {
         race(&MemStore::new().without_conditional_put());
         let d = tempfile::tempdir().expect("tempdir");
         race(&LocalFs::new(d.path()));
+    }
+
+    #[test]
+    fn intent_bodies_round_trip_and_garbage_is_expired() {
+        assert_eq!(parse_intent(&body("backup A", 42)), (42, "backup A".to_string()));
+        assert_eq!(parse_intent(b""), (0, "?".to_string()));
+        assert_eq!(parse_intent(b"\xff\xfe\nx").0, 0);
     }
 
     #[test]
