@@ -228,7 +228,10 @@ mod tests {
 
     #[test]
     fn intent_bodies_round_trip_and_garbage_is_expired() {
-        assert_eq!(parse_intent(&body("backup A", 42)), (42, "backup A".to_string()));
+        assert_eq!(
+            parse_intent(&body("backup A", 42)),
+            (42, "backup A".to_string())
+        );
         assert_eq!(parse_intent(b""), (0, "?".to_string()));
         assert_eq!(parse_intent(b"\xff\xfe\nx").0, 0);
     }
