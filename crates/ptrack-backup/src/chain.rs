@@ -29,7 +29,7 @@ pub type ManifestHead = ManifestDoc<serde::de::IgnoredAny>;
 
 /// Reads backup `b`'s manifest and checks it against the catalog record.
 pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, Digest)> {
-    let (m, digest, path) = read_checked::<Manifest>(instance, b)?;
+    let (m, digest, path) = read_checked(instance, b)?;
     m.check_shape()
         .and_then(|()| check_segments(&m, instance.info.relseg_blocks))
         .map_err(|why| {
@@ -44,18 +44,21 @@ pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, D
 
 /// [`read_manifest`] without the entries (nor their shape check).
 pub fn read_manifest_head(instance: &Instance, b: &BackupInfo) -> Result<(ManifestHead, Digest)> {
-    let (m, digest, _) = read_checked::<ManifestHead>(instance, b)?;
+    let (m, digest, _) = read_checked(instance, b)?;
     Ok((m, digest))
 }
 
 /// Reads `b`'s manifest as `ManifestDoc<E>`: its digest must be the catalog's and the facts
 /// the catalog repeats must agree.
-fn read_checked<M>(instance: &Instance, b: &BackupInfo) -> Result<(M, Digest, std::path::PathBuf)>
+fn read_checked<E>(
+    instance: &Instance,
+    b: &BackupInfo,
+) -> Result<(ManifestDoc<E>, Digest, std::path::PathBuf)>
 where
-    M: serde::de::DeserializeOwned + Disagree,
+    ManifestDoc<E>: serde::de::DeserializeOwned,
 {
     let path = instance.existing_backup_dir(&b.id)?.join("manifest");
-    let read = envelope::stream::read::<M>(&path, "manifest", MANIFEST_VERSION)?;
+    let read = envelope::stream::read::<ManifestDoc<E>>(&path, "manifest", MANIFEST_VERSION)?;
     let digest = read.digest;
     let corrupt = |why: String| Error::Corrupt(format!("backup {}: {why}", b.id));
     match b.manifest_digest {
@@ -73,23 +76,11 @@ where
         }
     }
     let m = read.value?;
-    let diff = m.disagree(b);
+    let diff = m.disagreements(b);
     if !diff.is_empty() {
         return Err(corrupt(diff.join("; ")));
     }
     Ok((m, digest, path))
-}
-
-/// [`ManifestDoc::disagreements`] for any entries type.
-pub trait Disagree {
-    /// The catalog facts this manifest contradicts.
-    fn disagree(&self, b: &BackupInfo) -> Vec<String>;
-}
-
-impl<E> Disagree for ManifestDoc<E> {
-    fn disagree(&self, b: &BackupInfo) -> Vec<String> {
-        self.disagreements(b)
-    }
 }
 
 /// No relation segment has more blocks than the cluster's segment size (restore sizes its work
@@ -111,8 +102,42 @@ fn check_segments(m: &Manifest, relseg_blocks: u32) -> std::result::Result<(), S
 /// The chain of `id`, newest first, down to its full backup: every link OK (or CORRUPT when
 /// `allow_corrupt`, for validate), every manifest checked, every parent digest matching.
 pub fn load_chain(instance: &Instance, cat: &Catalog, id: &str) -> Result<Vec<Link>> {
+    walk_chain(instance, cat, id, true)
+}
+
+/// The chain of `id` checked as [`load_chain`] checks it, with only its newest manifest
+/// loaded: the ancestors are read without their entries and not kept. For an incremental that
+/// needs only its parent's entries: time and memory stay those of one manifest however long
+/// the chain.
+pub fn load_chain_head(instance: &Instance, cat: &Catalog, id: &str) -> Result<Vec<Link>> {
+    walk_chain(instance, cat, id, false)
+}
+
+/// What a link check needs of a child's manifest.
+struct LinkFacts {
+    id: String,
+    parent: Option<String>,
+    parent_manifest: Option<Digest>,
+    start: ptrack_types::Lsn,
+}
+
+impl LinkFacts {
+    fn of<E>(b: &BackupInfo, m: &ManifestDoc<E>) -> LinkFacts {
+        LinkFacts {
+            id: b.id.clone(),
+            parent: m.parent.clone(),
+            parent_manifest: m.parent_manifest,
+            start: m.start_lsn,
+        }
+    }
+}
+
+/// Checks the chain of `id` link by link; keeps the newest manifest, and with `whole` every
+/// one (the others are read without their entries).
+fn walk_chain(instance: &Instance, cat: &Catalog, id: &str, whole: bool) -> Result<Vec<Link>> {
     let chain = cat.chain(id).map_err(refused)?;
     let mut out: Vec<Link> = Vec::new();
+    let mut child: Option<LinkFacts> = None;
     for c in chain {
         if c.status != Status::Ok {
             return Err(refused(format!(
@@ -120,59 +145,25 @@ pub fn load_chain(instance: &Instance, cat: &Catalog, id: &str) -> Result<Vec<Li
                 c.id, c.status
             )));
         }
-        let (manifest, digest) = read_manifest(instance, c)?;
-        if let Some(child) = out.last() {
-            check_link(&child.manifest, &child.info.id, c, &digest)?;
+        let (facts, digest) = if whole || out.is_empty() {
+            let (manifest, digest) = read_manifest(instance, c)?;
+            let facts = LinkFacts::of(c, &manifest);
+            out.push(Link {
+                info: c.clone(),
+                manifest,
+                digest,
+            });
+            (facts, digest)
+        } else {
+            let (m, digest) = read_manifest_head(instance, c)?;
+            (LinkFacts::of(c, &m), digest)
+        };
+        if let Some(ch) = &child {
+            check_link_facts(ch, c, &digest)?;
         }
-        out.push(Link {
-            info: c.clone(),
-            manifest,
-            digest,
-        });
+        child = Some(facts);
     }
     Ok(out)
-}
-
-/// The chain of `id` as [`load_chain`] checks it (every link OK, every manifest's digest and
-/// facts those of the catalog, every parent digest matching), with only its newest manifest
-/// loaded: the ancestors are read without their entries and not kept. For an incremental that
-/// needs only its parent's entries: time and memory stay those of one manifest however long
-/// the chain.
-pub fn load_chain_head(instance: &Instance, cat: &Catalog, id: &str) -> Result<Vec<Link>> {
-    let chain = cat.chain(id).map_err(refused)?;
-    if let Some(c) = chain.iter().find(|c| c.status != Status::Ok) {
-        return Err(refused(format!(
-            "backup {id} needs backup {} which has status {}",
-            c.id, c.status
-        )));
-    }
-    let Some((head_info, ancestors)) = chain.split_first() else {
-        return Err(refused(format!("backup {id} is not in the catalog")));
-    };
-    let (manifest, digest) = read_manifest(instance, head_info)?;
-    let mut child = (
-        head_info.id.clone(),
-        manifest.parent.clone(),
-        manifest.parent_manifest,
-        manifest.start_lsn,
-    );
-    for c in ancestors {
-        let (m, d) = read_manifest_head(instance, c)?;
-        check_link_facts(
-            child.1.as_deref(),
-            child.2.as_ref(),
-            child.3,
-            &child.0,
-            c,
-            &d,
-        )?;
-        child = (c.id.clone(), m.parent, m.parent_manifest, m.start_lsn);
-    }
-    Ok(vec![Link {
-        info: (*head_info).clone(),
-        manifest,
-        digest,
-    }])
 }
 
 /// Checks that `child`'s manifest names `parent` and records its manifest digest.
@@ -182,32 +173,25 @@ pub fn check_link(
     parent: &BackupInfo,
     digest: &Digest,
 ) -> Result<()> {
-    check_link_facts(
-        child.parent.as_deref(),
-        child.parent_manifest.as_ref(),
-        child.start_lsn,
-        child_id,
-        parent,
-        digest,
-    )
+    let facts = LinkFacts {
+        id: child_id.to_string(),
+        parent: child.parent.clone(),
+        parent_manifest: child.parent_manifest,
+        start: child.start_lsn,
+    };
+    check_link_facts(&facts, parent, digest)
 }
 
-/// [`check_link`] from the child manifest's parent, parent digest and start LSN.
-fn check_link_facts(
-    child_parent: Option<&str>,
-    child_parent_manifest: Option<&Digest>,
-    child_start: ptrack_types::Lsn,
-    child_id: &str,
-    parent: &BackupInfo,
-    digest: &Digest,
-) -> Result<()> {
-    if child_parent != Some(parent.id.as_str()) {
+/// [`check_link`] from what it needs of the child's manifest.
+fn check_link_facts(child: &LinkFacts, parent: &BackupInfo, digest: &Digest) -> Result<()> {
+    let (child_id, child_start) = (&child.id, child.start);
+    if child.parent.as_deref() != Some(parent.id.as_str()) {
         return Err(Error::Corrupt(format!(
             "backup {child_id}: its manifest does not name backup {} as its parent",
             parent.id
         )));
     }
-    if child_parent_manifest != Some(digest) {
+    if child.parent_manifest.as_ref() != Some(digest) {
         return Err(Error::Corrupt(format!(
             "backup {child_id}: the manifest of its parent {} is not the one it was taken against (BLAKE3 differs)",
             parent.id
