@@ -162,7 +162,7 @@ fn no_full_backup(repo: &Repository, sysid: u64) -> Result<Error> {
     let others = repo.instances()?;
     Ok(refused(format!(
         "no full backup of cluster {sysid} in repository \"{}\"{}: take one with --mode full first",
-        repo.root().display(),
+        repo.address(),
         if others.is_empty() {
             String::new()
         } else {
@@ -253,7 +253,7 @@ pub fn run_backup(
         i2.info.pgdata = info.pgdata.clone();
         i2.save_info(&lock)?;
     }
-    let id = new_id(&instance, &cat);
+    let id = new_id(&instance, &cat)?;
     cat.backups.push(BackupInfo {
         id: id.clone(),
         mode: opts.mode,
@@ -274,7 +274,7 @@ pub fn run_backup(
         program_version: env!("CARGO_PKG_VERSION").into(),
     });
     instance.save_catalog(&cat, &lock)?;
-    let dir = instance.backup_dir(&id);
+    let dir = instance.backup_key(&id)?;
     let ctx = TakeContext {
         lineage: &lineage,
         opts,
@@ -287,12 +287,8 @@ pub fn run_backup(
         timeline: position.timeline,
         progress,
     };
-    let result = ptrack_durable::create_private_dir(&dir)
-        .map_err(|e| Error::io(&dir, "create", e))
-        .and_then(|()| {
-            clock.lap("connect, checks, parent");
-            take(&mut session, &ctx, &mut clock)
-        });
+    clock.lap("connect, checks, parent");
+    let result = take(&mut session, &ctx, &mut clock);
     let result = result.map(|mut r| {
         if let Some(p) = &parent {
             r.warnings.extend(p.passed_over.iter().cloned());
@@ -306,15 +302,15 @@ pub fn run_backup(
 }
 
 /// The next backup ID: the start time in base 36, later than every ID already used.
-fn new_id(instance: &Instance, cat: &crate::catalog::Catalog) -> String {
+fn new_id(instance: &Instance, cat: &crate::catalog::Catalog) -> Result<String> {
     let mut secs = now();
     let last = cat.backups.last().map(|b| b.id.clone()).unwrap_or_default();
     let mut id = backup_id(secs);
-    while id <= last || instance.backup_dir(&id).exists() {
+    while id <= last || instance.backup_exists(&id)? {
         secs += 1;
         id = backup_id(secs);
     }
-    id
+    Ok(id)
 }
 
 /// Records the outcome. A failed backup's files are removed first, so that a full disk has room

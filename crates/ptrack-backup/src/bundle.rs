@@ -8,12 +8,14 @@
 //! * a page index: [`PageEntry::SIZE`]-byte entries (block, flags, pd_checksum, pd_lsn, offset,
 //!   length, CRC-32C of the page), its own CRC-32C kept in the manifest.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
+use ptrack_repo::{Key, ObjectReader, ObjectWriter, Storage};
 use serde::{Deserialize, Serialize};
+
+use crate::envelope::storage_io;
 
 use crate::manifest::{IndexRef, Stored};
 use crate::paths::Digest;
@@ -124,9 +126,9 @@ impl PageEntry {
     }
 }
 
-/// The name of bundle `n` in a backup directory.
-pub fn bundle_path(dir: &Path, n: u32) -> PathBuf {
-    dir.join(format!("bundle.{n}"))
+/// The key of bundle `n` of the backup whose objects are below `dir`.
+pub fn bundle_key(dir: &Key, n: u32) -> Result<Key> {
+    Ok(dir.join(&format!("bundle.{n}"))?)
 }
 
 /// Compresses with a reusable context.
@@ -173,36 +175,40 @@ impl Compressor {
 /// Appends records to one bundle.
 pub struct BundleWriter {
     number: u32,
-    out: BufWriter<ptrack_durable::StagedFile>,
+    out: BufWriter<Box<dyn ObjectWriter>>,
     pos: u64,
     comp: Compressor,
-    path: PathBuf,
+    key: Key,
 }
 
 impl BundleWriter {
-    /// Starts `bundle.<number>` in `dir`.
-    pub fn create(dir: &Path, number: u32, kind: Compression) -> Result<BundleWriter> {
-        let path = bundle_path(dir, number);
-        let f =
-            ptrack_durable::StagedFile::create(&path).map_err(|e| Error::io(&path, "create", e))?;
+    /// Starts `bundle.<number>` below `dir` (invisible until [`BundleWriter::finish`]).
+    pub fn create(
+        store: &dyn Storage,
+        dir: &Key,
+        number: u32,
+        kind: Compression,
+    ) -> Result<BundleWriter> {
+        let key = bundle_key(dir, number)?;
+        let f = store.writer(&key)?;
         let mut out = BufWriter::with_capacity(1 << 20, f);
         let mut h = Vec::with_capacity(16);
         h.extend_from_slice(MAGIC);
         h.extend_from_slice(&VERSION.to_le_bytes());
         h.extend_from_slice(&kind.code().to_le_bytes());
         out.write_all(&h)
-            .map_err(|e| Error::io(&path, "write", e))?;
+            .map_err(|e| storage_io(&key, "write", e))?;
         Ok(BundleWriter {
             number,
             out,
             pos: HEADER_SIZE,
             comp: Compressor::new(kind),
-            path,
+            key,
         })
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<Stored> {
-        write_at_end(&mut self.out, &mut self.pos, self.number, &self.path, bytes)
+        write_at_end(&mut self.out, &mut self.pos, self.number, &self.key, bytes)
     }
 
     /// Appends `data`, compressed when that makes it smaller (without copying the compressed
@@ -213,11 +219,11 @@ impl BundleWriter {
             out,
             pos,
             comp,
-            path,
+            key,
         } = self;
         match comp.compress(data) {
-            Some(c) => Ok((true, write_at_end(out, pos, *number, path, c)?)),
-            None => Ok((false, write_at_end(out, pos, *number, path, data)?)),
+            Some(c) => Ok((true, write_at_end(out, pos, *number, key, c)?)),
+            None => Ok((false, write_at_end(out, pos, *number, key, data)?)),
         }
     }
 
@@ -346,27 +352,27 @@ impl BundleWriter {
         self.pos
     }
 
-    /// Makes the bundle durable; returns its size.
+    /// Makes the bundle visible and durable; returns its size.
     pub fn finish(self) -> Result<u64> {
-        let path = self.path.clone();
+        let key = self.key.clone();
         let f = self
             .out
             .into_inner()
-            .map_err(|e| Error::io(&path, "write", e.into_error()))?;
-        f.commit().map_err(|e| Error::io(&path, "fsync", e))?;
+            .map_err(|e| storage_io(&key, "write", e.into_error()))?;
+        f.finish()?;
         Ok(self.pos)
     }
 }
 
 fn write_at_end(
-    out: &mut BufWriter<ptrack_durable::StagedFile>,
+    out: &mut BufWriter<Box<dyn ObjectWriter>>,
     pos: &mut u64,
     number: u32,
-    path: &Path,
+    key: &Key,
     bytes: &[u8],
 ) -> Result<Stored> {
     out.write_all(bytes)
-        .map_err(|e| Error::io(path, "write", e))?;
+        .map_err(|e| storage_io(key, "write", e))?;
     let s = Stored {
         bundle: number,
         offset: *pos,
@@ -404,17 +410,19 @@ fn last_nonzero(b: &[u8]) -> Option<usize> {
     b[at..at + 64].iter().rposition(|&x| x != 0).map(|i| at + i)
 }
 
-/// How much a reader reads at once when records are read in the order they were written.
-const READ_AHEAD: u64 = 512 << 10;
+/// The largest gap between records still read as one sequential read, as a fraction of the
+/// backend's read-ahead (pages superseded by a newer backup are skipped over).
+const GAP_FRACTION: u64 = 8;
 
 /// Reads records from a backup's bundles. Records read in the order they were stored, or with
 /// small gaps (a restore or validate reads page after page, skipping pages a newer backup
-/// replaces), come from one read of up to [`READ_AHEAD`] bytes instead of one system call each;
-/// others are read exactly.
+/// replaces), come from one read of the backend's read-ahead (hundreds of KiB from a file,
+/// megabytes from object storage) instead of one request each; others are read exactly.
 pub struct BundleReader {
-    dir: PathBuf,
+    store: Arc<dyn Storage>,
+    dir: Key,
     kind: Compression,
-    files: Vec<Option<(File, u64)>>,
+    files: Vec<Option<(Box<dyn ObjectReader>, u64)>>,
     zstd: Option<zstd::bulk::Decompressor<'static>>,
     buf: Vec<u8>,
     /// Bytes read ahead: bundle, offset of `ahead[0]`.
@@ -425,10 +433,11 @@ pub struct BundleReader {
 }
 
 impl BundleReader {
-    /// A reader for the bundles in backup directory `dir`.
-    pub fn new(dir: &Path, kind: Compression) -> BundleReader {
+    /// A reader for the bundles of the backup whose objects are below `dir`.
+    pub fn new(store: Arc<dyn Storage>, dir: &Key, kind: Compression) -> BundleReader {
         BundleReader {
-            dir: dir.into(),
+            store,
+            dir: dir.clone(),
             kind,
             files: Vec::new(),
             zstd: None,
@@ -440,7 +449,7 @@ impl BundleReader {
     }
 
     /// Bundle `n`, opened and checked once, with its length.
-    fn file(&mut self, n: u32) -> Result<(&File, u64)> {
+    fn file(&mut self, n: u32) -> Result<(&dyn ObjectReader, u64)> {
         // Checked before the table grows: a bundle number from a damaged manifest must not size
         // it (u32::MAX would be 16 GiB of slots).
         if n > 4096 {
@@ -451,31 +460,30 @@ impl BundleReader {
             self.files.resize_with(i + 1, || None);
         }
         if self.files[i].is_none() {
-            let p = bundle_path(&self.dir, n);
-            let f = crate::envelope::open_repo_file(&p)?;
+            let p = bundle_key(&self.dir, n)?;
+            let f = self.store.open(&p)?;
             let mut h = [0u8; 16];
-            f.read_exact_at(&mut h, 0)
-                .map_err(|e| Error::io(&p, "read", e))?;
+            f.read_at(&mut h, 0)?;
             if &h[..8] != MAGIC
                 || u32::from_le_bytes(h[8..12].try_into().expect("4")) != VERSION
                 || Compression::from_code(u32::from_le_bytes(h[12..16].try_into().expect("4")))
                     != Some(self.kind)
             {
                 return Err(Error::Corrupt(format!(
-                    "\"{}\": not a version {VERSION} {} bundle (bad header)",
-                    p.display(),
+                    "\"{p}\": not a version {VERSION} {} bundle (bad header)",
                     self.kind.name()
                 )));
             }
-            let len = f.metadata().map_err(|e| Error::io(&p, "stat", e))?.len();
+            let len = f.len();
             self.files[i] = Some((f, len));
         }
         let (f, len) = self.files[i].as_ref().expect("opened");
-        Ok((f, *len))
+        Ok((&**f, *len))
     }
 
     fn read_range(&mut self, s: Stored) -> Result<Vec<u8>> {
-        let (_, flen) = self.file(s.bundle)?;
+        let (f, flen) = self.file(s.bundle)?;
+        let read_ahead = f.read_ahead() as u64;
         let len = s
             .offset
             .checked_add(s.len)
@@ -490,7 +498,7 @@ impl BundleReader {
         // In order, or a little ahead (pages superseded by a newer backup are skipped).
         let sequential = self.last_end.0 == s.bundle
             && s.offset >= self.last_end.1
-            && s.offset - self.last_end.1 <= READ_AHEAD / 8;
+            && s.offset - self.last_end.1 <= read_ahead / GAP_FRACTION;
         self.last_end = (s.bundle, s.offset + s.len);
         let (ab, ao) = self.ahead_at;
         if ab == s.bundle && s.offset >= ao && s.offset + s.len <= ao + self.ahead.len() as u64 {
@@ -499,17 +507,13 @@ impl BundleReader {
         }
         // Opened above (`file`); the fields are borrowed apart so the window can be filled.
         let f = &self.files[s.bundle as usize].as_ref().expect("opened").0;
-        let dir = &self.dir;
-        let read = |buf: &mut [u8]| {
-            f.read_exact_at(buf, s.offset)
-                .map_err(|e| Error::io(&bundle_path(dir, s.bundle), "read", e))
-        };
-        if !sequential || s.len >= READ_AHEAD {
+        let read = |buf: &mut [u8]| f.read_at(buf, s.offset).map_err(Error::from);
+        if !sequential || s.len >= read_ahead {
             let mut out = vec![0u8; len];
             read(&mut out)?;
             return Ok(out);
         }
-        let window = READ_AHEAD.min(flen - s.offset) as usize;
+        let window = read_ahead.min(flen - s.offset) as usize;
         self.ahead.resize(window, 0);
         read(&mut self.ahead)?;
         self.ahead_at = (s.bundle, s.offset);
@@ -639,8 +643,7 @@ impl BundleReader {
             let n = (size - done).min(STREAM_PIECE as u64) as usize;
             // Stored bytes, then zeros.
             let from_file = s.len.saturating_sub(done).min(n as u64) as usize;
-            f.read_exact_at(&mut buf[..from_file], s.offset + done)
-                .map_err(|e| Error::io(&bundle_path(&self.dir, s.bundle), "read", e))?;
+            f.read_at(&mut buf[..from_file], s.offset + done)?;
             buf[from_file..n].fill(0);
             hasher.update(&buf[..n]);
             each(done, &mut buf[..n])?;

@@ -32,13 +32,7 @@ pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, D
     let (m, digest, path) = read_checked(instance, b)?;
     m.check_shape()
         .and_then(|()| check_segments(&m, instance.info.relseg_blocks))
-        .map_err(|why| {
-            Error::Corrupt(format!(
-                "backup {}: manifest \"{}\": {why}",
-                b.id,
-                path.display()
-            ))
-        })?;
+        .map_err(|why| Error::Corrupt(format!("backup {}: manifest \"{path}\": {why}", b.id)))?;
     Ok((m, digest))
 }
 
@@ -53,20 +47,32 @@ pub fn read_manifest_head(instance: &Instance, b: &BackupInfo) -> Result<(Manife
 fn read_checked<E>(
     instance: &Instance,
     b: &BackupInfo,
-) -> Result<(ManifestDoc<E>, Digest, std::path::PathBuf)>
+) -> Result<(ManifestDoc<E>, Digest, ptrack_repo::Key)>
 where
     ManifestDoc<E>: serde::de::DeserializeOwned,
 {
-    let path = instance.existing_backup_dir(&b.id)?.join("manifest");
-    let read = envelope::stream::read::<ManifestDoc<E>>(&path, "manifest", MANIFEST_VERSION)?;
+    let path = instance.backup_key(&b.id)?.join("manifest")?;
+    let read = match envelope::stream::read::<ManifestDoc<E>>(
+        instance.store(),
+        &path,
+        "manifest",
+        MANIFEST_VERSION,
+    ) {
+        Err(Error::Storage(ptrack_repo::StorageError::NotFound { .. })) => {
+            return Err(Error::Corrupt(format!(
+                "backup {}: its manifest \"{path}\" is missing",
+                b.id
+            )));
+        }
+        r => r?,
+    };
     let digest = read.digest;
     let corrupt = |why: String| Error::Corrupt(format!("backup {}: {why}", b.id));
     match b.manifest_digest {
         Some(d) if d == digest => {}
         Some(_) => {
             return Err(corrupt(format!(
-                "manifest \"{}\" is not the one recorded in the catalog (BLAKE3 differs)",
-                path.display()
+                "manifest \"{path}\" is not the one recorded in the catalog (BLAKE3 differs)"
             )));
         }
         None => {
@@ -81,6 +87,20 @@ where
         return Err(corrupt(diff.join("; ")));
     }
     Ok((m, digest, path))
+}
+
+/// One bundle reader per link of `chain`, in its order.
+pub fn readers(instance: &Instance, chain: &[Link]) -> Result<Vec<crate::bundle::BundleReader>> {
+    chain
+        .iter()
+        .map(|l| {
+            Ok(crate::bundle::BundleReader::new(
+                instance.shared_store(),
+                &instance.backup_key(&l.info.id)?,
+                l.manifest.compression,
+            ))
+        })
+        .collect()
 }
 
 /// No relation segment has more blocks than the cluster's segment size (restore sizes its work

@@ -2,13 +2,12 @@
 //! backup's manifest. Layout (docs/formats.md): one ASCII header line
 //! `PTRACK <kind> <version> <crc32c as 8 hex digits> <body length>\n`, then the JSON body. The
 //! CRC-32C covers the body (against damage; identity is the manifests' BLAKE3 hash chain). Written
-//! only through `ptrack_durable`; read only from regular files, never through a link. Large
+//! and read only through the repository's [`Storage`] (a put is atomic and durable). Large
 //! documents (manifests) are written and read as streams ([`stream`]).
 
 pub mod stream;
 
-use std::path::Path;
-
+use ptrack_repo::{Key, SeqReader, Storage, StorageError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -135,64 +134,60 @@ pub const OLD_FORMAT: &str = "Repositories written by ptrack 0.1 (format 1) iden
      backups; they are not read. Keep that repository for its full backups only (restore them with \
      the ptrack that wrote them) and start a new repository with `ptrack init`.";
 
-/// Writes a document durably.
-pub fn write<T: Serialize>(path: &Path, kind: &str, version: u32, value: &T) -> Result<()> {
-    ptrack_durable::write_file(path, &encode(kind, version, value))
-        .map_err(|e| Error::io(path, "write", e))
+/// Writes a document durably (one atomic put).
+pub fn write<T: Serialize>(
+    store: &dyn Storage,
+    key: &Key,
+    kind: &str,
+    version: u32,
+    value: &T,
+) -> Result<()> {
+    Ok(store.put(key, &encode(kind, version, value))?)
 }
 
 /// Reads and checks a document.
-pub fn read<T: DeserializeOwned>(path: &Path, kind: &str, version: u32) -> Result<T> {
-    let bytes = read_repo_file(path)?;
-    decode(&bytes, kind, version, &path.display().to_string())
+pub fn read<T: DeserializeOwned>(
+    store: &dyn Storage,
+    key: &Key,
+    kind: &str,
+    version: u32,
+) -> Result<T> {
+    let bytes = read_object(store, key)?;
+    decode(&bytes, kind, version, &format!("\"{key}\""))
 }
 
 /// Largest document read (a manifest of a cluster with millions of files stays far below).
 pub const MAX_DOCUMENT_BYTES: u64 = 4 << 30;
 
-/// Reads a repository file, refusing symbolic links and anything but a regular file (a
-/// repository file that is a link could make ptrack read, and report on, a file elsewhere).
-pub fn read_repo_file(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let mut f = open_repo_file(path)?;
-    let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
-    if len > MAX_DOCUMENT_BYTES {
+/// Opens a document object, refusing one larger than any document.
+pub fn open_object(store: &dyn Storage, key: &Key) -> Result<SeqReader> {
+    let r = SeqReader::new(store.open(key)?);
+    if r.len() > MAX_DOCUMENT_BYTES {
         return Err(Error::Corrupt(format!(
-            "\"{}\" has {len} bytes, more than any ptrack document",
-            path.display()
+            "\"{key}\" has {} bytes, more than any ptrack document",
+            r.len()
         )));
     }
-    let mut out = Vec::with_capacity(len as usize);
-    f.read_to_end(&mut out)
-        .map_err(|e| Error::io(path, "read", e))?;
+    Ok(r)
+}
+
+/// Reads a whole document object.
+pub fn read_object(store: &dyn Storage, key: &Key) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut r = open_object(store, key)?;
+    let mut out = Vec::with_capacity(r.len() as usize);
+    r.read_to_end(&mut out)
+        .map_err(|e| storage_io(key, "read", e))?;
     Ok(out)
 }
 
-/// Opens a repository file for reading without following a symbolic link; only regular files.
-pub fn open_repo_file(path: &Path) -> Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                Error::Corrupt(format!(
-                    "\"{}\" is a symbolic link; ptrack never follows links inside a repository",
-                    path.display()
-                ))
-            } else {
-                Error::io(path, "open", e)
-            }
-        })?;
-    let md = f.metadata().map_err(|e| Error::io(path, "stat", e))?;
-    if !md.is_file() {
-        return Err(Error::Corrupt(format!(
-            "\"{}\" is not a regular file",
-            path.display()
-        )));
+/// An I/O error of a reader or writer of object `key`, as a storage error (the backend's own
+/// error is passed through when it is one).
+pub fn storage_io(key: &Key, op: &'static str, e: std::io::Error) -> Error {
+    match e.downcast::<StorageError>() {
+        Ok(se) => Error::Storage(se),
+        Err(e) => Error::Storage(StorageError::io(key, op, e)),
     }
-    Ok(f)
 }
 
 #[cfg(test)]

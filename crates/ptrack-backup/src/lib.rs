@@ -1,4 +1,4 @@
-//! ptrack's backups: the repository on a local directory (catalog, manifests, bundles), taking
+//! ptrack's backups: the repository on any [`ptrack_repo::Storage`] (catalog, manifests, bundles), taking
 //! full, ptrack and delta backups of a running cluster, restoring a backup chain, validating
 //! stored backups. The command line (`ptrack-cli`) only parses options and prints.
 //!
@@ -62,6 +62,9 @@ pub enum Error {
     /// The database server said no.
     #[error("{0}")]
     Server(String),
+    /// The repository's storage failed (the message names the object's key).
+    #[error("repository object {0}")]
+    Storage(#[from] ptrack_repo::StorageError),
 }
 
 impl Error {

@@ -1,20 +1,21 @@
-//! The repository on a local directory: `ptrack init -B DIR`, instances keyed by the cluster's
+//! The repository: `ptrack init -B DIR|s3://bucket/prefix`, instances keyed by the cluster's
 //! system identifier, their catalogs and the lock that keeps two writers of one instance apart.
+//! Every access goes through [`ptrack_repo::Storage`] (a directory, an S3 bucket, or memory in
+//! tests); the object keys below are the same on every backend.
 //!
 //! ```text
-//! DIR/ptrack-repo                 repository marker document
-//! DIR/<sysid>/instance            instance document (cluster facts)
-//! DIR/<sysid>/catalog             catalog document (crate::catalog)
-//! DIR/<sysid>/lock                flock(2) target
-//! DIR/<sysid>/<ID>/manifest       manifest document (crate::manifest)
-//! DIR/<sysid>/<ID>/bundle.<n>     stored pages and files (crate::bundle)
+//! ptrack-repo                 repository marker document
+//! <sysid>/instance            instance document (cluster facts)
+//! <sysid>/catalog             catalog document (crate::catalog)
+//! <sysid>/lock                the instance lock (flock(2) on a directory, a lease elsewhere)
+//! <sysid>/<ID>/manifest       manifest document (crate::manifest), written last
+//! <sysid>/<ID>/bundle.<n>     stored pages and files (crate::bundle)
 //! ```
-//! Directories are 0700 and files 0600; every document goes through `ptrack_durable`.
+use std::path::Path;
+use std::sync::Arc;
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-
+use ptrack_repo::location::Location;
+use ptrack_repo::{Held, Key, LockError, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CATALOG_VERSION, Catalog, Status};
@@ -51,7 +52,7 @@ pub struct InstanceInfo {
 /// An open repository.
 #[derive(Debug, Clone)]
 pub struct Repository {
-    root: PathBuf,
+    store: Arc<dyn Storage>,
 }
 
 /// Current time in Unix seconds.
@@ -61,109 +62,161 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-impl Repository {
-    /// `ptrack init`: makes `root` a repository. It may exist if empty.
-    pub fn init(root: &Path) -> Result<Repository> {
-        if root.join(REPO_FILE).exists() {
+/// A key made of checked parts (IDs and numbers the catalog already checked).
+pub fn key(s: &str) -> Result<Key> {
+    Ok(Key::new(s)?)
+}
+
+/// Makes `dir` an empty private directory for a new repository, or refuses.
+fn prepare_dir(root: &Path) -> Result<()> {
+    if root.exists() {
+        let mut it = std::fs::read_dir(root).map_err(|e| Error::io(root, "read", e))?;
+        if it.next().is_some() {
             return Err(refused(format!(
-                "\"{}\" is already a ptrack repository",
+                "\"{}\" exists and is not empty; give an empty or new directory",
                 root.display()
             )));
         }
-        if root.exists() {
-            let mut it = std::fs::read_dir(root).map_err(|e| Error::io(root, "read", e))?;
-            if it.next().is_some() {
+    } else if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        return Err(refused(format!(
+            "parent directory \"{}\" does not exist",
+            parent.display()
+        )));
+    }
+    ptrack_durable::create_private_dir(root).map_err(|e| Error::io(root, "create", e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(root, "chmod", e))
+}
+
+impl Repository {
+    /// `ptrack init`: makes `loc` a repository. A directory may exist if empty; a bucket
+    /// prefix must hold no objects.
+    pub fn init(loc: &Location) -> Result<Repository> {
+        if let Location::Dir(root) = loc {
+            if root.join(REPO_FILE).exists() {
                 return Err(refused(format!(
-                    "\"{}\" exists and is not empty; give an empty or new directory",
+                    "\"{}\" is already a ptrack repository",
                     root.display()
                 )));
             }
-        } else if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
-            && !parent.is_dir()
-        {
+            prepare_dir(root)?;
+        }
+        Repository::init_on(loc.connect()?)
+    }
+
+    /// [`Repository::init`] on a store given directly (tests on [`ptrack_repo::memory`]).
+    pub fn init_on(store: Arc<dyn Storage>) -> Result<Repository> {
+        let marker = key(REPO_FILE)?;
+        let existing = store.list(None)?;
+        if existing.contains(&marker) {
             return Err(refused(format!(
-                "parent directory \"{}\" does not exist",
-                parent.display()
+                "\"{}\" is already a ptrack repository",
+                store.address()
             )));
         }
-        ptrack_durable::create_private_dir(root).map_err(|e| Error::io(root, "create", e))?;
-        set_private(root, 0o700)?;
+        if let Some(k) = existing.first() {
+            return Err(refused(format!(
+                "\"{}\" is not empty (it holds \"{k}\" and {} more objects); give an empty prefix",
+                store.address(),
+                existing.len() - 1
+            )));
+        }
         let doc = RepoDoc {
             created: now(),
             program_version: env!("CARGO_PKG_VERSION").into(),
         };
-        envelope::write(&root.join(REPO_FILE), "repository", REPO_VERSION, &doc)?;
-        Ok(Repository { root: root.into() })
+        envelope::write(&*store, &marker, "repository", REPO_VERSION, &doc)?;
+        Ok(Repository { store })
     }
 
     /// Opens an existing repository.
-    pub fn open(root: &Path) -> Result<Repository> {
-        let marker = root.join(REPO_FILE);
-        if !marker.exists() {
-            return Err(refused(format!(
-                "\"{}\" is not a ptrack repository (no {REPO_FILE} file); create one with `ptrack init -B {}`",
-                root.display(),
-                root.display()
-            )));
+    pub fn open(loc: &Location) -> Result<Repository> {
+        if let Location::Dir(root) = loc
+            && !root.is_dir()
+        {
+            return Err(not_a_repository(&loc.to_string()));
         }
-        let _: RepoDoc = envelope::read(&marker, "repository", REPO_VERSION)?;
-        Ok(Repository { root: root.into() })
+        Repository::open_on(loc.connect()?)
     }
 
-    /// The repository directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// [`Repository::open`] on a store given directly.
+    pub fn open_on(store: Arc<dyn Storage>) -> Result<Repository> {
+        let marker = key(REPO_FILE)?;
+        let _: RepoDoc = match envelope::read(&*store, &marker, "repository", REPO_VERSION) {
+            Err(Error::Storage(StorageError::NotFound { .. })) => {
+                return Err(not_a_repository(&store.address()));
+            }
+            r => r?,
+        };
+        Ok(Repository { store })
+    }
+
+    /// Where the repository is (for messages).
+    pub fn address(&self) -> String {
+        self.store.address()
+    }
+
+    /// The repository's storage.
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
     }
 
     /// System identifiers of the instances in the repository.
     pub fn instances(&self) -> Result<Vec<u64>> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, "read", e))? {
-            let e = e.map_err(|e| Error::io(&self.root, "read", e))?;
-            if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok())
-                && e.path().join("instance").exists()
-            {
-                out.push(id);
-            }
-        }
+        let mut out: Vec<u64> = self
+            .store
+            .list(None)?
+            .iter()
+            .filter_map(|k| {
+                let (sysid, rest) = k.as_str().split_once('/')?;
+                (rest == "instance").then(|| sysid.parse().ok())?
+            })
+            .collect();
         out.sort_unstable();
+        out.dedup();
         Ok(out)
     }
 
     /// The instance of `sysid`, if the repository has it.
     pub fn instance(&self, sysid: u64) -> Result<Option<Instance>> {
-        let dir = self.root.join(sysid.to_string());
-        if !existing_dir(&dir)? || !dir.join("instance").exists() {
-            return Ok(None);
-        }
+        let dir = key(&sysid.to_string())?;
+        let ikey = dir.join("instance")?;
         let info: InstanceInfo =
-            envelope::read(&dir.join("instance"), "instance", INSTANCE_VERSION)?;
+            match envelope::read(&*self.store, &ikey, "instance", INSTANCE_VERSION) {
+                Err(Error::Storage(StorageError::NotFound { .. })) => return Ok(None),
+                r => r?,
+            };
         if info.system_identifier != sysid {
             return Err(Error::Corrupt(format!(
-                "\"{}\" describes system {}, not {sysid}",
-                dir.join("instance").display(),
+                "\"{ikey}\" describes system {}, not {sysid}",
                 info.system_identifier
             )));
         }
-        Ok(Some(Instance { dir, info }))
+        Ok(Some(Instance {
+            store: Arc::clone(&self.store),
+            dir,
+            info,
+        }))
     }
 
     /// The instance to use when the user did not name one: the only one there is.
     pub fn only_instance(&self, chosen: Option<u64>) -> Result<Instance> {
         let all = self.instances()?;
+        let addr = self.address();
         let sysid = match (chosen, all.as_slice()) {
             (Some(s), _) => s,
             (None, [one]) => *one,
             (None, []) => {
                 return Err(refused(format!(
-                    "repository \"{}\" holds no backups yet",
-                    self.root.display()
+                    "repository \"{addr}\" holds no backups yet"
                 )));
             }
             (None, many) => {
                 return Err(refused(format!(
-                    "repository \"{}\" holds several clusters ({}); choose one with --instance",
-                    self.root.display(),
+                    "repository \"{addr}\" holds several clusters ({}); choose one with --instance",
                     many.iter()
                         .map(u64::to_string)
                         .collect::<Vec<_>>()
@@ -173,8 +226,7 @@ impl Repository {
         };
         self.instance(sysid)?.ok_or_else(|| {
             refused(format!(
-                "repository \"{}\" has no backups of the cluster with system identifier {sysid} (it holds: {})",
-                self.root.display(),
+                "repository \"{addr}\" has no backups of the cluster with system identifier {sysid} (it holds: {})",
                 if all.is_empty() { "none".to_string() } else { all.iter().map(u64::to_string).collect::<Vec<_>>().join(", ") }
             ))
         })
@@ -182,107 +234,108 @@ impl Repository {
 
     /// Creates the instance for a cluster (first backup of it).
     pub fn add_instance(&self, info: InstanceInfo) -> Result<Instance> {
-        let dir = self.root.join(info.system_identifier.to_string());
-        ptrack_durable::create_private_dir(&dir).map_err(|e| Error::io(&dir, "create", e))?;
+        let dir = key(&info.system_identifier.to_string())?;
+        let s = &*self.store;
         envelope::write(
-            &dir.join("catalog"),
+            s,
+            &dir.join("catalog")?,
             "catalog",
             CATALOG_VERSION,
             &Catalog::default(),
         )?;
-        envelope::write(&dir.join("instance"), "instance", INSTANCE_VERSION, &info)?;
-        Ok(Instance { dir, info })
+        envelope::write(
+            s,
+            &dir.join("instance")?,
+            "instance",
+            INSTANCE_VERSION,
+            &info,
+        )?;
+        Ok(Instance {
+            store: Arc::clone(&self.store),
+            dir,
+            info,
+        })
     }
 }
 
-/// Whether repository directory `dir` exists; an error when it is anything but a directory (a
-/// link included: ptrack never follows links inside a repository).
-fn existing_dir(dir: &Path) -> Result<bool> {
-    match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(dir, "stat", e)),
-        Ok(m) if !m.is_dir() => Err(Error::Corrupt(format!(
-            "\"{}\" is not a directory (ptrack never follows links inside a repository)",
-            dir.display()
-        ))),
-        Ok(_) => Ok(true),
-    }
-}
-
-fn set_private(p: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io(p, "chmod", e))
+fn not_a_repository(addr: &str) -> Error {
+    refused(format!(
+        "\"{addr}\" is not a ptrack repository (no {REPO_FILE} object); create one with `ptrack init -B {addr}`"
+    ))
 }
 
 /// One cluster's backups.
 #[derive(Debug, Clone)]
 pub struct Instance {
-    dir: PathBuf,
+    store: Arc<dyn Storage>,
+    dir: Key,
     /// The cluster's facts.
     pub info: InstanceInfo,
 }
 
-/// The instance lock; released when dropped or when the process dies.
+/// The instance lock; released when dropped (or when its holder dies: at once on a
+/// directory, when the lease expires on object storage).
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    held: Box<dyn Held>,
+}
+
+impl Lock {
+    /// Whether the lock is still held (a lease that could not be renewed may be lost):
+    /// checked before anything is committed.
+    pub fn check(&self) -> Result<()> {
+        Ok(self.held.check()?)
+    }
 }
 
 impl Instance {
-    /// The instance directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The repository's storage.
+    pub fn store(&self) -> &dyn Storage {
+        &*self.store
     }
 
-    /// A backup's directory.
-    pub fn backup_dir(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
+    /// The same storage, shared (readers on several threads).
+    pub fn shared_store(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.store)
     }
 
-    /// A backup's directory, which must exist and be a directory (not a link).
-    pub fn existing_backup_dir(&self, id: &str) -> Result<PathBuf> {
-        let d = self.backup_dir(id);
-        if existing_dir(&d)? {
-            Ok(d)
-        } else {
-            Err(Error::Corrupt(format!(
-                "backup {id}: its directory \"{}\" is missing",
-                d.display()
-            )))
-        }
+    /// The key prefix of backup `id` (IDs are checked by the catalog).
+    pub fn backup_key(&self, id: &str) -> Result<Key> {
+        Ok(self.dir.join(id)?)
     }
 
-    /// Removes every file of backup `id` and its directory (a failed or interrupted backup; the
-    /// catalog record stays, with the cause).
+    /// Whether any object of backup `id` exists.
+    pub fn backup_exists(&self, id: &str) -> Result<bool> {
+        Ok(!self.store.list(Some(&self.backup_key(id)?))?.is_empty())
+    }
+
+    /// Removes every object of backup `id` (a failed or interrupted backup; the catalog record
+    /// stays, with the cause). The manifest goes first: a backup is never left looking whole.
     pub fn remove_backup_files(&self, id: &str) -> Result<()> {
-        let dir = self.backup_dir(id);
-        if !existing_dir(&dir)? {
-            return Ok(());
-        }
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, "remove", e))?;
-        ptrack_durable::sync_dir(&self.dir).map_err(|e| Error::io(&self.dir, "fsync", e))
+        let dir = self.backup_key(id)?;
+        let manifest = dir.join("manifest")?;
+        self.store.delete(&manifest)?;
+        Ok(self.store.delete_prefix(&dir)?)
     }
 
     /// Takes the instance lock without waiting, then marks backups left RUNNING by a dead process
     /// as ERROR and removes their files (nobody else can be running them while we hold the
     /// lock).
     pub fn lock(&self, what: &str) -> Result<Lock> {
-        let path = self.dir.join("lock");
-        if std::fs::symlink_metadata(&path).is_err() {
-            ptrack_durable::write_file(&path, b"").map_err(|e| Error::io(&path, "create", e))?;
-        }
-        let file: File = envelope::open_repo_file(&path)?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(refused(format!(
-                "cannot {what}: another ptrack process is working on instance {} (lock \"{}\" is held)",
-                self.info.system_identifier,
-                path.display()
-            )));
-        }
-        let lock = Lock { _file: file };
+        let name = self.dir.join("lock")?;
+        let owner = format!(
+            "ptrack {what} (pid {} on {})",
+            std::process::id(),
+            hostname()
+        );
+        let held = self.store.lock(&name, &owner).map_err(|e| match e {
+            LockError::Held { owner } => refused(format!(
+                "cannot {what}: another ptrack process is working on instance {}: {owner}",
+                self.info.system_identifier
+            )),
+            LockError::Storage(e) => e.into(),
+        })?;
+        let lock = Lock { held };
         let mut cat = self.catalog()?;
         let mut changed = false;
         for b in &mut cat.backups {
@@ -299,29 +352,35 @@ impl Instance {
         Ok(lock)
     }
 
-    /// Reads the catalog and checks every ID it names (IDs become directory names).
+    /// Reads the catalog and checks every ID it names (IDs become key components).
     pub fn catalog(&self) -> Result<Catalog> {
-        let path = self.dir.join("catalog");
-        let cat: Catalog = envelope::read(&path, "catalog", CATALOG_VERSION)?;
+        let k = self.dir.join("catalog")?;
+        let cat: Catalog = envelope::read(&*self.store, &k, "catalog", CATALOG_VERSION)?;
         cat.check()
-            .map_err(|why| Error::Corrupt(format!("\"{}\": {why}", path.display())))?;
+            .map_err(|why| Error::Corrupt(format!("\"{k}\": {why}")))?;
         Ok(cat)
     }
 
-    /// Writes the catalog (only with the lock held).
-    pub fn save_catalog(&self, cat: &Catalog, _lock: &Lock) -> Result<()> {
-        envelope::write(&self.dir.join("catalog"), "catalog", CATALOG_VERSION, cat)
+    /// Writes the catalog (only with the lock held, which is checked first).
+    pub fn save_catalog(&self, cat: &Catalog, lock: &Lock) -> Result<()> {
+        lock.check()?;
+        let k = self.dir.join("catalog")?;
+        envelope::write(&*self.store, &k, "catalog", CATALOG_VERSION, cat)
     }
 
     /// Updates the instance facts (only with the lock held).
-    pub fn save_info(&self, _lock: &Lock) -> Result<()> {
-        envelope::write(
-            &self.dir.join("instance"),
-            "instance",
-            INSTANCE_VERSION,
-            &self.info,
-        )
+    pub fn save_info(&self, lock: &Lock) -> Result<()> {
+        lock.check()?;
+        let k = self.dir.join("instance")?;
+        envelope::write(&*self.store, &k, "instance", INSTANCE_VERSION, &self.info)
     }
+}
+
+/// This host's name, for lock owners (`?` when unknown).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 #[cfg(test)]
@@ -331,10 +390,10 @@ mod tests {
     #[test]
     fn init_open_and_lock() {
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("repo");
+        let root = Location::Dir(d.path().join("repo"));
         let r = Repository::init(&root).unwrap();
         assert!(Repository::init(&root).is_err());
-        assert!(Repository::open(d.path()).is_err());
+        assert!(Repository::open(&Location::Dir(d.path().into())).is_err());
         let r2 = Repository::open(&root).unwrap();
         assert!(r2.instances().unwrap().is_empty());
         let inst = r

@@ -536,17 +536,7 @@ pub fn run_restore(
     progress.start(jobs.iter().map(|j| job_size(j, blcksz)).sum());
     progress.step("restoring files");
     let cut = opts.recovery_target.is_none() && opts.restore_command.is_none();
-    let backup_dirs: Vec<PathBuf> = chain
-        .iter()
-        .map(|l| instance.backup_dir(&l.info.id))
-        .collect();
-    let readers = |_| {
-        Ok(chain
-            .iter()
-            .zip(&backup_dirs)
-            .map(|(l, d)| BundleReader::new(d, l.manifest.compression))
-            .collect::<Vec<_>>())
-    };
+    let readers = |_| crate::chain::readers(&instance, &chain);
     let written = crate::parallel::run(
         opts.jobs,
         jobs.len(),

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
 use std::sync::Mutex;
 
 use ptrack_page::control::{ControlFile, parse_control_file};
@@ -53,7 +52,7 @@ pub struct TakeContext<'a> {
     /// The new backup's ID.
     pub id: &'a str,
     /// Its directory (created).
-    pub dir: &'a Path,
+    pub dir: &'a ptrack_repo::Key,
     /// The parent and its chain, for incrementals.
     pub parent: Option<&'a Parent>,
     /// The ptrack extension, for ptrack mode.
@@ -201,7 +200,12 @@ fn take_started(
         )));
     }
     let wal_bundle = jobs as u32;
-    let mut w = BundleWriter::create(ctx.dir, wal_bundle, ctx.opts.compression)?;
+    let mut w = BundleWriter::create(
+        ctx.instance.store(),
+        ctx.dir,
+        wal_bundle,
+        ctx.opts.compression,
+    )?;
     let mut late = Vec::new();
     let control_now = store_control(ctx, &mut w, &mut late)?;
     for (name, content) in [
@@ -264,10 +268,15 @@ fn take_started(
         start_wal,
         lineage: ctx.lineage.to_vec(),
     };
-    let mpath = ctx.dir.join("manifest");
-    let manifest_digest = envelope::stream::write(&mpath, "manifest", MANIFEST_VERSION, &manifest)?;
-    ptrack_durable::sync_dir(ctx.instance.dir())
-        .map_err(|e| Error::io(ctx.instance.dir(), "fsync", e))?;
+    // Last: the backup exists once its manifest does.
+    let mkey = ctx.dir.join("manifest")?;
+    let manifest_digest = envelope::stream::write(
+        ctx.instance.store(),
+        &mkey,
+        "manifest",
+        MANIFEST_VERSION,
+        &manifest,
+    )?;
     let info = BackupInfo {
         id: ctx.id.to_string(),
         mode: ctx.opts.mode,
@@ -316,7 +325,12 @@ fn copy_all(
         units.len(),
         |t| {
             Ok((
-                BundleWriter::create(ctx.dir, t as u32, ctx.opts.compression)?,
+                BundleWriter::create(
+                    ctx.instance.store(),
+                    ctx.dir,
+                    t as u32,
+                    ctx.opts.compression,
+                )?,
                 Vec::new(),
             ))
         },

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use std::collections::HashMap;
 
-use crate::bundle::{BundleReader, FLAG_CORRUPT, bundle_path};
+use crate::bundle::{BundleReader, FLAG_CORRUPT, bundle_key};
 use crate::catalog::{BackupInfo, Catalog, Status};
 use crate::chain::{check_link, read_manifest};
 use crate::manifest::{EntryKind, Manifest, Stored};
@@ -239,18 +239,19 @@ fn check_backup(
     chk: &mut BackupCheck,
     problems: &mut Vec<String>,
 ) {
-    let dir = inst.backup_dir(&b.id);
+    let dir = match inst.backup_key(&b.id) {
+        Ok(d) => d,
+        Err(e) => return problems.push(e.to_string()),
+    };
     for bi in &m.bundles {
-        let p = bundle_path(&dir, bi.number);
-        match std::fs::metadata(&p) {
-            Ok(md) if md.len() == bi.size => {}
-            Ok(md) => problems.push(format!(
-                "bundle \"{}\" has {} bytes, the manifest recorded {}",
-                p.display(),
-                md.len(),
+        let size = bundle_key(&dir, bi.number).and_then(|p| Ok((inst.store().size(&p)?, p)));
+        match size {
+            Ok((n, _)) if n == bi.size => {}
+            Ok((n, p)) => problems.push(format!(
+                "bundle \"{p}\" has {n} bytes, the manifest recorded {}",
                 bi.size
             )),
-            Err(e) => problems.push(format!("bundle \"{}\": {e}", p.display())),
+            Err(e) => problems.push(format!("bundle {}: {e}", bi.number)),
         }
     }
     let blcksz = m.blcksz as usize;
@@ -274,7 +275,7 @@ fn check_backup(
     let res = crate::parallel::run(
         jobs,
         items.len(),
-        |_| Ok(BundleReader::new(&dir, m.compression)),
+        |_| Ok(BundleReader::new(inst.shared_store(), &dir, m.compression)),
         |r, i| {
             let e = &m.entries.get(items[i] as usize);
             let mut probs: Vec<String> = Vec::new();
@@ -364,19 +365,18 @@ fn check_backup(
             }
         }
     }
-    check_wal(&dir, m, chk, problems);
+    check_wal(
+        BundleReader::new(inst.shared_store(), &dir, m.compression),
+        m,
+        chk,
+        problems,
+    );
 }
 
 /// Checks the stored WAL: every segment's and history file's digest, then decodes it from the
 /// start LSN past the consistency point, feeding the decoder piece by piece as the stored
 /// segments are read again (no segment is held whole).
-fn check_wal(
-    dir: &std::path::Path,
-    m: &Manifest,
-    chk: &mut BackupCheck,
-    problems: &mut Vec<String>,
-) {
-    let mut r = BundleReader::new(dir, m.compression);
+fn check_wal(mut r: BundleReader, m: &Manifest, chk: &mut BackupCheck, problems: &mut Vec<String>) {
     let mut segs = Vec::new();
     for e in &m.wal {
         if let EntryKind::File {

@@ -62,17 +62,7 @@ pub fn newly_visible_pages(
     (blcksz, relseg): (usize, u32),
 ) -> Result<HashMap<RelPath, Vec<u32>>> {
     let relseg = u64::from(relseg);
-    let dirs: Vec<_> = parent
-        .chain
-        .iter()
-        .map(|l| instance.backup_dir(&l.info.id))
-        .collect();
-    let mut readers: Vec<BundleReader> = parent
-        .chain
-        .iter()
-        .zip(&dirs)
-        .map(|(l, d)| BundleReader::new(d, l.manifest.compression))
-        .collect();
+    let mut readers: Vec<BundleReader> = crate::chain::readers(instance, &parent.chain)?;
     let mut out: HashMap<RelPath, Vec<u32>> = HashMap::new();
     for (rel, item) in listing.iter() {
         let Item::File(..) = item else { continue };

@@ -13,9 +13,10 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use ptrack_backup::bundle::{
-    BundleReader, BundleWriter, Compression, HEADER_SIZE, MAGIC, PageEntry, VERSION, bundle_path,
+    BundleReader, BundleWriter, Compression, HEADER_SIZE, MAGIC, PageEntry, VERSION,
 };
 use ptrack_backup::catalog::{BackupInfo, CATALOG_VERSION, Catalog, Mode, Status};
 use ptrack_backup::envelope::{decode, encode};
@@ -23,6 +24,9 @@ use ptrack_backup::manifest::{IndexRef, MANIFEST_VERSION, Manifest, Stored};
 use ptrack_backup::paths::Digest;
 use ptrack_backup::repo::{InstanceInfo, Repository};
 use ptrack_backup::target::{RecoveryTarget, parse_time, recovery_settings};
+use ptrack_repo::local::LocalFs;
+use ptrack_repo::location::Location;
+use ptrack_repo::{Key, Storage};
 use ptrack_types::Lsn;
 use ptrack_wal::archive::parse_history;
 use serde_json::{Value, json};
@@ -550,8 +554,21 @@ struct Sample {
     file: Vec<u8>,
 }
 
+/// A local store in `dir`, its bundles below the key `b`.
+fn store(dir: &Path) -> Arc<dyn Storage> {
+    Arc::new(LocalFs::new(dir))
+}
+
+fn bkey() -> Key {
+    Key::new("b").unwrap()
+}
+
+fn bundle_path(dir: &Path, n: u32) -> std::path::PathBuf {
+    dir.join("b").join(format!("bundle.{n}"))
+}
+
 fn sample_bundle(rng: &mut Rng, dir: &Path, kind: Compression) -> Sample {
-    let mut w = BundleWriter::create(dir, 0, kind).unwrap();
+    let mut w = BundleWriter::create(&*store(dir), &bkey(), 0, kind).unwrap();
     let mut entries = Vec::new();
     let mut pages = Vec::new();
     for b in 0..4 {
@@ -581,7 +598,7 @@ fn sample_bundle(rng: &mut Rng, dir: &Path, kind: Compression) -> Sample {
 /// (index, each page, blob). Pages are read from the index entries when the index reads,
 /// else from the entries as written.
 fn read_all(dir: &Path, s: &Sample) -> (bool, Vec<bool>, bool) {
-    let mut r = BundleReader::new(dir, s.kind);
+    let mut r = BundleReader::new(store(dir), &bkey(), s.kind);
     let idx = r.index(&s.index);
     let index_ok = idx.as_ref().is_ok_and(|e| *e == s.entries);
     let entries = idx.unwrap_or_else(|_| s.entries.clone());
@@ -662,7 +679,7 @@ fn damaged_bundles_are_caught_by_their_digests_and_crcs() {
         } else {
             Compression::Zstd
         };
-        let mut r = BundleReader::new(dir.path(), other);
+        let mut r = BundleReader::new(store(dir.path()), &bkey(), other);
         assert!(
             r.index(&s.index)
                 .unwrap_err()
@@ -677,6 +694,7 @@ fn bundle_reader_never_panics_on_random_bundles_and_references() {
     let mut rng = Rng::new("bundle_reader_never_panics_on_random_bundles_and_references");
     let dir = tempfile::tempdir().unwrap();
     let path = bundle_path(dir.path(), 0);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let wild = |rng: &mut Rng, flen: u64| -> u64 {
         match rng.below(4) {
             0 => rng.next(),
@@ -696,7 +714,7 @@ fn bundle_reader_never_panics_on_random_bundles_and_references() {
         f.extend(rng.bytes(n));
         std::fs::write(&path, &f).unwrap();
         let flen = f.len() as u64;
-        let mut r = BundleReader::new(dir.path(), kind);
+        let mut r = BundleReader::new(store(dir.path()), &bkey(), kind);
         let bundle = if rng.below(8) == 0 {
             rng.next() as u32
         } else {
@@ -831,7 +849,13 @@ fn write_format_1_repository(root: &Path) -> Vec<u8> {
     )
     .unwrap();
     std::fs::write(inst.join("lock"), b"").unwrap();
-    let mut w = BundleWriter::create(&backup, 0, Compression::Lz4).unwrap();
+    let mut w = BundleWriter::create(
+        &LocalFs::new(root),
+        &Key::new(&format!("{SYSID}/0TOUE89")).unwrap(),
+        0,
+        Compression::Lz4,
+    )
+    .unwrap();
     let version = w.put_blob(b"18\n").unwrap();
     w.finish().unwrap();
     let manifest = encode(
@@ -886,10 +910,10 @@ fn a_format_1_repository_is_refused_with_what_to_do() {
     let before = std::fs::read(root.join("ptrack-repo")).unwrap();
 
     // Every command opens the repository first.
-    let e = Repository::open(&root).unwrap_err();
+    let e = Repository::open(&Location::Dir(root.clone())).unwrap_err();
     assert_refused_as_format_1(&e, "ptrack-repo");
     assert!(e.to_string().contains("0.1"), "{e}");
-    assert!(Repository::init(&root).is_err());
+    assert!(Repository::init(&Location::Dir(root.clone())).is_err());
     assert_eq!(std::fs::read(root.join("ptrack-repo")).unwrap(), before);
 
     // Each document on its own, as if the marker had been rewritten by hand.
@@ -902,7 +926,7 @@ fn a_format_1_repository_is_refused_with_what_to_do() {
         ),
     )
     .unwrap();
-    let repo = Repository::open(&root).unwrap();
+    let repo = Repository::open(&Location::Dir(root.clone())).unwrap();
     assert_eq!(repo.instances().unwrap(), vec![SYSID]);
     // The instance document did not change between the formats: read or refused clearly.
     match repo.instance(SYSID) {
@@ -912,9 +936,19 @@ fn a_format_1_repository_is_refused_with_what_to_do() {
     let inst = repo.only_instance(None).unwrap();
     assert_refused_as_format_1(inst.catalog().unwrap_err(), "catalog");
     assert_refused_as_format_1(inst.lock("test").unwrap_err(), "catalog");
-    let path = inst.backup_dir("0TOUE89").join("manifest");
+    let path = inst
+        .backup_key("0TOUE89")
+        .unwrap()
+        .join("manifest")
+        .unwrap();
     assert_refused_as_format_1(
-        ptrack_backup::envelope::read::<Manifest>(&path, "manifest", MANIFEST_VERSION).unwrap_err(),
+        ptrack_backup::envelope::read::<Manifest>(
+            inst.store(),
+            &path,
+            "manifest",
+            MANIFEST_VERSION,
+        )
+        .unwrap_err(),
         "manifest",
     );
     // Through the checked reader, with a catalog record that vouches for the file.
@@ -930,7 +964,7 @@ fn a_format_1_repository_is_refused_with_what_to_do() {
 fn a_repository_of_a_newer_format_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("repo");
-    Repository::init(&root).unwrap();
+    Repository::init(&Location::Dir(root.clone())).unwrap();
     let marker = root.join("ptrack-repo");
     std::fs::write(
         &marker,
@@ -941,7 +975,9 @@ fn a_repository_of_a_newer_format_is_refused() {
         ),
     )
     .unwrap();
-    let e = Repository::open(&root).unwrap_err().to_string();
+    let e = Repository::open(&Location::Dir(root.clone()))
+        .unwrap_err()
+        .to_string();
     for want in ["ptrack-repo", "format version 3", "newer ptrack"] {
         assert!(e.contains(want), "message lacks {want:?}: {e}");
     }

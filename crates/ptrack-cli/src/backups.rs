@@ -17,6 +17,7 @@ use ptrack_backup::repo::Repository;
 use ptrack_backup::restore::{RestoreOptions, SyncMethod, WriteMethod, run_restore};
 use ptrack_backup::target::RecoveryTarget;
 use ptrack_backup::validate::run_validate;
+use ptrack_repo::location::Location;
 
 use crate::verify::human_bytes;
 use crate::{EXIT_OK, EXIT_PROBLEMS};
@@ -41,9 +42,9 @@ pub struct ConnArgs {
 /// Options of `ptrack init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Repository directory to create (absent or empty).
-    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH")]
-    repo: PathBuf,
+    /// Repository to create: a directory (absent or empty) or s3://bucket/prefix (empty).
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
+    repo: Location,
 }
 
 /// Backup mode.
@@ -75,9 +76,9 @@ pub struct BackupArgs {
     /// Print help (`-h` is the host, as in libpq tools).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Repository directory.
-    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH")]
-    repo: PathBuf,
+    /// Repository: a directory or s3://bucket/prefix (see README: S3 repositories).
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
+    repo: Location,
     /// Data directory of the running cluster to back up.
     #[arg(short = 'D', long = "pgdata", env = "PGDATA")]
     pgdata: PathBuf,
@@ -106,9 +107,9 @@ pub struct BackupArgs {
 /// Options of `ptrack restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Repository directory.
-    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH")]
-    repo: PathBuf,
+    /// Repository: a directory or s3://bucket/prefix (see README: S3 repositories).
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
+    repo: Location,
     /// New data directory (absent or empty).
     #[arg(short = 'D', long = "pgdata")]
     target: PathBuf,
@@ -167,9 +168,9 @@ pub enum WriteArg {
 /// Options of `ptrack validate`.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Repository directory.
-    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH")]
-    repo: PathBuf,
+    /// Repository: a directory or s3://bucket/prefix (see README: S3 repositories).
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
+    repo: Location,
     /// Backup to validate with its parents (default: every OK or CORRUPT backup).
     #[arg(short = 'i', long = "backup-id")]
     id: Option<String>,
@@ -187,9 +188,9 @@ pub struct ValidateArgs {
 /// Options of `ptrack show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Repository directory.
-    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH")]
-    repo: PathBuf,
+    /// Repository: a directory or s3://bucket/prefix (see README: S3 repositories).
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
+    repo: Location,
     /// Cluster (system identifier); default: every cluster in the repository.
     #[arg(long)]
     instance: Option<u64>,
@@ -221,6 +222,26 @@ fn as_owner(path: &std::path::Path, what: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Acts as the owner of a directory repository (nothing to do for object storage).
+fn repo_owner(loc: &Location) -> Result<()> {
+    match loc {
+        Location::Dir(d) => as_owner(d, "the repository"),
+        Location::S3(_) => Ok(()),
+    }
+}
+
+/// `p` or its nearest existing ancestor.
+fn nearest_existing(p: &std::path::Path) -> std::path::PathBuf {
+    let mut p = p.to_path_buf();
+    while !p.exists() {
+        match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => p = d.to_path_buf(),
+            _ => return std::path::PathBuf::from("."),
+        }
+    }
+    p
 }
 
 /// The directory a new repository is created in.
@@ -275,12 +296,11 @@ impl Progress for Bar {
 
 /// `ptrack init`.
 pub fn init(a: &InitArgs) -> Result<u8> {
-    as_owner(
-        &parent_of(&a.repo),
-        "the directory the repository is created in",
-    )?;
+    if let Location::Dir(d) = &a.repo {
+        as_owner(&parent_of(d), "the directory the repository is created in")?;
+    }
     Repository::init(&a.repo)?;
-    println!("ptrack: repository initialised at \"{}\"", a.repo.display());
+    println!("ptrack: repository initialised at \"{}\"", a.repo);
     Ok(EXIT_OK)
 }
 
@@ -351,7 +371,11 @@ pub fn backup(a: &BackupArgs) -> Result<u8> {
 
 /// `ptrack restore`.
 pub fn restore(a: &RestoreArgs) -> Result<u8> {
-    as_owner(&a.repo, "the repository")?;
+    match &a.repo {
+        Location::Dir(d) => as_owner(d, "the repository")?,
+        // Files are created as the owner of the directory they are restored into.
+        Location::S3(_) => as_owner(&nearest_existing(&a.target), "the directory restored into")?,
+    }
     let repo = Repository::open(&a.repo)?;
     let opts = RestoreOptions {
         target: a.target.clone(),
@@ -400,7 +424,7 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
 
 /// `ptrack validate`.
 pub fn validate(a: &ValidateArgs) -> Result<u8> {
-    as_owner(&a.repo, "the repository")?;
+    repo_owner(&a.repo)?;
     let repo = Repository::open(&a.repo)?;
     let checks = run_validate(&repo, a.instance, a.id.as_deref(), a.jobs as usize)?;
     let bad = checks.iter().any(|c| !c.problems.is_empty());
@@ -437,7 +461,7 @@ pub fn validate(a: &ValidateArgs) -> Result<u8> {
 
 /// `ptrack show`.
 pub fn show(a: &ShowArgs) -> Result<u8> {
-    as_owner(&a.repo, "the repository")?;
+    repo_owner(&a.repo)?;
     let repo = Repository::open(&a.repo)?;
     let ids = match a.instance {
         Some(i) => vec![i],

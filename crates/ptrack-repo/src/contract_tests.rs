@@ -26,11 +26,31 @@ fn contract(s: &dyn Storage) {
         "a range past the end is an error"
     );
 
-    // put_if_absent: written once, then left alone.
+    // put_if_absent: written once, then left alone (or refused where it is not atomic).
     let lock = k("inst/lock");
-    assert!(s.put_if_absent(&lock, b"owner 1").expect("first"));
-    assert!(!s.put_if_absent(&lock, b"owner 2").expect("second"));
+    if s.capabilities().conditional_put {
+        assert!(s.put_if_absent(&lock, b"owner 1").expect("first"));
+        assert!(!s.put_if_absent(&lock, b"owner 2").expect("second"));
+    } else {
+        assert!(matches!(
+            s.put_if_absent(&lock, b"owner 1"),
+            Err(StorageError::Unsupported { .. })
+        ));
+        s.put(&lock, b"owner 1").expect("put");
+    }
     assert_eq!(s.get(&lock).expect("get"), b"owner 1");
+
+    // A reader: the size at open, any range, nothing past the end.
+    let r = s.open(&a).expect("open");
+    assert_eq!(r.len(), 14);
+    let mut buf = [0u8; 6];
+    r.read_at(&mut buf, 0).expect("read");
+    assert_eq!(&buf, b"second");
+    assert!(r.read_at(&mut buf, 10).is_err(), "past the end");
+    assert!(matches!(
+        s.open(&k("inst/none")),
+        Err(StorageError::NotFound { .. })
+    ));
 
     // A writer is invisible until finished, and dropped unfinished it leaves nothing.
     let b = k("inst/backups/B1/bundle.0");
@@ -64,11 +84,46 @@ fn contract(s: &dyn Storage) {
         Vec::<Key>::new()
     );
 
+    // A writer of several upload parts (8 MiB each on S3), written in odd pieces, reads back.
+    let big = k("inst/backups/B3/bundle.0");
+    let data: Vec<u8> = (0..(19 << 20) + 12_345)
+        .map(|i: u32| (i % 251) as u8)
+        .collect();
+    let mut w = s.writer(&big).expect("writer");
+    for piece in data.chunks(1_000_003) {
+        w.write_all(piece).expect("write");
+    }
+    w.finish().expect("finish");
+    let r = s.open(&big).expect("open");
+    assert_eq!(r.len(), data.len() as u64);
+    let mut back = vec![0u8; data.len()];
+    for (i, c) in back.chunks_mut(3 << 20).enumerate() {
+        r.read_at(c, (i * (3 << 20)) as u64).expect("read");
+    }
+    assert!(back == data, "a multipart object reads back byte for byte");
+    s.delete_prefix(&k("inst/backups/B3"))
+        .expect("delete prefix");
+    assert!(
+        s.list(Some(&k("inst/backups/B3")))
+            .expect("list")
+            .is_empty()
+    );
+
+    // The lock excludes a second holder until dropped.
+    let name = k("inst/instance-lock");
+    let held = s.lock(&name, "first").expect("free");
+    held.check().expect("held");
+    assert!(matches!(
+        s.lock(&name, "second"),
+        Err(crate::LockError::Held { .. })
+    ));
+    drop(held);
+    drop(s.lock(&name, "second").expect("free again"));
+
     s.delete(&a).expect("delete");
     s.delete(&a)
         .expect("deleting an absent object is not an error");
     assert!(matches!(s.get(&a), Err(StorageError::NotFound { .. })));
-    assert!(s.capabilities().conditional_put);
 }
 
 #[test]
@@ -80,6 +135,62 @@ fn local_filesystem_honours_the_contract() {
 #[test]
 fn memory_honours_the_contract() {
     contract(&MemStore::new());
+    contract(&MemStore::new().without_conditional_put());
+}
+
+/// A single-node Garage: the same contract over S3, below a prefix and at the bucket's root,
+/// and the capability probe finds what Garage 2.5 does with `If-None-Match: *` (ignores it).
+#[test]
+fn garage_honours_the_contract() {
+    let Some(bin) = ptrack_testkit::require_garage() else {
+        return;
+    };
+    let g = ptrack_testkit::Garage::start(&bin, 1);
+    let settings: Vec<(&str, String)> = vec![
+        ("aws_endpoint", g.endpoint(0)),
+        ("aws_region", "garage".into()),
+        ("aws_access_key_id", g.key_id.clone()),
+        ("aws_secret_access_key", g.secret.clone()),
+    ];
+    for prefix in ["some/prefix", ""] {
+        let addr = crate::s3::S3Address {
+            bucket: g.bucket.clone(),
+            prefix: prefix.into(),
+        };
+        let s = crate::s3::S3Store::with_settings(addr, &settings).expect("client");
+        contract(&s);
+        for key in s.list(None).expect("list") {
+            s.delete(&key).expect("clean");
+        }
+    }
+    let addr = crate::s3::S3Address {
+        bucket: g.bucket.clone(),
+        prefix: "probe".into(),
+    };
+    let s = crate::s3::S3Store::with_settings(addr, &settings).expect("client");
+    assert!(
+        !s.probe_conditional_put(&k("cond")).expect("probe"),
+        "Garage 2.5 is known to ignore If-None-Match: * on PutObject"
+    );
+    // Wrong credentials: a clear error naming the key, the secret never shown.
+    let bad: Vec<(&str, String)> = settings
+        .iter()
+        .map(|(n, v)| match *n {
+            "aws_secret_access_key" => (*n, "wrong-secret-0123456789".to_string()),
+            _ => (*n, v.clone()),
+        })
+        .collect();
+    let s = crate::s3::S3Store::with_settings(
+        crate::s3::S3Address {
+            bucket: g.bucket.clone(),
+            prefix: String::new(),
+        },
+        &bad,
+    )
+    .expect("client");
+    let e = s.get(&k("x/manifest")).expect_err("refused").to_string();
+    assert!(e.contains("x/manifest"), "{e}");
+    assert!(!e.contains("wrong-secret") && !e.contains(&g.secret), "{e}");
 }
 
 /// The local backend never follows a link to an object, and creates private files.

@@ -18,9 +18,12 @@
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::key::Key;
-use crate::storage::{Result, Storage, StorageError};
+use crate::storage::{Held, LockError, Result, Storage, StorageError};
 
 /// Margin for clocks of different hosts: an intent is taken for dead only this long after
 /// its expiry.
@@ -155,6 +158,112 @@ impl Lease<'_> {
     }
 }
 
+/// Time to live of a [`keep`]-ed lease: a holder killed without releasing it is overtaken
+/// this long plus [`SKEW_MS`] after its last renewal (two minutes at most).
+pub const KEEP_TTL_MS: u64 = 60_000;
+
+/// How often a [`keep`]-ed lease is renewed (a quarter of its time to live: three renewals
+/// may fail in a row before it can expire).
+const RENEW_EVERY: Duration = Duration::from_millis(KEEP_TTL_MS / 4);
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A lease kept alive by a thread that renews it every [`RENEW_EVERY`]; released when dropped.
+#[derive(Debug)]
+pub struct Kept {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    lost: Arc<Mutex<Option<StorageError>>>,
+    intent: Key,
+}
+
+/// Takes lease `name` for `owner` on `store` and keeps it (see [`Kept`]): the lock of
+/// backends without a lock of their own (object storage).
+pub fn keep(
+    store: Arc<dyn Storage>,
+    name: &Key,
+    owner: &str,
+) -> std::result::Result<Kept, LockError> {
+    let lease = acquire(&*store, name, owner, KEEP_TTL_MS, now_ms()).map_err(|e| match e {
+        LeaseError::Held {
+            owner, expires_ms, ..
+        } => LockError::Held {
+            owner: format!(
+                "{owner} (lease {name}, expiring {}s from now unless renewed)",
+                expires_ms.saturating_sub(now_ms()) / 1000
+            ),
+        },
+        LeaseError::Storage(e) => LockError::Storage(e),
+    })?;
+    let (intent, owner) = (lease.intent, lease.owner);
+    let lost = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel::<()>();
+    let thread = {
+        let (intent, lost) = (intent.clone(), Arc::clone(&lost));
+        std::thread::Builder::new()
+            .name("ptrack-lease".into())
+            .spawn(move || {
+                let lease = Lease {
+                    store: &*store,
+                    intent,
+                    owner,
+                };
+                loop {
+                    match rx.recv_timeout(RENEW_EVERY) {
+                        Err(RecvTimeoutError::Timeout) => {
+                            if let Err(e) = lease.renew(KEEP_TTL_MS, now_ms()) {
+                                let mut l = lost.lock().unwrap_or_else(|p| p.into_inner());
+                                l.get_or_insert(e);
+                            }
+                        }
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                            let _ = lease.release();
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StorageError::io(name, "start lease thread", e))?
+    };
+    Ok(Kept {
+        stop: Some(tx),
+        thread: Some(thread),
+        lost,
+        intent,
+    })
+}
+
+impl Held for Kept {
+    fn check(&self) -> Result<()> {
+        let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        match &*lost {
+            None => Ok(()),
+            Some(e) => Err(StorageError::Io {
+                key: self.intent.to_string(),
+                op: "renew lease",
+                transient: false,
+                source: std::io::Error::other(format!("the lock may be lost: {e}")),
+            }),
+        }
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +343,21 @@ mod tests {
         );
         assert_eq!(parse_intent(b""), (0, "?".to_string()));
         assert_eq!(parse_intent(b"\xff\xfe\nx").0, 0);
+    }
+
+    #[test]
+    fn a_kept_lease_excludes_and_is_released_when_dropped() {
+        let s: Arc<dyn Storage> = Arc::new(MemStore::new().without_conditional_put());
+        let name = k("inst/lock");
+        let a = keep(Arc::clone(&s), &name, "backup A").expect("free");
+        a.check().expect("held");
+        match keep(Arc::clone(&s), &name, "backup B") {
+            Err(LockError::Held { owner }) => assert!(owner.starts_with("backup A"), "{owner}"),
+            other => unreachable!("B must not get it: {other:?}"),
+        }
+        drop(a);
+        assert_eq!(s.list(Some(&name)).expect("list"), Vec::<Key>::new());
+        keep(s, &name, "backup B").expect("free after drop");
     }
 
     #[test]

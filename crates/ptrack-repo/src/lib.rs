@@ -2,25 +2,29 @@
 //! ([`Key`]) and typed errors ([`StorageError`], with the transient/permanent distinction that
 //! drives retries), and its backends: [`local::LocalFs`] (today's repository directory: temp,
 //! fsync, rename, fsync directory through `ptrack-durable`, files 0600, directories 0700, no
-//! symbolic links followed) and [`memory::MemStore`] (in memory, failing the Nth operation on
-//! request, for tests of backup, restore and validate without a server). An S3-compatible
-//! backend comes next; the trait is shaped for it: objects are written once, whole or through
-//! a writer that is invisible until finished, and nothing is renamed. [`lease`] is an expiring
-//! lock built on puts, lists and deletes only, safe where conditional writes are ignored.
-//!
-//! Not yet used by `ptrack-backup`, whose modules still call `std::fs` on repository paths;
-//! moving them onto this seam is the next step of issue 12.
+//! symbolic links followed, `flock(2)`), [`s3::S3Store`] (an S3-compatible bucket through
+//! `object_store`) and [`memory::MemStore`] (in memory, failing the Nth operation on request,
+//! for tests of backup, restore and validate without a server). Objects are written once, whole
+//! or through a writer that is invisible until finished, and nothing is renamed. [`lease`] is
+//! an expiring lock built on puts, lists and deletes only, safe where conditional writes are
+//! ignored (the lock of object storage).
 
 #![deny(clippy::unwrap_used, clippy::panic)]
 
 pub mod key;
 pub mod lease;
 pub mod local;
+pub mod location;
 pub mod memory;
+pub mod profile;
+pub mod s3;
 mod storage;
 
 pub use key::Key;
-pub use storage::{Capabilities, ObjectWriter, Result, Storage, StorageError};
+pub use storage::{
+    Capabilities, Held, LockError, ObjectReader, ObjectWriter, Result, SeqReader, Storage,
+    StorageError,
+};
 
 #[cfg(test)]
 mod contract_tests;

@@ -7,13 +7,16 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use ptrack_durable::StagedFile;
 
 use crate::key::Key;
-use crate::storage::{Capabilities, ObjectWriter, Result, Storage, StorageError};
+use crate::storage::{
+    Capabilities, Held, LockError, ObjectReader, ObjectWriter, Result, Storage, StorageError,
+};
 
 /// A repository in a local directory.
 #[derive(Debug, Clone)]
@@ -36,7 +39,7 @@ impl LocalFs {
     }
 
     /// Opens the object's file for reading: a regular file, never through a link.
-    fn open(&self, key: &Key) -> Result<File> {
+    fn open_file(&self, key: &Key) -> Result<File> {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -103,6 +106,58 @@ impl LocalFs {
     }
 }
 
+/// An open object file, read with `pread(2)`.
+#[derive(Debug)]
+struct LocalReader {
+    key: Key,
+    file: File,
+    len: u64,
+}
+
+impl ObjectReader for LocalReader {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| StorageError::io(&self.key, "read", e))
+    }
+
+    fn read_ahead(&self) -> usize {
+        512 << 10
+    }
+}
+
+/// An `flock(2)` on a lock file: released when dropped or when the process dies.
+#[derive(Debug)]
+struct FileLock {
+    _file: File,
+}
+
+impl Held for FileLock {
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `dir` and every directory below it, parents first (links are not followed).
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(md) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !md.is_dir() {
+        return;
+    }
+    out.push(dir.to_path_buf());
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            collect_dirs(&e.path(), out);
+        }
+    }
+}
+
 struct LocalWriter {
     key: Key,
     staged: StagedFile,
@@ -129,7 +184,7 @@ impl ObjectWriter for LocalWriter {
 impl Storage for LocalFs {
     fn get(&self, key: &Key) -> Result<Vec<u8>> {
         let mut v = Vec::new();
-        self.open(key)?
+        self.open_file(key)?
             .read_to_end(&mut v)
             .map_err(|e| StorageError::io(key, "read", e))?;
         Ok(v)
@@ -137,14 +192,27 @@ impl Storage for LocalFs {
 
     fn get_range(&self, key: &Key, start: u64, len: usize) -> Result<Vec<u8>> {
         let mut v = vec![0u8; len];
-        self.open(key)?
+        self.open_file(key)?
             .read_exact_at(&mut v, start)
             .map_err(|e| StorageError::io(key, "read", e))?;
         Ok(v)
     }
 
+    fn open(&self, key: &Key) -> Result<Box<dyn ObjectReader>> {
+        let file = self.open_file(key)?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(key, "stat", e))?
+            .len();
+        Ok(Box::new(LocalReader {
+            key: key.clone(),
+            file,
+            len,
+        }))
+    }
+
     fn size(&self, key: &Key) -> Result<u64> {
-        let f = self.open(key)?;
+        let f = self.open_file(key)?;
         Ok(f.metadata()
             .map_err(|e| StorageError::io(key, "stat", e))?
             .len())
@@ -223,9 +291,53 @@ impl Storage for LocalFs {
         ptrack_durable::sync_dir(dir).map_err(|e| StorageError::io(key, "delete", e))
     }
 
+    fn delete_prefix(&self, prefix: &Key) -> Result<()> {
+        for k in self.list(Some(prefix))? {
+            self.delete(&k)?;
+        }
+        // Directories are not objects: those left empty go too (rmdir refuses any other).
+        let top = self.path(prefix);
+        let mut dirs = Vec::new();
+        collect_dirs(&top, &mut dirs);
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+        if let Some(parent) = top.parent() {
+            ptrack_durable::sync_dir(parent).map_err(|e| StorageError::io(prefix, "delete", e))?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self, name: &Key, _owner: &str) -> std::result::Result<Box<dyn Held>, LockError> {
+        let path = self.path(name);
+        if std::fs::symlink_metadata(&path).is_err() {
+            self.put(name, b"")?;
+        }
+        let file = self.open_file(name)?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(LockError::Held {
+                    owner: format!(
+                        "another ptrack process (lock \"{}\" is held)",
+                        path.display()
+                    ),
+                });
+            }
+            return Err(StorageError::io(name, "lock", e).into());
+        }
+        Ok(Box::new(FileLock { _file: file }))
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             conditional_put: true,
         }
+    }
+
+    fn address(&self) -> String {
+        self.root.display().to_string()
     }
 }

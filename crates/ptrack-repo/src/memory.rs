@@ -10,7 +10,9 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
 use crate::key::Key;
-use crate::storage::{Capabilities, ObjectWriter, Result, Storage, StorageError};
+use crate::storage::{
+    Capabilities, Held, LockError, ObjectReader, ObjectWriter, Result, Storage, StorageError,
+};
 
 #[derive(Debug, Default)]
 struct State {
@@ -99,6 +101,48 @@ impl MemStore {
     }
 }
 
+/// A reader of one object as it was when opened; each read counts as an operation.
+#[derive(Debug)]
+struct MemReader {
+    store: MemStore,
+    key: Key,
+    bytes: Arc<Vec<u8>>,
+}
+
+impl ObjectReader for MemReader {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let key = &self.key;
+        self.store.op(key.as_str(), "read", |_| {
+            let piece = usize::try_from(offset)
+                .ok()
+                .and_then(|s| self.bytes.get(s..s.checked_add(buf.len())?))
+                .ok_or_else(|| past_end(key, offset, buf.len(), self.bytes.len()))?;
+            buf.copy_from_slice(piece);
+            Ok(())
+        })
+    }
+
+    fn read_ahead(&self) -> usize {
+        256 << 10
+    }
+}
+
+fn past_end(key: &Key, start: u64, len: usize, size: usize) -> StorageError {
+    StorageError::Io {
+        key: key.to_string(),
+        op: "read",
+        transient: false,
+        source: io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{len} bytes at {start} run past the end ({size} bytes)"),
+        ),
+    }
+}
+
 struct MemWriter {
     store: MemStore,
     key: Key,
@@ -141,19 +185,17 @@ impl Storage for MemStore {
                 .ok()
                 .and_then(|s| o.get(s..s.checked_add(len)?))
                 .map(<[u8]>::to_vec)
-                .ok_or_else(|| StorageError::Io {
-                    key: key.to_string(),
-                    op: "get range",
-                    transient: false,
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "{len} bytes at {start} run past the end ({} bytes)",
-                            o.len()
-                        ),
-                    ),
-                })
+                .ok_or_else(|| past_end(key, start, len, o.len()))
         })
+    }
+
+    fn open(&self, key: &Key) -> Result<Box<dyn ObjectReader>> {
+        let bytes = self.op(key.as_str(), "open", |st| Self::object(st, key))?;
+        Ok(Box::new(MemReader {
+            store: self.clone(),
+            key: key.clone(),
+            bytes,
+        }))
     }
 
     fn size(&self, key: &Key) -> Result<u64> {
@@ -213,9 +255,21 @@ impl Storage for MemStore {
         })
     }
 
+    fn lock(&self, name: &Key, owner: &str) -> std::result::Result<Box<dyn Held>, LockError> {
+        Ok(Box::new(crate::lease::keep(
+            Arc::new(self.clone()),
+            name,
+            owner,
+        )?))
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             conditional_put: self.conditional_put,
         }
+    }
+
+    fn address(&self) -> String {
+        "memory".into()
     }
 }

@@ -102,10 +102,54 @@ pub trait ObjectWriter: io::Write + Send {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
+/// A reader of one finished object, opened once and read at any offset (a file descriptor
+/// on a filesystem, ranged GETs on object storage).
+pub trait ObjectReader: Send + Sync + std::fmt::Debug {
+    /// The object's size, fixed when it was opened.
+    fn len(&self) -> u64;
+
+    /// Whether the object is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `buf` from `offset`: all of it, or an error (reading past the end is one).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+
+    /// How much a sequential reader should ask for at once: a few hundred KiB on a filesystem,
+    /// megabytes where every read is a request.
+    fn read_ahead(&self) -> usize;
+}
+
+/// An exclusive lock on a name, held until dropped (or until its holder dies: a filesystem
+/// lock at once, a lease on object storage once it expires).
+pub trait Held: Send + std::fmt::Debug {
+    /// Whether the lock is still held; an error when it may have been lost (a lease that could
+    /// not be renewed). Checked before anything is committed.
+    fn check(&self) -> Result<()>;
+}
+
+/// Why a lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Someone else holds it.
+    #[error("held by {owner}")]
+    Held {
+        /// Who holds it, as far as the store can say.
+        owner: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
 /// Repository storage. Keys are [`Key`]s; every method is safe to call from several threads.
 pub trait Storage: Send + Sync + std::fmt::Debug {
     /// The whole object.
     fn get(&self, key: &Key) -> Result<Vec<u8>>;
+
+    /// Opens the object for reads at any offset.
+    fn open(&self, key: &Key) -> Result<Box<dyn ObjectReader>>;
 
     /// `len` bytes from `start`: all of them, or an error (reading past the end is one).
     fn get_range(&self, key: &Key, start: u64, len: usize) -> Result<Vec<u8>>;
@@ -133,6 +177,63 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Removes the object; durable when it returns. Removing an absent object is not an error.
     fn delete(&self, key: &Key) -> Result<()>;
 
+    /// Removes every object at or below `prefix` (and, on a filesystem, the directories they
+    /// leave empty); durable when it returns.
+    fn delete_prefix(&self, prefix: &Key) -> Result<()> {
+        for k in self.list(Some(prefix))? {
+            self.delete(&k)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the exclusive lock `name` for `owner` (a description other processes are shown)
+    /// without waiting.
+    fn lock(&self, name: &Key, owner: &str) -> std::result::Result<Box<dyn Held>, LockError>;
+
     /// What this backend guarantees.
     fn capabilities(&self) -> Capabilities;
+
+    /// Where the repository is, for messages (a directory, `s3://bucket/prefix`); never a
+    /// secret.
+    fn address(&self) -> String;
+}
+
+/// Reads an object from start to end through [`std::io::Read`], [`ObjectReader::read_ahead`]
+/// bytes per request at most.
+#[derive(Debug)]
+pub struct SeqReader {
+    inner: Box<dyn ObjectReader>,
+    pos: u64,
+}
+
+impl SeqReader {
+    /// Reads `inner` from its first byte.
+    pub fn new(inner: Box<dyn ObjectReader>) -> SeqReader {
+        SeqReader { inner, pos: 0 }
+    }
+
+    /// The object's size.
+    pub fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    /// Whether the object is empty.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+impl io::Read for SeqReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.inner.len().saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.inner
+            .read_at(&mut buf[..n], self.pos)
+            .map_err(io::Error::other)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }

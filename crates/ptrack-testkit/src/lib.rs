@@ -10,6 +10,8 @@
 //!   run as the unprivileged `postgres` user on a private Unix socket and a free loopback port,
 //!   stopped and deleted on drop (also when a test panics).
 //!
+//! * [`garage`] runs a throwaway Garage cluster (S3-compatible object store) on loopback.
+//!
 //! * [`paranoia`] compares a restored data directory with its source file by file and page by
 //!   page (masking only what PostgreSQL changes without WAL).
 //!
@@ -17,11 +19,13 @@
 //! re-exported here.
 
 pub mod cluster;
+pub mod garage;
 mod install;
 pub mod paranoia;
 mod rng;
 
 pub use cluster::{ClusterConfig, PgCluster, StopMode};
+pub use garage::{Garage, require_garage};
 pub use install::{PgInstall, ci, optional_pg, require_pg, require_ptrack, run_as_postgres};
 pub use ptrack_page::damage::{DamageKind, damage_block};
 pub use rng::TestRng;

@@ -4,11 +4,11 @@ use super::*;
 
 #[test]
 fn large_files_are_stored_and_read_in_pieces() {
-    let d = tempfile::tempdir().unwrap();
+    let d = Scratch::new();
     let data: Vec<u8> = (0..STREAM_PIECE * 5 / 2)
         .map(|i| (i * 7 % 251) as u8)
         .collect();
-    let mut w = BundleWriter::create(d.path(), 0, Compression::Lz4).unwrap();
+    let mut w = BundleWriter::create(&*d.store, &d.dir, 0, Compression::Lz4).unwrap();
     w.put_blob(b"before").unwrap();
     let mut seen = Vec::new();
     let s = w
@@ -20,7 +20,7 @@ fn large_files_are_stored_and_read_in_pieces() {
     assert_eq!(s.len, data.len() as u64, "stored raw");
     assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|&(_, n)| n <= STREAM_PIECE));
-    let mut r = BundleReader::new(d.path(), Compression::Lz4);
+    let mut r = BundleReader::new(d.store.clone(), &d.dir, Compression::Lz4);
     let mut back = Vec::new();
     r.blob_stream(s, s.len, Digest::of(&data), |off, p| {
         assert_eq!(off, back.len() as u64);
@@ -46,8 +46,8 @@ fn large_files_are_stored_and_read_in_pieces() {
 #[test]
 fn pages_blobs_and_indexes_round_trip_in_every_compression() {
     for kind in [Compression::None, Compression::Lz4, Compression::Zstd] {
-        let d = tempfile::tempdir().unwrap();
-        let mut w = BundleWriter::create(d.path(), 3, kind).unwrap();
+        let d = Scratch::new();
+        let mut w = BundleWriter::create(&*d.store, &d.dir, 3, kind).unwrap();
         let mut page = vec![0u8; 8192];
         page[0..8].copy_from_slice(&[0, 0, 0, 1, 0x10, 0, 0, 0]);
         page[8000..8100].fill(7);
@@ -59,7 +59,7 @@ fn pages_blobs_and_indexes_round_trip_in_every_compression() {
         let s = w.put_blob(&blob).unwrap();
         let idx = w.put_index(&[e1, e2]).unwrap();
         w.finish().unwrap();
-        let mut r = BundleReader::new(d.path(), kind);
+        let mut r = BundleReader::new(d.store.clone(), &d.dir, kind);
         let got = r.index(&idx).unwrap();
         assert_eq!(got, vec![e1, e2]);
         let mut out = Vec::new();
@@ -81,7 +81,7 @@ fn pages_blobs_and_indexes_round_trip_in_every_compression() {
         let mut bad = idx;
         bad.digest.0[0] ^= 1;
         assert!(r.index(&bad).is_err());
-        let mut wrong = BundleReader::new(d.path(), Compression::None);
+        let mut wrong = BundleReader::new(d.store.clone(), &d.dir, Compression::None);
         if kind != Compression::None {
             assert!(wrong.index(&idx).is_err());
         }
@@ -93,8 +93,8 @@ fn read_ahead_returns_the_same_pages_in_any_order() {
     // More than one read-ahead window of pages, read in order, with gaps, backwards and
     // interleaved with a distant record: every page must come back exactly.
     for kind in [Compression::None, Compression::Lz4] {
-        let d = tempfile::tempdir().unwrap();
-        let mut w = BundleWriter::create(d.path(), 0, kind).unwrap();
+        let d = Scratch::new();
+        let mut w = BundleWriter::create(&*d.store, &d.dir, 0, kind).unwrap();
         let pages: Vec<Vec<u8>> = (0..200u32)
             .map(|i| {
                 let mut p = vec![0u8; 8192];
@@ -113,7 +113,7 @@ fn read_ahead_returns_the_same_pages_in_any_order() {
         let blob = b"far away".to_vec();
         let s = w.put_blob(&blob).unwrap();
         w.finish().unwrap();
-        let mut r = BundleReader::new(d.path(), kind);
+        let mut r = BundleReader::new(d.store.clone(), &d.dir, kind);
         let mut out = Vec::new();
         let in_order = 0..pages.len();
         let gaps = (0..pages.len()).step_by(3);
@@ -135,8 +135,8 @@ fn read_ahead_returns_the_same_pages_in_any_order() {
 fn implausible_bundle_number_is_refused_without_allocating() {
     // Found by fuzz/fuzz_targets/bundle.rs: the slot table was grown to the bundle number
     // before the number was checked (out of memory for 0x8b8b8b8b).
-    let d = tempfile::tempdir().unwrap();
-    let mut r = BundleReader::new(d.path(), Compression::None);
+    let d = Scratch::new();
+    let mut r = BundleReader::new(d.store.clone(), &d.dir, Compression::None);
     for n in [4097, 0x8b8b_8b8b, u32::MAX] {
         let s = Stored {
             bundle: n,
@@ -163,8 +163,8 @@ fn trailing_zeros_are_not_stored_and_come_back() {
         cases.push(v);
     }
     for data in cases {
-        let d = tempfile::tempdir().unwrap();
-        let mut w = BundleWriter::create(d.path(), 0, Compression::Lz4).unwrap();
+        let d = Scratch::new();
+        let mut w = BundleWriter::create(&*d.store, &d.dir, 0, Compression::Lz4).unwrap();
         w.put_blob(b"before").unwrap();
         let mut seen = 0u64;
         let (s, tail) = w
@@ -178,7 +178,7 @@ fn trailing_zeros_are_not_stored_and_come_back() {
         let kept = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         assert_eq!((s.len, tail), (kept as u64, (data.len() - kept) as u64));
         let size = data.len() as u64;
-        let mut r = BundleReader::new(d.path(), Compression::Lz4);
+        let mut r = BundleReader::new(d.store.clone(), &d.dir, Compression::Lz4);
         let mut back = Vec::new();
         r.blob_stream_zero_tail(s, size, tail, Digest::of(&data), |off, piece| {
             assert_eq!(off, back.len() as u64);
@@ -210,5 +210,28 @@ fn last_nonzero_finds_the_last_byte() {
             v[at] = 0x80;
             assert_eq!(last_nonzero(&v), Some(at), "{n} bytes, set at {at}");
         }
+    }
+}
+
+/// A bundle directory on a local repository in a temporary directory.
+struct Scratch {
+    d: tempfile::TempDir,
+    store: std::sync::Arc<dyn ptrack_repo::Storage>,
+    dir: ptrack_repo::Key,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let d = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(ptrack_repo::local::LocalFs::new(d.path()));
+        Scratch {
+            d,
+            store,
+            dir: ptrack_repo::Key::new("7/B1").unwrap(),
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.d.path()
     }
 }

@@ -8,12 +8,12 @@
 //! [`super::decode`] reads (docs/formats.md).
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::Path;
 
+use ptrack_repo::{Key, Storage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Header, MAX_DOCUMENT_BYTES, open_repo_file, parse_header};
+use super::{Header, open_object, parse_header, storage_io};
 use crate::paths::Digest;
 use crate::{Error, Result};
 
@@ -52,13 +52,19 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Writes `value` as a `kind` document durably (temp, fsync, rename, fsync of the directory)
-/// and returns the BLAKE3 of the file.
-pub fn write<T: Serialize>(path: &Path, kind: &str, version: u32, value: &T) -> Result<Digest> {
+/// Writes `value` as a `kind` document durably (a writer of the store: invisible until
+/// finished) and returns the BLAKE3 of the object.
+pub fn write<T: Serialize>(
+    store: &dyn Storage,
+    key: &Key,
+    kind: &str,
+    version: u32,
+    value: &T,
+) -> Result<Digest> {
     let mut count = Counter::default();
     serde_json::to_writer_pretty(&mut count, value).expect("plain data serialises");
-    let io_err = |e| Error::io(path, "write", e);
-    let staged = ptrack_durable::StagedFile::create(path).map_err(io_err)?;
+    let io_err = |e| storage_io(key, "write", e);
+    let staged = store.writer(key)?;
     let mut out = Hashing {
         inner: BufWriter::with_capacity(1 << 16, staged),
         hasher: blake3::Hasher::new(),
@@ -79,7 +85,7 @@ pub fn write<T: Serialize>(path: &Path, kind: &str, version: u32, value: &T) -> 
     out.write_all(b"\n").map_err(io_err)?;
     let digest = Digest(*out.hasher.finalize().as_bytes());
     let staged = out.inner.into_inner().map_err(|e| io_err(e.into_error()))?;
-    staged.commit().map_err(io_err)?;
+    staged.finish()?;
     Ok(digest)
 }
 
@@ -137,26 +143,24 @@ pub struct Streamed<T> {
 
 /// Reads a `kind` document of format `version` from `path` as a stream (see the module doc).
 /// Only failures to open or read the file are the outer error.
-pub fn read<T: DeserializeOwned>(path: &Path, kind: &str, version: u32) -> Result<Streamed<T>> {
-    let f = open_repo_file(path)?;
-    let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
-    if len > MAX_DOCUMENT_BYTES {
-        return Err(Error::Corrupt(format!(
-            "\"{}\" has {len} bytes, more than any ptrack document",
-            path.display()
-        )));
-    }
+pub fn read<T: DeserializeOwned>(
+    store: &dyn Storage,
+    key: &Key,
+    kind: &str,
+    version: u32,
+) -> Result<Streamed<T>> {
+    let f = open_object(store, key)?;
     let mut src = Source {
-        inner: f,
+        inner: BufReader::with_capacity(1 << 20, f),
         hasher: blake3::Hasher::new(),
     };
     let mut head = Vec::with_capacity(200);
     (&mut src)
         .take(200)
         .read_to_end(&mut head)
-        .map_err(|e| Error::io(path, "read", e))?;
-    let value = decode_body(&mut src, &head, kind, version, path);
-    io::copy(&mut src, &mut io::sink()).map_err(|e| Error::io(path, "read", e))?;
+        .map_err(|e| storage_io(key, "read", e))?;
+    let value = decode_body(&mut src, &head, kind, version, key);
+    io::copy(&mut src, &mut io::sink()).map_err(|e| storage_io(key, "read", e))?;
     Ok(Streamed {
         digest: Digest(*src.hasher.finalize().as_bytes()),
         value,
@@ -168,9 +172,9 @@ fn decode_body<T: DeserializeOwned, R: Read>(
     head: &[u8],
     kind: &str,
     version: u32,
-    path: &Path,
+    key: &Key,
 ) -> Result<T> {
-    let what = path.display().to_string();
+    let what = format!("\"{key}\"");
     let bad = |why: String| Error::Corrupt(format!("{what}: {why}"));
     let nl = head
         .iter()
@@ -188,9 +192,9 @@ fn decode_body<T: DeserializeOwned, R: Read>(
     if let Err(e) = &parsed
         && e.is_io()
     {
-        return Err(Error::io(path, "read", io::Error::other(e.to_string())));
+        return Err(storage_io(key, "read", io::Error::other(e.to_string())));
     }
-    io::copy(&mut body, &mut io::sink()).map_err(|e| Error::io(path, "read", e))?;
+    io::copy(&mut body, &mut io::sink()).map_err(|e| storage_io(key, "read", e))?;
     if body.len < len {
         return Err(bad(format!("truncated: body shorter than {len} bytes")));
     }
@@ -216,29 +220,38 @@ mod tests {
 
     #[test]
     fn streamed_bytes_are_the_encoded_ones_and_damage_is_caught() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("doc");
+        let st = ptrack_repo::memory::MemStore::new();
+        let s: &dyn Storage = &st;
+        let p = Key::new("doc").unwrap();
         let v: Vec<u32> = (0..5000).collect();
-        let digest = write(&p, "catalog", 1, &v).unwrap();
-        let bytes = std::fs::read(&p).unwrap();
+        let digest = write(s, &p, "catalog", 1, &v).unwrap();
+        let bytes = s.get(&p).unwrap();
         assert_eq!(bytes, super::super::encode("catalog", 1, &v));
         assert_eq!(digest, Digest::of(&bytes));
-        let r: Streamed<Vec<u32>> = read(&p, "catalog", 1).unwrap();
+        let r: Streamed<Vec<u32>> = read(s, &p, "catalog", 1).unwrap();
         assert_eq!(r.digest, digest);
         assert_eq!(r.value.unwrap(), v);
-        assert!(read::<Vec<u32>>(&p, "manifest", 1).unwrap().value.is_err());
+        assert!(
+            read::<Vec<u32>>(s, &p, "manifest", 1)
+                .unwrap()
+                .value
+                .is_err()
+        );
         for i in [3, 20, bytes.len() / 2, bytes.len() - 3] {
             let mut t = bytes.clone();
             t[i] ^= 0x01;
-            std::fs::write(&p, &t).unwrap();
-            let r = read::<Vec<u32>>(&p, "catalog", 1).unwrap();
+            s.put(&p, &t).unwrap();
+            let r = read::<Vec<u32>>(s, &p, "catalog", 1).unwrap();
             assert_ne!(r.digest, digest, "flip at {i}");
             assert!(r.value.is_err(), "flip at {i}");
         }
         for n in [0, 10, bytes.len() / 2, bytes.len() - 2] {
-            std::fs::write(&p, &bytes[..n]).unwrap();
+            s.put(&p, &bytes[..n]).unwrap();
             assert!(
-                read::<Vec<u32>>(&p, "catalog", 1).unwrap().value.is_err(),
+                read::<Vec<u32>>(s, &p, "catalog", 1)
+                    .unwrap()
+                    .value
+                    .is_err(),
                 "cut at {n}"
             );
         }

@@ -130,7 +130,7 @@ fn manifest_doc<E>(id: &str, entries: E, parent: Option<&Link>) -> ManifestDoc<E
 /// Writes the parent (a full backup of the cluster) to `path`: its entries built compactly,
 /// in path order (files of a database are numbered so that their order is `i`'s), and streamed
 /// to disk.
-fn write_parent(path: &std::path::Path) -> Digest {
+fn write_parent(st: &dyn ptrack_repo::Storage, path: &ptrack_repo::Key) -> Digest {
     let mut entries = Entries::new();
     let dir = |p: &str| Entry {
         path: RelPath::new(p).unwrap(),
@@ -148,7 +148,7 @@ fn write_parent(path: &std::path::Path) -> Digest {
     }
     assert_eq!(entries.unsorted_at(), None);
     let doc = manifest_doc("A", entries, None);
-    stream::write(path, "manifest", MANIFEST_VERSION, &doc).unwrap()
+    stream::write(st, path, "manifest", MANIFEST_VERSION, &doc).unwrap()
 }
 
 fn info(id: &str, digest: Digest) -> BackupInfo {
@@ -236,16 +236,21 @@ fn per_file(bytes: isize) -> usize {
 #[test]
 fn issue_11_a_million_files_fit_300_bytes_each() {
     let dir = tempfile::tempdir().unwrap();
-    let (ppath, npath) = (dir.path().join("parent"), dir.path().join("manifest"));
+    let st = ptrack_repo::local::LocalFs::new(dir.path());
+    let st: &dyn ptrack_repo::Storage = &st;
+    let (ppath, npath) = (
+        ptrack_repo::Key::new("parent").unwrap(),
+        ptrack_repo::Key::new("manifest").unwrap(),
+    );
     let base = held();
     reset_peak();
-    let pdigest = write_parent(&ppath);
+    let pdigest = write_parent(st, &ppath);
     let full_peak = peak() - base;
     assert!(held() - base < 1 << 20, "the parent's entries were freed");
 
     // A delta incremental against it: everything a backup holds once its files are read.
     reset_peak();
-    let r = stream::read::<Manifest>(&ppath, "manifest", MANIFEST_VERSION).unwrap();
+    let r = stream::read::<Manifest>(st, &ppath, "manifest", MANIFEST_VERSION).unwrap();
     assert_eq!(r.digest, pdigest);
     let parent = Link {
         info: info("A", pdigest),
@@ -290,7 +295,7 @@ fn issue_11_a_million_files_fit_300_bytes_each() {
     assert_eq!(summary.files, FILES as u64);
     let mut doc = manifest_doc("B", EntryStream(&composer), Some(&parent));
     doc.removed = summary.removed;
-    let ndigest = stream::write(&npath, "manifest", MANIFEST_VERSION, &doc).unwrap();
+    let ndigest = stream::write(st, &npath, "manifest", MANIFEST_VERSION, &doc).unwrap();
     let incr_peak = peak() - base;
     drop(doc);
     drop(log);
@@ -320,8 +325,8 @@ fn issue_11_a_million_files_fit_300_bytes_each() {
 
     // Restore and validate hold the chain's manifests: two here.
     reset_peak();
-    let a = stream::read::<Manifest>(&ppath, "manifest", MANIFEST_VERSION).unwrap();
-    let b = stream::read::<Manifest>(&npath, "manifest", MANIFEST_VERSION).unwrap();
+    let a = stream::read::<Manifest>(st, &ppath, "manifest", MANIFEST_VERSION).unwrap();
+    let b = stream::read::<Manifest>(st, &npath, "manifest", MANIFEST_VERSION).unwrap();
     assert_eq!(b.digest, ndigest);
     let (a, b) = (a.value.unwrap(), b.value.unwrap());
     let chain_peak = peak() - base;
