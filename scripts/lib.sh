@@ -16,6 +16,10 @@ MAJORS="13 14 15 16 17 18"
 # clone included.
 ext_target() { printf '%s/ext-target/pg%s' "$PTRACK_CACHE" "$1"; }
 
+# Garage, the S3-compatible object store the S3 tests and bench-s3 run (built by scripts/setup).
+GARAGE_VERSION="2.5.0"
+garage_bin() { printf '%s/garage-%s/bin/garage' "$PTRACK_CACHE" "$GARAGE_VERSION"; }
+
 say() { printf '%s: %s\n' "$SCRIPT_NAME" "$*"; }
 die() { printf '%s: error: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 2; }
 

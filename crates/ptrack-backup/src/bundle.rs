@@ -643,7 +643,9 @@ impl BundleReader {
             let n = (size - done).min(STREAM_PIECE as u64) as usize;
             // Stored bytes, then zeros.
             let from_file = s.len.saturating_sub(done).min(n as u64) as usize;
-            f.read_at(&mut buf[..from_file], s.offset + done)?;
+            if from_file > 0 {
+                f.read_at(&mut buf[..from_file], s.offset + done)?;
+            }
             buf[from_file..n].fill(0);
             hasher.update(&buf[..n]);
             each(done, &mut buf[..n])?;

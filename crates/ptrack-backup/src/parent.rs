@@ -140,6 +140,8 @@ pub fn choose_parent(
         };
         let chain = match loaded {
             Ok(c) => c,
+            // The repository could not be read: that is no reason to pass a backup over.
+            Err(e @ Error::Storage(_)) => return Err(e),
             Err(e) => {
                 passed_over.push(format!("backup {}: {e}", b.id));
                 continue;

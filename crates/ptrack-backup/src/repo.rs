@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ptrack_repo::location::Location;
+use ptrack_repo::retry::FailureLog;
 use ptrack_repo::{Held, Key, LockError, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +54,7 @@ pub struct InstanceInfo {
 #[derive(Debug, Clone)]
 pub struct Repository {
     store: Arc<dyn Storage>,
+    failures: FailureLog,
 }
 
 /// Current time in Unix seconds.
@@ -129,7 +131,7 @@ impl Repository {
             program_version: env!("CARGO_PKG_VERSION").into(),
         };
         envelope::write(&*store, &marker, "repository", REPO_VERSION, &doc)?;
-        Ok(Repository { store })
+        Repository::open_on(store)
     }
 
     /// Opens an existing repository.
@@ -142,8 +144,12 @@ impl Repository {
         Repository::open_on(loc.connect()?)
     }
 
-    /// [`Repository::open`] on a store given directly.
+    /// [`Repository::open`] on a store given directly. Its transient failures are retried
+    /// ([`ptrack_repo::retry`]).
     pub fn open_on(store: Arc<dyn Storage>) -> Result<Repository> {
+        let retrying = ptrack_repo::retry::Retrying::new(store);
+        let failures = retrying.failures();
+        let store: Arc<dyn Storage> = Arc::new(retrying);
         let marker = key(REPO_FILE)?;
         let _: RepoDoc = match envelope::read(&*store, &marker, "repository", REPO_VERSION) {
             Err(Error::Storage(StorageError::NotFound { .. })) => {
@@ -151,7 +157,7 @@ impl Repository {
             }
             r => r?,
         };
-        Ok(Repository { store })
+        Ok(Repository { store, failures })
     }
 
     /// Where the repository is (for messages).
@@ -197,6 +203,7 @@ impl Repository {
         }
         Ok(Some(Instance {
             store: Arc::clone(&self.store),
+            failures: Arc::clone(&self.failures),
             dir,
             info,
         }))
@@ -252,6 +259,7 @@ impl Repository {
         )?;
         Ok(Instance {
             store: Arc::clone(&self.store),
+            failures: Arc::clone(&self.failures),
             dir,
             info,
         })
@@ -268,6 +276,7 @@ fn not_a_repository(addr: &str) -> Error {
 #[derive(Debug, Clone)]
 pub struct Instance {
     store: Arc<dyn Storage>,
+    failures: FailureLog,
     dir: Key,
     /// The cluster's facts.
     pub info: InstanceInfo,
@@ -292,6 +301,15 @@ impl Instance {
     /// The repository's storage.
     pub fn store(&self) -> &dyn Storage {
         &*self.store
+    }
+
+    /// The first failure of the storage (not a missing object) since the last call, if any:
+    /// an object that could not be read is not a damaged one.
+    pub fn take_storage_failure(&self) -> Option<String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// The same storage, shared (readers on several threads).

@@ -98,6 +98,7 @@ pub fn run_validate(
             problems: Vec::new(),
         };
         let mut problems = Vec::new();
+        inst.take_storage_failure();
         match read_manifest(&inst, &b) {
             Err(e) => problems.push(e.to_string()),
             Ok((m, digest)) => {
@@ -108,6 +109,12 @@ pub fn run_validate(
                 check_unchanged_files(&inst, &cat, &mut manifests, &m, &mut problems);
                 manifests.insert(id.clone(), (m, digest));
             }
+        }
+        if let Some(why) = inst.take_storage_failure() {
+            // Not damage: the repository could not be read. Nothing is marked.
+            return Err(refused(format!(
+                "validate of backup {id} stopped: the repository could not be read ({why}); no backup's status was changed"
+            )));
         }
         problems.dedup();
         chk.status = if problems.is_empty() {

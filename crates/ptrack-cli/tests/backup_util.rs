@@ -78,6 +78,21 @@ pub fn new_repo() -> (tempfile::TempDir, String) {
     (d, repo)
 }
 
+/// A repository at `s3://<bucket>/<prefix>` on Garage `g`, initialised; every `ptrack` this
+/// thread runs from now on talks to `g` (its endpoint and key in the AWS variables).
+pub fn new_s3_repo(g: &ptrack_testkit::Garage, prefix: &str) -> String {
+    crate::util::set_thread_env(
+        g.env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    );
+    let repo = format!("s3://{}/{prefix}", g.bucket);
+    let r = run(&["init", "-B", &repo]);
+    assert_eq!(r.code, 0, "init {repo}: {}", r.stderr);
+    repo
+}
+
 /// Connection arguments for `c`.
 pub fn conn_args(c: &PgCluster) -> Vec<String> {
     vec![

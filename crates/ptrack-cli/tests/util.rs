@@ -7,9 +7,26 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+thread_local! {
+    /// Environment every `ptrack` this test thread runs gets (an S3 repository's endpoint and
+    /// credentials): per thread, because tests run in parallel and each may have its own store.
+    static ENV: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gives every `ptrack` this thread runs from now on the variables `vars`.
+pub fn set_thread_env(vars: Vec<(String, String)>) {
+    ENV.with(|e| *e.borrow_mut() = vars);
+}
+
 /// A command for the `ptrack` binary under test.
 pub fn ptrack() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ptrack"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ptrack"));
+    ENV.with(|e| {
+        for (k, v) in e.borrow().iter() {
+            c.env(k, v);
+        }
+    });
+    c
 }
 
 /// Result of one `ptrack` run.

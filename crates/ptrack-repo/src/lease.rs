@@ -222,7 +222,15 @@ pub fn keep(
                             }
                         }
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                            let _ = lease.release();
+                            // A release that fails for good leaves the intent to expire.
+                            for attempt in 0..4 {
+                                match store.delete(&lease.intent) {
+                                    Err(e) if e.is_transient() => {
+                                        std::thread::sleep(Duration::from_millis(50 << attempt))
+                                    }
+                                    _ => break,
+                                }
+                            }
                             return;
                         }
                     }

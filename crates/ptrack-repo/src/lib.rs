@@ -17,6 +17,7 @@ pub mod local;
 pub mod location;
 pub mod memory;
 pub mod profile;
+pub mod retry;
 pub mod s3;
 mod storage;
 

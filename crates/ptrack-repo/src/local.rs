@@ -334,6 +334,7 @@ impl Storage for LocalFs {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             conditional_put: true,
+            lease_lock: false,
         }
     }
 

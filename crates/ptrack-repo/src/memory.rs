@@ -56,6 +56,12 @@ impl MemStore {
         self.lock().fail = Some((n, transient));
     }
 
+    /// Whether a failure asked for with [`MemStore::fail_op`] has not happened yet (and
+    /// cancels it).
+    pub fn take_pending_failure(&self) -> bool {
+        self.lock().fail.take().is_some()
+    }
+
     /// Operations done (or failed) so far.
     pub fn ops(&self) -> u64 {
         self.lock().ops
@@ -266,6 +272,7 @@ impl Storage for MemStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             conditional_put: self.conditional_put,
+            lease_lock: true,
         }
     }
 

@@ -452,6 +452,7 @@ impl Storage for S3Store {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             conditional_put: false,
+            lease_lock: true,
         }
     }
 

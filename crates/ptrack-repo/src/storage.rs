@@ -91,6 +91,9 @@ pub struct Capabilities {
     /// ignores `If-None-Match: *`: a store without it answers
     /// [`StorageError::Unsupported`], and locking must not rely on it.
     pub conditional_put: bool,
+    /// [`Storage::lock`] is a [`crate::lease`] built on this store's own operations (object
+    /// storage), so a wrapper may build it on itself instead ([`crate::retry`]).
+    pub lease_lock: bool,
 }
 
 /// A writer of one object: its bytes are invisible under the key until

@@ -1,0 +1,151 @@
+//! Repositories on a real object store (Garage on loopback, `ptrack_testkit::Garage`): two
+//! backups of one cluster started at once into one bucket (never both taken), and a
+//! three-node cluster (replication factor 3) losing a node in the middle of a backup (the
+//! backup completes or fails cleanly, the repository validates and restores). The backup
+//! chain itself runs on S3 in `backup::paranoia_chain_pg18_on_s3`.
+
+use std::process::Stdio;
+
+use ptrack_testkit::{Garage, require_garage, require_ptrack};
+
+use crate::backup_util::*;
+use crate::util::{Run, ptrack, run};
+
+/// `ptrack backup` of `c` into `repo` started in the background.
+fn spawn_backup(c: &ptrack_testkit::PgCluster, repo: &str, mode: &str) -> std::process::Child {
+    let data = c.datadir().display().to_string();
+    ptrack()
+        .args(["backup", "-B", repo, "-D", &data, "-b", mode, "--json"])
+        .args(conn_args(c))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ptrack backup")
+}
+
+fn wait(child: std::process::Child) -> Run {
+    let r = Run::from_output(child.wait_with_output().expect("wait"));
+    r.assert_no_panic();
+    r
+}
+
+#[test]
+fn concurrent_backups_to_one_bucket_exclude_each_other() {
+    let Some(install) = require_ptrack(18) else {
+        return;
+    };
+    let Some(bin) = require_garage() else {
+        return;
+    };
+    let g = Garage::start(&bin, 1);
+    let mut c = ptrack_cluster(&install, true, 16);
+    c.pgbench_init(2);
+    let repo = new_s3_repo(&g, "race");
+    let mut taken = 0;
+    for round in 0..3 {
+        let (a, b) = (
+            spawn_backup(&c, &repo, "full"),
+            spawn_backup(&c, &repo, "full"),
+        );
+        let (a, b) = (wait(a), wait(b));
+        let ok = [&a, &b].iter().filter(|r| r.code == 0).count();
+        assert!(
+            ok <= 1,
+            "round {round}: two backups of one instance ran at once:\n{}\n{}",
+            a.stdout,
+            b.stdout
+        );
+        for r in [&a, &b] {
+            if r.code != 0 {
+                assert_eq!(r.code, 2, "{}", r.stderr);
+                assert!(
+                    r.stderr
+                        .contains("another ptrack process is working on instance"),
+                    "round {round}: refused without saying why: {}",
+                    r.stderr
+                );
+            }
+        }
+        taken += ok;
+    }
+    assert!(taken >= 1, "no backup was ever taken");
+    let shown = show(&repo);
+    assert_eq!(
+        shown.iter().filter(|b| b["status"] == "OK").count(),
+        taken,
+        "{shown:?}"
+    );
+    let v = run(&["validate", "-B", &repo]);
+    assert_eq!(v.code, 0, "validate:\n{}{}", v.stdout, v.stderr);
+    let last = shown.last().expect("a backup")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    restore_and_compare(&mut c, &repo, &last, &[]);
+}
+
+#[test]
+fn a_garage_node_killed_during_a_backup() {
+    let Some(install) = require_ptrack(18) else {
+        return;
+    };
+    let Some(bin) = require_garage() else {
+        return;
+    };
+    let mut g = Garage::start(&bin, 3);
+    let mut c = ptrack_cluster(&install, true, 16);
+    c.pgbench_init(10);
+    let repo = new_s3_repo(&g, "three");
+    let full = backup(&c, &repo, "full");
+    c.run_tool("pgbench", &["-t", "200", "-c", "2", "postgres"]);
+    let child = spawn_backup(&c, &repo, "ptrack");
+    // Once the new backup is recorded RUNNING, a node other than the one ptrack talks to dies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = run(&["show", "-B", &repo, "--json"]);
+        let running = r.code == 0
+            && r.json()[0]["backups"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|b| b["status"] != "OK"));
+        if running || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    g.kill_node(2);
+    let r = wait(child);
+    // Two of three replicas answer: the backup completes; if it does not, it fails cleanly.
+    assert!(
+        r.code == 0 || r.code == 2,
+        "backup with a node down: {}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let v = run(&["validate", "-B", &repo]);
+    assert_eq!(
+        v.code, 0,
+        "validate with a node down:\n{}{}",
+        v.stdout, v.stderr
+    );
+    let shown = show(&repo);
+    let newest_ok = shown
+        .iter()
+        .rev()
+        .find(|b| b["status"] == "OK")
+        .expect("an OK backup")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    if r.code == 0 {
+        assert_ne!(newest_ok, full, "the completed backup is listed OK");
+    } else {
+        assert!(
+            shown
+                .iter()
+                .all(|b| b["status"] == "OK" || b["status"] == "ERROR"),
+            "{shown:?}"
+        );
+    }
+    g.restart_node(2);
+    restore_and_compare(&mut c, &repo, &newest_ok, &[]);
+}
