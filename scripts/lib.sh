@@ -55,3 +55,48 @@ del held
 print(f"prefault_memory: touched {size / (1 << 30):.1f} GB of free memory in {time.monotonic() - t:.1f} s")
 PY
 }
+
+# garage_start DIR — runs a one-node Garage (scripts/setup builds it) with its data in DIR on
+# free loopback ports, with bucket "ptrack-bench" and a key; exports AWS_ENDPOINT_URL,
+# AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for it and sets GARAGE_PID. Stop it
+# with `kill "$GARAGE_PID"`.
+garage_start() {
+  local dir=$1 bin; bin=$(garage_bin)
+  [[ -x "$bin" ]] || die "Garage is not installed ($bin); run scripts/setup"
+  local ports; ports=$(python3 -c 'import socket
+ps=[]
+for _ in range(3):
+    s=socket.socket(); s.bind(("127.0.0.1",0)); ps.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in ps))')
+  local rpc s3 admin; read -r rpc s3 admin <<<"$ports"
+  mkdir -p "$dir"
+  cat >"$dir/garage.toml" <<CONF
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3"
+root_domain = ".s3.garage.localhost"
+[admin]
+api_bind_addr = "127.0.0.1:$admin"
+CONF
+  "$bin" -c "$dir/garage.toml" server >"$dir/log" 2>&1 &
+  GARAGE_PID=$!
+  local g=("$bin" -c "$dir/garage.toml") id="" i
+  for i in $(seq 100); do id=$("${g[@]}" node id -q 2>/dev/null) && [[ $id == *@* ]] && break; sleep 0.1; done
+  [[ $id == *@* ]] || die "Garage did not start (see $dir/log)"
+  "${g[@]}" layout assign -z dc1 -c 10G "${id%%@*}" >/dev/null
+  "${g[@]}" layout apply --version 1 >/dev/null
+  for i in $(seq 50); do "${g[@]}" bucket create ptrack-bench >/dev/null 2>&1 && break; sleep 0.2; done
+  local out; out=$("${g[@]}" key create ptrack-bench-key)
+  "${g[@]}" bucket allow --read --write --owner ptrack-bench --key ptrack-bench-key >/dev/null
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$s3" AWS_REGION=garage
+  AWS_ACCESS_KEY_ID=$(awk '/^Key ID:/ {print $3}' <<<"$out")
+  AWS_SECRET_ACCESS_KEY=$(awk '/^Secret key:/ {print $3}' <<<"$out")
+  export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+}

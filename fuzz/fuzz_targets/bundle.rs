@@ -65,10 +65,11 @@ fuzz_target!(|data: &[u8]| {
         file.extend_from_slice(&u32::from(c[0] & 3).min(2).to_le_bytes());
     }
     file.extend_from_slice(rest);
-    // One directory for the whole run; bundle.0 is rewritten for each input.
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
-    std::fs::write(dir.path().join("bundle.0"), &file).unwrap();
+    // One store for the whole run; b/bundle.0 is rewritten for each input.
+    static MEM: OnceLock<ptrack_repo::memory::MemStore> = OnceLock::new();
+    let mem = MEM.get_or_init(ptrack_repo::memory::MemStore::new);
+    let dir = ptrack_repo::Key::new("b").unwrap();
+    ptrack_repo::Storage::put(mem, &dir.join("bundle.0").unwrap(), &file).unwrap();
     let bundle = if c[0] & 8 != 0 { u32_at(c, 27) } else { 0 };
     let flen = file.len() as u64;
     // Offsets mostly inside the file, sometimes anywhere.
@@ -79,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
             u64::from(v) % (flen + 1)
         }
     };
-    let mut r = BundleReader::new(dir.path(), kind);
+    let mut r = BundleReader::new(std::sync::Arc::new(mem.clone()), &dir, kind);
     let blcksz = BLCKSZ[usize::from(c[6]) % BLCKSZ.len()];
 
     // An index, and its entries as pages.

@@ -71,13 +71,10 @@ fn all_kinds(doc: &[u8]) {
 /// The streamed reader (`envelope::stream::read`, how manifests are read) on the same bytes as a
 /// file: it never panics, hashes the whole file, and decodes exactly what `decode` decodes.
 fn streamed_manifest(doc: &[u8]) {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    let path = DIR
-        .get_or_init(|| tempfile::tempdir().unwrap())
-        .path()
-        .join("manifest");
-    std::fs::write(&path, doc).unwrap();
-    let s = stream::read::<Manifest>(&path, "manifest", MANIFEST_VERSION).unwrap();
+    let mem = ptrack_repo::memory::MemStore::new();
+    let key = ptrack_repo::Key::new("manifest").unwrap();
+    ptrack_repo::Storage::put(&mem, &key, doc).unwrap();
+    let s = stream::read::<Manifest>(&mem, &key, "manifest", MANIFEST_VERSION).unwrap();
     assert_eq!(s.digest, Digest::of(doc));
     let d = decode::<Manifest>(doc, "manifest", MANIFEST_VERSION, "fuzz");
     match (s.value, d) {

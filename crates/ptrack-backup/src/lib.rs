@@ -64,7 +64,13 @@ pub enum Error {
     Server(String),
     /// The repository's storage failed (the message names the object's key).
     #[error("repository object {0}")]
-    Storage(#[from] ptrack_repo::StorageError),
+    Storage(ptrack_repo::StorageError),
+}
+
+impl From<ptrack_repo::StorageError> for Error {
+    fn from(e: ptrack_repo::StorageError) -> Error {
+        Error::Storage(e)
+    }
 }
 
 impl Error {

@@ -205,6 +205,16 @@ fn local_refuses_links_and_writes_private_files() {
     let err = s.get(&k("catalog")).expect_err("a link is refused");
     assert!(err.to_string().contains("symbolic link"), "{err}");
     assert!(!err.to_string().contains("TOPSECRET"));
+    // A directory on the way that is a link is refused too.
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    std::fs::write(elsewhere.join("manifest"), b"TOPSECRET").expect("write");
+    std::os::unix::fs::symlink(&elsewhere, d.path().join("linked")).expect("symlink");
+    let err = s
+        .get(&k("linked/manifest"))
+        .expect_err("a linked directory is refused");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(s.open(&k("linked/manifest")).is_err());
     s.put(&k("a/b/c"), b"x").expect("put");
     let mode = |p: &std::path::Path| {
         std::fs::metadata(p)

@@ -146,7 +146,7 @@ impl Lease<'_> {
                 key,
                 op: "renew lease",
                 transient: false,
-                source: std::io::Error::other("the lease expired and was taken over"),
+                cause: std::io::Error::other("the lease expired and was taken over"),
             }),
             Err(e) => Err(e),
         }
@@ -255,7 +255,7 @@ impl Held for Kept {
                 key: self.intent.to_string(),
                 op: "renew lease",
                 transient: false,
-                source: std::io::Error::other(format!("the lock may be lost: {e}")),
+                cause: std::io::Error::other(format!("the lock may be lost: {e}")),
             }),
         }
     }

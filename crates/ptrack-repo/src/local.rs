@@ -40,9 +40,37 @@ impl LocalFs {
 
     /// Opens the object's file for reading: a regular file, never through a link.
     fn open_file(&self, key: &Key) -> Result<File> {
+        // Directories on the way must be directories too: a link there is refused, not followed.
+        let comps: Vec<&str> = key.components().collect();
+        let mut dir = self.root.clone();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            dir.push(c);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(StorageError::io(
+                        key,
+                        "open",
+                        io::Error::other(format!(
+                            "\"{}\" is a symbolic link, refused (ptrack never follows links inside a repository)",
+                            dir.display()
+                        )),
+                    ));
+                }
+                Ok(m) if !m.is_dir() => {
+                    return Err(StorageError::io(
+                        key,
+                        "open",
+                        io::Error::other(format!("\"{}\" is not a directory", dir.display())),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(StorageError::io(key, "open", e)),
+            }
+        }
         let f = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            // Not blocking on a FIFO put where an object should be (it is refused below).
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(self.path(key))
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP) => {
@@ -78,7 +106,7 @@ impl LocalFs {
             key: dir.display().to_string(),
             op: "list",
             transient: false,
-            source: e,
+            cause: e,
         };
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
@@ -295,11 +323,18 @@ impl Storage for LocalFs {
         for k in self.list(Some(prefix))? {
             self.delete(&k)?;
         }
-        // Directories are not objects: those left empty go too (rmdir refuses any other).
+        // Directories are not objects: those left empty go too (rmdir refuses any other), after
+        // the temporary files of writers that never finished (never objects, see `Key`).
         let top = self.path(prefix);
         let mut dirs = Vec::new();
         collect_dirs(&top, &mut dirs);
         for d in dirs.iter().rev() {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let is_tmp = e.file_name().to_str().is_some_and(|n| n.ends_with(".tmp"));
+                if is_tmp && e.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
             let _ = std::fs::remove_dir(d);
         }
         if let Some(parent) = top.parent() {

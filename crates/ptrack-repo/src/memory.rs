@@ -91,7 +91,7 @@ impl MemStore {
                 key: key.to_string(),
                 op,
                 transient,
-                source: io::Error::other(format!("injected failure of operation {n}")),
+                cause: io::Error::other(format!("injected failure of operation {n}")),
             });
         }
         f(&mut st)
@@ -142,7 +142,7 @@ fn past_end(key: &Key, start: u64, len: usize, size: usize) -> StorageError {
         key: key.to_string(),
         op: "read",
         transient: false,
-        source: io::Error::new(
+        cause: io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!("{len} bytes at {start} run past the end ({size} bytes)"),
         ),

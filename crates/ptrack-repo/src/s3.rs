@@ -107,7 +107,7 @@ fn map_err(key: &str, op: &'static str, e: object_store::Error) -> StorageError 
             key: key.to_string(),
             op,
             transient: false,
-            source: io::Error::other(other.to_string()),
+            cause: io::Error::other(other.to_string()),
         },
     }
 }
@@ -117,7 +117,7 @@ fn config_error(addr: &S3Address, why: String) -> StorageError {
         key: addr.to_string(),
         op: "configure S3",
         transient: false,
-        source: io::Error::other(why),
+        cause: io::Error::other(why),
     }
 }
 
@@ -228,7 +228,7 @@ impl ObjectReader for S3Reader {
                 key: self.key.to_string(),
                 op: "read",
                 transient: false,
-                source: io::Error::new(
+                cause: io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
                         "{} bytes at {offset} run past the end ({} bytes)",
@@ -249,7 +249,7 @@ impl ObjectReader for S3Reader {
                 key: self.key.to_string(),
                 op: "read",
                 transient: true,
-                source: io::Error::other(format!(
+                cause: io::Error::other(format!(
                     "asked for {} bytes at {offset}, got {}",
                     buf.len(),
                     bytes.len()

@@ -35,7 +35,7 @@ pub enum StorageError {
     },
     /// The operation failed. `transient` failures (timeouts, throttling, interrupted calls)
     /// may succeed when retried; the others will not.
-    #[error("\"{key}\": {op}: {source}")]
+    #[error("\"{key}\": {op}: {cause}")]
     Io {
         /// The key.
         key: String,
@@ -43,9 +43,8 @@ pub enum StorageError {
         op: &'static str,
         /// Whether a retry may succeed.
         transient: bool,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// The cause (part of the message, not a separate source, so that it is printed once).
+        cause: io::Error,
     },
 }
 
@@ -76,7 +75,7 @@ impl StorageError {
             key: key.to_string(),
             op,
             transient,
-            source,
+            cause: source,
         }
     }
 }
