@@ -11,7 +11,6 @@
 //! <sysid>/<ID>/manifest       manifest document (crate::manifest), written last
 //! <sysid>/<ID>/bundle.<n>     stored pages and files (crate::bundle)
 //! ```
-use std::path::Path;
 use std::sync::Arc;
 
 use ptrack_repo::location::Location;
@@ -69,30 +68,6 @@ pub fn key(s: &str) -> Result<Key> {
     Ok(Key::new(s)?)
 }
 
-/// Makes `dir` an empty private directory for a new repository, or refuses.
-fn prepare_dir(root: &Path) -> Result<()> {
-    if root.exists() {
-        let mut it = std::fs::read_dir(root).map_err(|e| Error::io(root, "read", e))?;
-        if it.next().is_some() {
-            return Err(refused(format!(
-                "\"{}\" exists and is not empty; give an empty or new directory",
-                root.display()
-            )));
-        }
-    } else if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
-        && !parent.is_dir()
-    {
-        return Err(refused(format!(
-            "parent directory \"{}\" does not exist",
-            parent.display()
-        )));
-    }
-    ptrack_durable::create_private_dir(root).map_err(|e| Error::io(root, "create", e))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io(root, "chmod", e))
-}
-
 impl Repository {
     /// `ptrack init`: makes `loc` a repository. A directory may exist if empty; a bucket
     /// prefix must hold no objects.
@@ -104,7 +79,7 @@ impl Repository {
                     root.display()
                 )));
             }
-            prepare_dir(root)?;
+            ptrack_repo::local::LocalFs::create_root(root).map_err(refused)?;
         }
         Repository::init_on(loc.connect()?)
     }

@@ -246,6 +246,15 @@ pub fn keep(
     })
 }
 
+/// [`keep`] as a [`Storage::lock`] answer.
+pub fn keep_boxed(
+    store: Arc<dyn Storage>,
+    name: &Key,
+    owner: &str,
+) -> std::result::Result<Box<dyn Held>, LockError> {
+    Ok(Box::new(keep(store, name, owner)?))
+}
+
 impl Held for Kept {
     fn check(&self) -> Result<()> {
         let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());

@@ -32,6 +32,33 @@ impl LocalFs {
         }
     }
 
+    /// Makes `root` the empty private (0700) directory of a new repository: it may exist if
+    /// empty, and its parent must exist. The error says why not.
+    pub fn create_root(root: &Path) -> std::result::Result<(), String> {
+        let shown = root.display();
+        if root.exists() {
+            let mut it =
+                std::fs::read_dir(root).map_err(|e| format!("cannot read \"{shown}\": {e}"))?;
+            if it.next().is_some() {
+                return Err(format!(
+                    "\"{shown}\" exists and is not empty; give an empty or new directory"
+                ));
+            }
+        } else if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(format!(
+                "parent directory \"{}\" does not exist",
+                parent.display()
+            ));
+        }
+        ptrack_durable::create_private_dir(root)
+            .map_err(|e| format!("cannot create \"{shown}\": {e}"))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot chmod \"{shown}\": {e}"))
+    }
+
     fn path(&self, key: &Key) -> PathBuf {
         let mut p = self.root.clone();
         p.extend(key.components());

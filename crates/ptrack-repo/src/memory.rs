@@ -126,7 +126,9 @@ impl ObjectReader for MemReader {
             let piece = usize::try_from(offset)
                 .ok()
                 .and_then(|s| self.bytes.get(s..s.checked_add(buf.len())?))
-                .ok_or_else(|| past_end(key, offset, buf.len(), self.bytes.len()))?;
+                .ok_or_else(|| {
+                    StorageError::past_end(key, offset, buf.len(), self.bytes.len() as u64)
+                })?;
             buf.copy_from_slice(piece);
             Ok(())
         })
@@ -134,18 +136,6 @@ impl ObjectReader for MemReader {
 
     fn read_ahead(&self) -> usize {
         256 << 10
-    }
-}
-
-fn past_end(key: &Key, start: u64, len: usize, size: usize) -> StorageError {
-    StorageError::Io {
-        key: key.to_string(),
-        op: "read",
-        transient: false,
-        cause: io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("{len} bytes at {start} run past the end ({size} bytes)"),
-        ),
     }
 }
 
@@ -191,7 +181,7 @@ impl Storage for MemStore {
                 .ok()
                 .and_then(|s| o.get(s..s.checked_add(len)?))
                 .map(<[u8]>::to_vec)
-                .ok_or_else(|| past_end(key, start, len, o.len()))
+                .ok_or_else(|| StorageError::past_end(key, start, len, o.len() as u64))
         })
     }
 
@@ -262,11 +252,7 @@ impl Storage for MemStore {
     }
 
     fn lock(&self, name: &Key, owner: &str) -> std::result::Result<Box<dyn Held>, LockError> {
-        Ok(Box::new(crate::lease::keep(
-            Arc::new(self.clone()),
-            name,
-            owner,
-        )?))
+        crate::lease::keep_boxed(Arc::new(self.clone()), name, owner)
     }
 
     fn capabilities(&self) -> Capabilities {

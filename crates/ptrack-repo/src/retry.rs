@@ -127,11 +127,7 @@ impl Storage for Retrying {
     fn lock(&self, name: &Key, owner: &str) -> std::result::Result<Box<dyn Held>, LockError> {
         if self.capabilities().lease_lock {
             // The lease's puts, lists and deletes retried like every other operation.
-            return Ok(Box::new(crate::lease::keep(
-                Arc::new(self.clone()),
-                name,
-                owner,
-            )?));
+            return crate::lease::keep_boxed(Arc::new(self.clone()), name, owner);
         }
         self.inner.lock(name, owner)
     }

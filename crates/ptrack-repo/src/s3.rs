@@ -224,19 +224,7 @@ impl ObjectReader for S3Reader {
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.len)
-            .ok_or_else(|| StorageError::Io {
-                key: self.key.to_string(),
-                op: "read",
-                transient: false,
-                cause: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "{} bytes at {offset} run past the end ({} bytes)",
-                        buf.len(),
-                        self.len
-                    ),
-                ),
-            })?;
+            .ok_or_else(|| StorageError::past_end(&self.key, offset, buf.len(), self.len))?;
         if buf.is_empty() {
             return Ok(());
         }
@@ -442,11 +430,7 @@ impl Storage for S3Store {
     }
 
     fn lock(&self, name: &Key, owner: &str) -> std::result::Result<Box<dyn Held>, LockError> {
-        Ok(Box::new(crate::lease::keep(
-            Arc::new(self.clone()),
-            name,
-            owner,
-        )?))
+        crate::lease::keep_boxed(Arc::new(self.clone()), name, owner)
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -60,6 +60,19 @@ impl StorageError {
         )
     }
 
+    /// A read of `len` bytes at `start` of an object of `size` bytes that runs past its end.
+    pub fn past_end(key: &Key, start: u64, len: usize, size: u64) -> StorageError {
+        StorageError::Io {
+            key: key.to_string(),
+            op: "read",
+            transient: false,
+            cause: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{len} bytes at {start} run past the end ({size} bytes)"),
+            ),
+        }
+    }
+
     /// An I/O failure of `op` on `key`, transient by its kind.
     pub fn io(key: &Key, op: &'static str, source: io::Error) -> StorageError {
         if source.kind() == io::ErrorKind::NotFound {
