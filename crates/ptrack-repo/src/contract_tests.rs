@@ -101,6 +101,19 @@ fn contract(s: &dyn Storage) {
         r.read_at(c, (i * (3 << 20)) as u64).expect("read");
     }
     assert!(back == data, "a multipart object reads back byte for byte");
+    // Any order, odd sizes across chunk boundaries, small reads far apart.
+    let piece = (1 << 20) + 7;
+    for start in (0..data.len()).step_by(piece).rev() {
+        let n = piece.min(data.len() - start);
+        let mut b = vec![0u8; n];
+        r.read_at(&mut b, start as u64).expect("read");
+        assert!(b == data[start..start + n], "piece at {start}");
+    }
+    for start in [data.len() - 9000, 17, (8 << 20) - 3, 5 << 20] {
+        let mut b = vec![0u8; 8192];
+        r.read_at(&mut b, start as u64).expect("read");
+        assert!(b == data[start..start + 8192], "page at {start}");
+    }
     s.delete_prefix(&k("inst/backups/B3"))
         .expect("delete prefix");
     assert!(

@@ -33,8 +33,8 @@ use crate::storage::{
 pub const PART: usize = 8 << 20;
 /// Parts of one writer uploaded at once.
 pub const IN_FLIGHT: usize = 2;
-/// Bytes a sequential reader asks for at once (each read is a request).
-const READ_AHEAD: usize = 8 << 20;
+/// Bytes a sequential reader asks for at once (served from [`S3Reader`]'s chunks).
+const READ_AHEAD: usize = 1 << 20;
 
 /// A parsed `s3://bucket/prefix` address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,13 +206,117 @@ impl S3Store {
     }
 }
 
-/// Reads an object with ranged GETs; the size comes from one HEAD at open.
+/// Reads an object with ranged GETs; the size comes from one HEAD at open. Reads that follow
+/// one another (a restore's or validate's pass over a bundle) are served from aligned chunks of
+/// [`CHUNK`] bytes, the next chunk being fetched while the current one is used; a read far from
+/// the previous one is fetched exactly. At most two chunks are kept and one is in flight.
 #[derive(Debug)]
 struct S3Reader {
     store: S3Store,
     key: Key,
     path: OsPath,
     len: u64,
+    chunks: std::sync::Mutex<Chunks>,
+}
+
+/// Bytes of one aligned chunk of an object.
+const CHUNK: u64 = 4 << 20;
+
+#[derive(Debug, Default)]
+struct Chunks {
+    cached: Vec<(u64, bytes::Bytes)>,
+    pending: Option<(
+        u64,
+        tokio::task::JoinHandle<object_store::Result<bytes::Bytes>>,
+    )>,
+    last: Option<u64>,
+}
+
+impl S3Reader {
+    fn range_of(&self, c: u64) -> std::ops::Range<u64> {
+        c * CHUNK..((c + 1) * CHUNK).min(self.len)
+    }
+
+    fn get(&self, r: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+        let want = (r.end - r.start) as usize;
+        let start = r.start;
+        let b = self
+            .store
+            .block_on(self.store.inner.client.get_range(&self.path, r))
+            .map_err(|e| map_err(self.key.as_str(), "read", e))?;
+        self.check_len(b, want, start)
+    }
+
+    fn check_len(&self, b: bytes::Bytes, want: usize, at: u64) -> Result<bytes::Bytes> {
+        if b.len() == want {
+            return Ok(b);
+        }
+        Err(StorageError::Io {
+            key: self.key.to_string(),
+            op: "read",
+            transient: true,
+            cause: io::Error::other(format!("asked for {want} bytes at {at}, got {}", b.len())),
+        })
+    }
+
+    /// Chunk `c`: cached, fetched ahead, or fetched now.
+    fn chunk(&self, st: &mut Chunks, c: u64) -> Result<bytes::Bytes> {
+        if let Some((_, b)) = st.cached.iter().find(|(i, _)| *i == c) {
+            return Ok(b.clone());
+        }
+        let r = self.range_of(c);
+        let b = match st.pending.take() {
+            Some((i, h)) if i == c => {
+                let want = (r.end - r.start) as usize;
+                match self.store.block_on(h) {
+                    Ok(Ok(b)) => self.check_len(b, want, r.start)?,
+                    // A failed or lost prefetch is fetched again, now, its error reported.
+                    _ => self.get(r)?,
+                }
+            }
+            other => {
+                if let Some((_, h)) = other {
+                    h.abort();
+                }
+                self.get(r)?
+            }
+        };
+        st.cached.push((c, b.clone()));
+        if st.cached.len() > 2 {
+            st.cached.remove(0);
+        }
+        Ok(b)
+    }
+
+    fn prefetch(&self, st: &mut Chunks, c: u64) {
+        let have = st.cached.iter().any(|(i, _)| *i == c)
+            || st.pending.as_ref().is_some_and(|(i, _)| *i == c);
+        if have || c * CHUNK >= self.len {
+            return;
+        }
+        let (client, path, r) = (
+            self.store.inner.client.clone(),
+            self.path.clone(),
+            self.range_of(c),
+        );
+        let h = self
+            .store
+            .inner
+            .rt
+            .spawn(async move { client.get_range(&path, r).await });
+        if let Some((_, old)) = st.pending.replace((c, h)) {
+            old.abort();
+        }
+    }
+}
+
+impl Drop for S3Reader {
+    fn drop(&mut self) {
+        let st = self.chunks.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, h)) = st.pending.take() {
+            h.abort();
+        }
+    }
 }
 
 impl ObjectReader for S3Reader {
@@ -228,23 +332,24 @@ impl ObjectReader for S3Reader {
         if buf.is_empty() {
             return Ok(());
         }
-        let bytes = self
-            .store
-            .block_on(self.store.inner.client.get_range(&self.path, offset..end))
-            .map_err(|e| map_err(self.key.as_str(), "read", e))?;
-        if bytes.len() != buf.len() {
-            return Err(StorageError::Io {
-                key: self.key.to_string(),
-                op: "read",
-                transient: true,
-                cause: io::Error::other(format!(
-                    "asked for {} bytes at {offset}, got {}",
-                    buf.len(),
-                    bytes.len()
-                )),
-            });
+        let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
+        let mut st = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        let follows = st.last.is_some_and(|l| first == l || first == l + 1);
+        st.last = Some(last);
+        if !follows && (buf.len() as u64) < CHUNK / 4 {
+            drop(st);
+            let b = self.get(offset..end)?;
+            buf.copy_from_slice(&b);
+            return Ok(());
         }
-        buf.copy_from_slice(&bytes);
+        for c in first..=last {
+            let b = self.chunk(&mut st, c)?;
+            let from = offset.max(c * CHUNK);
+            let to = end.min(c * CHUNK + b.len() as u64);
+            let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            dst.copy_from_slice(&b[(from - c * CHUNK) as usize..(to - c * CHUNK) as usize]);
+        }
+        self.prefetch(&mut st, last + 1);
         Ok(())
     }
 
@@ -354,6 +459,7 @@ impl Storage for S3Store {
             key: key.clone(),
             path,
             len: meta.size,
+            chunks: std::sync::Mutex::default(),
         }))
     }
 
