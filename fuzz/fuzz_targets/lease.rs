@@ -3,9 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ptrack_repo::lease::parse_intent;
+use ptrack_repo::lease::{parse_intent, parse_local};
 
 fuzz_target!(|data: &[u8]| {
+    let _ = parse_local(data);
     let (expires, owner) = parse_intent(data);
     // Owners are one line of our own text (no line breaks), so they read back whole.
     if !owner.contains(['\n', '\r']) && !owner.is_empty() {

@@ -149,3 +149,73 @@ fn a_garage_node_killed_during_a_backup() {
     g.restart_node(2);
     restore_and_compare(&mut c, &repo, &newest_ok, &[]);
 }
+
+/// `ptrack backup` into S3 killed (SIGKILL) while it runs: the next backup takes the dead
+/// holder's lease over at once (same host, process gone), records the killed backup ERROR and
+/// deletes its objects; the repository validates and the new backup restores page by page.
+#[test]
+fn a_backup_killed_mid_upload_is_cleaned_by_the_next() {
+    let Some(install) = require_ptrack(18) else {
+        return;
+    };
+    let Some(bin) = require_garage() else {
+        return;
+    };
+    let g = Garage::start(&bin, 1);
+    let mut c = ptrack_cluster(&install, true, 16);
+    c.pgbench_init(10);
+    let repo = new_s3_repo(&g, "killed");
+    let mut child = spawn_backup(&c, &repo, "full");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let killed = loop {
+        let r = run(&["show", "-B", &repo, "--json"]);
+        let running = (r.code == 0)
+            .then(|| r.json()[0]["backups"].clone())
+            .and_then(|b| b.as_array().and_then(|a| a.first().cloned()))
+            .filter(|b| b["status"] == "RUNNING")
+            .and_then(|b| b["id"].as_str().map(str::to_string));
+        if let Some(id) = running {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never showed RUNNING"
+        );
+        std::thread::yield_now();
+    };
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let next = backup(&c, &repo, "full");
+    let shown = show(&repo);
+    let status_of = |id: &str| {
+        shown
+            .iter()
+            .find(|b| b["id"] == id)
+            .map(|b| b["status"].clone())
+    };
+    assert_eq!(status_of(&killed), Some("ERROR".into()), "{shown:?}");
+    assert_eq!(status_of(&next), Some("OK".into()));
+    let store = ptrack_repo::s3::S3Store::with_settings(
+        ptrack_repo::s3::S3Address {
+            bucket: g.bucket.clone(),
+            prefix: "killed".into(),
+        },
+        &[
+            ("aws_endpoint", g.endpoint(0)),
+            ("aws_region", "garage".into()),
+            ("aws_access_key_id", g.key_id.clone()),
+            ("aws_secret_access_key", g.secret.clone()),
+        ],
+    )
+    .expect("client");
+    let left: Vec<String> = ptrack_repo::Storage::list(&store, None)
+        .expect("list")
+        .iter()
+        .map(|k| k.to_string())
+        .filter(|k| k.contains(&format!("/{killed}/")) || k.contains("/lock/"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let v = run(&["validate", "-B", &repo]);
+    assert_eq!(v.code, 0, "validate:\n{}{}", v.stdout, v.stderr);
+    restore_and_compare(&mut c, &repo, &next, &[]);
+}

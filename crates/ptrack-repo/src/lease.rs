@@ -63,7 +63,50 @@ fn nonce() -> String {
 }
 
 fn body(owner: &str, expires_ms: u64) -> Vec<u8> {
-    format!("{expires_ms}\n{owner}\n").into_bytes()
+    let local = local_identity().map_or(String::new(), |(boot, ns)| {
+        format!("local {boot} {ns} {}\n", std::process::id())
+    });
+    format!("{expires_ms}\n{owner}\n{local}").into_bytes()
+}
+
+/// This host's boot and PID namespace (`/proc/sys/kernel/random/boot_id`, `/proc/self/ns/pid`):
+/// a process id means the same process only where both are equal.
+fn local_identity() -> Option<(String, String)> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let boot = boot.trim().to_string();
+    let ns = ns.to_str()?.replace(' ', "_");
+    (!boot.is_empty() && !boot.contains(' ')).then_some((boot, ns))
+}
+
+/// The `local BOOT NS PID` line of an intent body, if it has one (any bytes are accepted).
+pub fn parse_local(bytes: &[u8]) -> Option<(String, String, u32)> {
+    let text = String::from_utf8_lossy(bytes);
+    let line = text.lines().nth(2)?;
+    let mut f = line.strip_prefix("local ")?.split(' ');
+    let (boot, ns, pid) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+    f.next()
+        .is_none()
+        .then(|| (boot.to_string(), ns.to_string(), pid))
+}
+
+/// Whether the intent was written by a process of this host and PID namespace that no longer
+/// exists: its holder died without releasing it, and it need not wait for its expiry. Never
+/// true for this process or for a process that exists (whoever it is now).
+fn holder_died_here(bytes: &[u8]) -> bool {
+    let (Some((boot, ns, pid)), Some((my_boot, my_ns))) = (parse_local(bytes), local_identity())
+    else {
+        return false;
+    };
+    if boot != my_boot || ns != my_ns || pid == std::process::id() || pid == 0 {
+        return false;
+    }
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// (expiry, owner) of an intent's body, which another process wrote: any bytes are accepted,
@@ -119,13 +162,14 @@ impl Lease<'_> {
             if k == self.intent {
                 continue;
             }
-            let (expires, owner) = match self.store.get(&k) {
-                Ok(b) => parse_intent(&b),
+            let bytes = match self.store.get(&k) {
+                Ok(b) => b,
                 // Released meanwhile.
                 Err(StorageError::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            if expires.saturating_add(SKEW_MS) < now_ms {
+            let (expires, owner) = parse_intent(&bytes);
+            if expires.saturating_add(SKEW_MS) < now_ms || holder_died_here(&bytes) {
                 self.store.delete(&k)?;
                 continue;
             }
@@ -359,6 +403,12 @@ mod tests {
             (42, "backup A".to_string())
         );
         assert_eq!(parse_intent(b""), (0, "?".to_string()));
+        let (boot, ns) = local_identity().expect("Linux /proc");
+        assert_eq!(
+            parse_local(&body("x", 1)),
+            Some((boot, ns, std::process::id()))
+        );
+        assert_eq!(parse_local(b"1\nx\nlocal a b\n"), None);
         assert_eq!(parse_intent(b"\xff\xfe\nx").0, 0);
     }
 
@@ -375,6 +425,32 @@ mod tests {
         drop(a);
         assert_eq!(s.list(Some(&name)).expect("list"), Vec::<Key>::new());
         keep(s, &name, "backup B").expect("free after drop");
+    }
+
+    /// An intent of a process of this host that has exited is taken over before it expires;
+    /// one of a live process (this one) is not.
+    #[test]
+    fn a_dead_local_holder_is_overtaken_at_once() {
+        let s = MemStore::new().without_conditional_put();
+        let name = k("inst/lock");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let (boot, ns) = local_identity().expect("Linux /proc");
+        let far = 10_000_000_000_000u64;
+        let intent = name.join("dead").expect("key");
+        s.put(
+            &intent,
+            format!("{far}\nkilled backup\nlocal {boot} {ns} {dead}\n").as_bytes(),
+        )
+        .expect("put");
+        let l = acquire(&s, &name, "me", 60_000, 1).expect("the dead holder is overtaken");
+        assert!(matches!(s.get(&intent), Err(StorageError::NotFound { .. })));
+        match acquire(&s, &name, "second", 60_000, 1) {
+            Err(LeaseError::Held { owner, .. }) => assert_eq!(owner, "me"),
+            other => unreachable!("a live holder is never overtaken: {other:?}"),
+        }
+        l.release().expect("release");
     }
 
     #[test]
