@@ -145,19 +145,21 @@ impl Repository {
         &self.store
     }
 
-    /// System identifiers of the instances in the repository.
+    /// System identifiers of the instances in the repository: the numeric names at its top
+    /// that hold an instance document (one listing of the top level, not of every object).
     pub fn instances(&self) -> Result<Vec<u64>> {
-        let mut out: Vec<u64> = self
-            .store
-            .list(None)?
-            .iter()
-            .filter_map(|k| {
-                let (sysid, rest) = k.as_str().split_once('/')?;
-                (rest == "instance").then(|| sysid.parse().ok())?
-            })
-            .collect();
+        let mut out = Vec::new();
+        for name in self.store.children(None)? {
+            let Ok(sysid) = name.parse::<u64>() else {
+                continue;
+            };
+            match self.store.size(&key(&name)?.join("instance")?) {
+                Ok(_) => out.push(sysid),
+                Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         out.sort_unstable();
-        out.dedup();
         Ok(out)
     }
 

@@ -6,7 +6,7 @@
 
 use std::process::Stdio;
 
-use ptrack_testkit::{Garage, require_garage, require_ptrack};
+use ptrack_testkit::{Garage, PgCluster, require_garage, require_ptrack};
 
 use crate::backup_util::*;
 use crate::util::{Run, ptrack, run};
@@ -29,18 +29,43 @@ fn wait(child: std::process::Child) -> Run {
     r
 }
 
+/// A PG18 cluster with ptrack (pgbench scale `scale`), a Garage of `nodes` nodes and a
+/// repository at `s3://…/prefix` on it; `None` when either is missing (skipped).
+fn s3_case(nodes: usize, scale: u32, prefix: &str) -> Option<(Garage, PgCluster, String)> {
+    let install = require_ptrack(18)?;
+    let bin = require_garage()?;
+    let g = Garage::start(&bin, nodes);
+    let c = ptrack_cluster(&install, true, 16);
+    c.pgbench_init(scale);
+    let repo = new_s3_repo(&g, prefix);
+    Some((g, c, repo))
+}
+
+/// The ID of the first backup `show` lists as RUNNING, polled for at most a minute.
+fn wait_running(repo: &str) -> Option<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let r = run(&["show", "-B", repo, "--json"]);
+        let running = (r.code == 0)
+            .then(|| r.json()[0]["backups"].clone())
+            .and_then(|b| {
+                b.as_array()
+                    .and_then(|a| a.iter().find(|b| b["status"] == "RUNNING").cloned())
+            })
+            .and_then(|b| b["id"].as_str().map(str::to_string));
+        if running.is_some() {
+            return running;
+        }
+        std::thread::yield_now();
+    }
+    None
+}
+
 #[test]
 fn concurrent_backups_to_one_bucket_exclude_each_other() {
-    let Some(install) = require_ptrack(18) else {
+    let Some((_g, mut c, repo)) = s3_case(1, 2, "race") else {
         return;
     };
-    let Some(bin) = require_garage() else {
-        return;
-    };
-    let g = Garage::start(&bin, 1);
-    let mut c = ptrack_cluster(&install, true, 16);
-    c.pgbench_init(2);
-    let repo = new_s3_repo(&g, "race");
     let mut taken = 0;
     for round in 0..3 {
         let (a, b) = (
@@ -86,32 +111,15 @@ fn concurrent_backups_to_one_bucket_exclude_each_other() {
 
 #[test]
 fn a_garage_node_killed_during_a_backup() {
-    let Some(install) = require_ptrack(18) else {
+    let Some((mut g, mut c, repo)) = s3_case(3, 10, "three") else {
         return;
     };
-    let Some(bin) = require_garage() else {
-        return;
-    };
-    let mut g = Garage::start(&bin, 3);
-    let mut c = ptrack_cluster(&install, true, 16);
-    c.pgbench_init(10);
-    let repo = new_s3_repo(&g, "three");
     let full = backup(&c, &repo, "full");
     c.run_tool("pgbench", &["-t", "200", "-c", "2", "postgres"]);
     let child = spawn_backup(&c, &repo, "ptrack");
-    // Once the new backup is recorded RUNNING, a node other than the one ptrack talks to dies.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let r = run(&["show", "-B", &repo, "--json"]);
-        let running = r.code == 0
-            && r.json()[0]["backups"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|b| b["status"] != "OK"));
-        if running || std::time::Instant::now() > deadline {
-            break;
-        }
-        std::thread::yield_now();
-    }
+    // Once the new backup is recorded RUNNING (or it has ended already), a node other than
+    // the one ptrack talks to dies.
+    let _ = wait_running(&repo);
     g.kill_node(2);
     let r = wait(child);
     // Two of three replicas answer: the backup completes; if it does not, it fails cleanly.
@@ -155,34 +163,11 @@ fn a_garage_node_killed_during_a_backup() {
 /// deletes its objects; the repository validates and the new backup restores page by page.
 #[test]
 fn a_backup_killed_mid_upload_is_cleaned_by_the_next() {
-    let Some(install) = require_ptrack(18) else {
+    let Some((g, mut c, repo)) = s3_case(1, 10, "killed") else {
         return;
     };
-    let Some(bin) = require_garage() else {
-        return;
-    };
-    let g = Garage::start(&bin, 1);
-    let mut c = ptrack_cluster(&install, true, 16);
-    c.pgbench_init(10);
-    let repo = new_s3_repo(&g, "killed");
     let mut child = spawn_backup(&c, &repo, "full");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let killed = loop {
-        let r = run(&["show", "-B", &repo, "--json"]);
-        let running = (r.code == 0)
-            .then(|| r.json()[0]["backups"].clone())
-            .and_then(|b| b.as_array().and_then(|a| a.first().cloned()))
-            .filter(|b| b["status"] == "RUNNING")
-            .and_then(|b| b["id"].as_str().map(str::to_string));
-        if let Some(id) = running {
-            break id;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup never showed RUNNING"
-        );
-        std::thread::yield_now();
-    };
+    let killed = wait_running(&repo).expect("the backup never showed RUNNING");
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let next = backup(&c, &repo, "full");
@@ -200,12 +185,7 @@ fn a_backup_killed_mid_upload_is_cleaned_by_the_next() {
             bucket: g.bucket.clone(),
             prefix: "killed".into(),
         },
-        &[
-            ("aws_endpoint", g.endpoint(0)),
-            ("aws_region", "garage".into()),
-            ("aws_access_key_id", g.key_id.clone()),
-            ("aws_secret_access_key", g.secret.clone()),
-        ],
+        &g.settings(),
     )
     .expect("client");
     let left: Vec<String> = ptrack_repo::Storage::list(&store, None)

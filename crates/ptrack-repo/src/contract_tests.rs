@@ -83,6 +83,20 @@ fn contract(s: &dyn Storage) {
         s.list(Some(&k("nothing"))).expect("list"),
         Vec::<Key>::new()
     );
+    // One level down only, objects and "directories" alike.
+    assert_eq!(
+        s.children(None).expect("children"),
+        vec!["inst".to_string()]
+    );
+    assert_eq!(
+        s.children(Some(&k("inst"))).expect("children"),
+        vec!["backups", "backupsX", "lock"]
+    );
+    assert!(
+        s.children(Some(&k("nothing")))
+            .expect("children")
+            .is_empty()
+    );
 
     // A writer of several upload parts (8 MiB each on S3), written in odd pieces, reads back.
     let big = k("inst/backups/B3/bundle.0");
@@ -159,12 +173,7 @@ fn garage_honours_the_contract() {
         return;
     };
     let g = ptrack_testkit::Garage::start(&bin, 1);
-    let settings: Vec<(&str, String)> = vec![
-        ("aws_endpoint", g.endpoint(0)),
-        ("aws_region", "garage".into()),
-        ("aws_access_key_id", g.key_id.clone()),
-        ("aws_secret_access_key", g.secret.clone()),
-    ];
+    let settings = g.settings();
     for prefix in ["some/prefix", ""] {
         let addr = crate::s3::S3Address {
             bucket: g.bucket.clone(),

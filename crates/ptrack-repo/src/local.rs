@@ -290,6 +290,35 @@ impl Storage for LocalFs {
         Ok(out)
     }
 
+    fn children(&self, prefix: Option<&Key>) -> Result<Vec<String>> {
+        let dir = prefix.map_or_else(|| self.root.clone(), |p| self.path(p));
+        let shown = |e: io::Error| StorageError::Io {
+            key: dir.display().to_string(),
+            op: "list",
+            transient: false,
+            cause: e,
+        };
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(shown(e)),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(shown)?;
+            let ft = entry.file_type().map_err(shown)?;
+            let name = entry.file_name();
+            if let Some(n) = name.to_str()
+                && (ft.is_dir() || ft.is_file())
+                && Key::new(n).is_ok()
+            {
+                out.push(n.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn put(&self, key: &Key, bytes: &[u8]) -> Result<()> {
         self.make_parents(key)?;
         ptrack_durable::write_file(&self.path(key), bytes)

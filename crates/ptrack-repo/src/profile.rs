@@ -48,62 +48,37 @@ fn file(var: &str, default: &str) -> Option<std::path::PathBuf> {
         .or_else(|| env("HOME").map(|h| std::path::Path::new(&h).join(".aws").join(default)))
 }
 
+/// The `key = value` settings of section `name` of the INI file at `path`; `None` when there is
+/// no such file or section.
+fn section(
+    path: Option<&std::path::PathBuf>,
+    name: &str,
+) -> Result<Option<Vec<(String, String)>>, String> {
+    let Some(text) = path.map(|p| read(p)).transpose()?.flatten() else {
+        return Ok(None);
+    };
+    let kv: Vec<(String, String)> = parse_ini(&text)
+        .into_iter()
+        .filter(|(s, _, _)| s == name)
+        .map(|(_, k, v)| (k, v))
+        .collect();
+    Ok((!kv.is_empty()).then_some(kv))
+}
+
 /// Settings from the shared files that the environment does not already give. An error when
 /// `AWS_PROFILE` names a profile neither file has (the message names the files, never a value).
 pub fn settings() -> Result<Vec<(AmazonS3ConfigKey, String)>, String> {
     let explicit = env("AWS_PROFILE");
     let profile = explicit.clone().unwrap_or_else(|| "default".into());
-    let mut out = Vec::new();
-    let mut found = false;
     let creds_path = file("AWS_SHARED_CREDENTIALS_FILE", "credentials");
     let config_path = file("AWS_CONFIG_FILE", "config");
-    let from_env_keys = env("AWS_ACCESS_KEY_ID").is_some();
-    if let Some(p) = &creds_path
-        && let Some(text) = read(p)?
-    {
-        for (s, k, v) in parse_ini(&text) {
-            if s != profile {
-                continue;
-            }
-            found = true;
-            let key = match k.as_str() {
-                "aws_access_key_id" => AmazonS3ConfigKey::AccessKeyId,
-                "aws_secret_access_key" => AmazonS3ConfigKey::SecretAccessKey,
-                "aws_session_token" => AmazonS3ConfigKey::Token,
-                _ => continue,
-            };
-            if !from_env_keys {
-                out.push((key, v));
-            }
-        }
-    }
-    let section = if profile == "default" {
-        "default".to_string()
-    } else {
-        format!("profile {profile}")
+    let config_section = match profile.as_str() {
+        "default" => "default".to_string(),
+        p => format!("profile {p}"),
     };
-    if let Some(p) = &config_path
-        && let Some(text) = read(p)?
-    {
-        for (s, k, v) in parse_ini(&text) {
-            if s != section {
-                continue;
-            }
-            found = true;
-            match k.as_str() {
-                "region" if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() => {
-                    out.push((AmazonS3ConfigKey::Region, v));
-                }
-                "endpoint_url"
-                    if env("AWS_ENDPOINT_URL").is_none() && env("AWS_ENDPOINT").is_none() =>
-                {
-                    out.push((AmazonS3ConfigKey::Endpoint, v));
-                }
-                _ => {}
-            }
-        }
-    }
-    if explicit.is_some() && !found {
+    let creds = section(creds_path.as_ref(), &profile)?;
+    let config = section(config_path.as_ref(), &config_section)?;
+    if explicit.is_some() && creds.is_none() && config.is_none() {
         let shown = |p: &Option<std::path::PathBuf>| {
             p.as_ref()
                 .map_or("(no file)".to_string(), |p| format!("\"{}\"", p.display()))
@@ -113,6 +88,28 @@ pub fn settings() -> Result<Vec<(AmazonS3ConfigKey, String)>, String> {
             shown(&creds_path),
             shown(&config_path)
         ));
+    }
+    let keys_from_env = env("AWS_ACCESS_KEY_ID").is_some();
+    let region_from_env = env("AWS_REGION").is_some() || env("AWS_DEFAULT_REGION").is_some();
+    let endpoint_from_env = env("AWS_ENDPOINT_URL").is_some() || env("AWS_ENDPOINT").is_some();
+    let mut out = Vec::new();
+    for (k, v) in creds.unwrap_or_default() {
+        let key = match k.as_str() {
+            "aws_access_key_id" => AmazonS3ConfigKey::AccessKeyId,
+            "aws_secret_access_key" => AmazonS3ConfigKey::SecretAccessKey,
+            "aws_session_token" => AmazonS3ConfigKey::Token,
+            _ => continue,
+        };
+        if !keys_from_env {
+            out.push((key, v));
+        }
+    }
+    for (k, v) in config.unwrap_or_default() {
+        match k.as_str() {
+            "region" if !region_from_env => out.push((AmazonS3ConfigKey::Region, v)),
+            "endpoint_url" if !endpoint_from_env => out.push((AmazonS3ConfigKey::Endpoint, v)),
+            _ => {}
+        }
     }
     Ok(out)
 }

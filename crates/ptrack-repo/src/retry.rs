@@ -102,6 +102,10 @@ impl Storage for Retrying {
         again(&self.log, || self.inner.list(prefix))
     }
 
+    fn children(&self, prefix: Option<&Key>) -> Result<Vec<String>> {
+        again(&self.log, || self.inner.children(prefix))
+    }
+
     fn put(&self, key: &Key, bytes: &[u8]) -> Result<()> {
         again(&self.log, || self.inner.put(key, bytes))
     }

@@ -180,6 +180,17 @@ impl S3Store {
         }
     }
 
+    /// Where a listing of `prefix` starts in the bucket.
+    fn list_root(&self, prefix: Option<&Key>) -> Option<OsPath> {
+        let base = &self.inner.addr.prefix;
+        match (base.is_empty(), prefix) {
+            (true, None) => None,
+            (true, Some(p)) => Some(OsPath::from(p.as_str())),
+            (false, None) => Some(OsPath::from(base.as_str())),
+            (false, Some(p)) => Some(OsPath::from(format!("{base}/{}", p.as_str()))),
+        }
+    }
+
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.inner.rt.block_on(f)
     }
@@ -464,9 +475,17 @@ impl Storage for S3Store {
     }
 
     fn get_range(&self, key: &Key, start: u64, len: usize) -> Result<Vec<u8>> {
-        let mut v = vec![0u8; len];
-        self.open(key)?.read_at(&mut v, start)?;
-        Ok(v)
+        let end = start
+            .checked_add(len as u64)
+            .ok_or_else(|| StorageError::past_end(key, start, len, u64::MAX))?;
+        let b = self
+            .block_on(self.inner.client.get_range(&self.path(key), start..end))
+            .map_err(|e| map_err(key.as_str(), "get range", e))?;
+        // A range past the end comes back short (or as an error): either way, refused.
+        if b.len() != len {
+            return Err(StorageError::past_end(key, start, len, b.len() as u64));
+        }
+        Ok(b.to_vec())
     }
 
     fn size(&self, key: &Key) -> Result<u64> {
@@ -476,12 +495,7 @@ impl Storage for S3Store {
     fn list(&self, prefix: Option<&Key>) -> Result<Vec<Key>> {
         use futures_util::TryStreamExt;
         let base = &self.inner.addr.prefix;
-        let full = match (base.is_empty(), prefix) {
-            (true, None) => None,
-            (true, Some(p)) => Some(OsPath::from(p.as_str())),
-            (false, None) => Some(OsPath::from(base.as_str())),
-            (false, Some(p)) => Some(OsPath::from(format!("{base}/{}", p.as_str()))),
-        };
+        let full = self.list_root(prefix);
         let metas: Vec<object_store::ObjectMeta> = self
             .block_on(self.inner.client.list(full.as_ref()).try_collect())
             .map_err(|e| map_err(prefix.map_or("", Key::as_str), "list", e))?;
@@ -501,6 +515,23 @@ impl Storage for S3Store {
             .filter_map(std::result::Result::ok)
             .collect();
         out.sort();
+        Ok(out)
+    }
+
+    fn children(&self, prefix: Option<&Key>) -> Result<Vec<String>> {
+        let full = self.list_root(prefix);
+        let res = self
+            .block_on(self.inner.client.list_with_delimiter(full.as_ref()))
+            .map_err(|e| map_err(prefix.map_or("", Key::as_str), "list", e))?;
+        let mut out: Vec<String> = res
+            .common_prefixes
+            .iter()
+            .chain(res.objects.iter().map(|m| &m.location))
+            .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|n| Key::new(n).is_ok())
+            .collect();
+        out.sort();
+        out.dedup();
         Ok(out)
     }
 

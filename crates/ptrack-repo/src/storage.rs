@@ -176,6 +176,26 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Unfinished writes are never listed.
     fn list(&self, prefix: Option<&Key>) -> Result<Vec<Key>>;
 
+    /// The names one level below `prefix` (the repository's top for `None`) under which
+    /// objects exist, sorted and without repeats: what a directory listing shows, without
+    /// listing every object below.
+    fn children(&self, prefix: Option<&Key>) -> Result<Vec<String>> {
+        let skip = prefix.map_or(0, |p| p.as_str().len() + 1);
+        let mut out: Vec<String> = self
+            .list(prefix)?
+            .iter()
+            .filter_map(|k| {
+                k.as_str()
+                    .get(skip..)?
+                    .split('/')
+                    .next()
+                    .map(str::to_string)
+            })
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Writes the whole object, replacing any object of that key: atomic (a reader sees the old
     /// or the new bytes, also after a crash) and durable when it returns.
     fn put(&self, key: &Key, bytes: &[u8]) -> Result<()>;

@@ -221,6 +221,16 @@ impl Garage {
         ]
     }
 
+    /// The same, as `object_store` settings (for `ptrack_repo::s3::S3Store::with_settings`).
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("aws_endpoint", self.endpoint(0)),
+            ("aws_region", "garage".into()),
+            ("aws_access_key_id", self.key_id.clone()),
+            ("aws_secret_access_key", self.secret.clone()),
+        ]
+    }
+
     /// Kills node `i` (SIGKILL).
     pub fn kill_node(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
