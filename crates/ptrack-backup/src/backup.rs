@@ -223,7 +223,7 @@ pub fn run_backup(
         None => repo.add_instance(info.clone())?,
     };
     let lock = instance.lock("take a backup")?;
-    let mut cat = instance.catalog()?;
+    let cat = instance.catalog()?;
     let parent: Option<Parent> = match &history {
         Some(h) => Some(choose_parent(
             &instance,
@@ -254,7 +254,7 @@ pub fn run_backup(
         i2.save_info(&lock)?;
     }
     let id = new_id(&instance, &cat)?;
-    cat.backups.push(BackupInfo {
+    let record = BackupInfo {
         id: id.clone(),
         mode: opts.mode,
         parent: parent.as_ref().map(|p| p.chain[0].info.id.clone()),
@@ -272,8 +272,8 @@ pub fn run_backup(
         manifest_digest: None,
         error: None,
         program_version: env!("CARGO_PKG_VERSION").into(),
-    });
-    instance.save_catalog(&cat, &lock)?;
+    };
+    instance.save_record(&record, &lock)?;
     let dir = instance.backup_key(&id)?;
     let ctx = TakeContext {
         lineage: &lineage,
@@ -324,23 +324,28 @@ fn finish(
 ) -> Result<BackupReport> {
     match result {
         Ok(mut report) => {
-            let mut cat = instance.catalog()?;
-            let rec = cat.get_mut(id).expect("our record");
+            let cat = instance.catalog()?;
+            let rec = cat.get(id).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "the record of backup {id} vanished while it was taken"
+                ))
+            })?;
             report.info.status = Status::Ok;
             report.info.start_time = rec.start_time;
-            *rec = report.info.clone();
-            instance.save_catalog(&cat, lock)?;
+            instance.save_record(&report.info, lock)?;
             Ok(report)
         }
         Err(e) => {
             let cleanup = instance.remove_backup_files(id);
-            let recorded = instance.catalog().and_then(|mut cat| {
-                if let Some(rec) = cat.get_mut(id) {
+            let recorded = instance.catalog().and_then(|cat| match cat.get(id) {
+                Some(rec) => {
+                    let mut rec = rec.clone();
                     rec.status = Status::Error;
                     rec.end_time = Some(now());
                     rec.error = Some(e.to_string());
+                    instance.save_record(&rec, lock)
                 }
-                instance.save_catalog(&cat, lock)
+                None => Ok(()),
             });
             match (recorded, cleanup) {
                 (Ok(()), Ok(())) => Err(e),

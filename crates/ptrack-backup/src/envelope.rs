@@ -126,7 +126,14 @@ fn oldest_readable(kind: &str, version: u32) -> u32 {
 }
 
 /// Every document kind.
-const KINDS: &[&str] = &["repository", "instance", "catalog", "manifest"];
+const KINDS: &[&str] = &[
+    "repository",
+    "instance",
+    "catalog",
+    "manifest",
+    "backup-record",
+    "catalog-index",
+];
 
 /// What to do with a repository of an older format.
 pub const OLD_FORMAT: &str = "Repositories written by ptrack 0.1 (format 1) identified unchanged files by CRC-32C and \

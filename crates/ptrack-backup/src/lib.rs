@@ -21,6 +21,7 @@ pub mod parallel;
 pub mod parent;
 pub mod paths;
 pub mod phases;
+pub mod records;
 pub mod repo;
 pub mod restore;
 pub mod server;

@@ -11,6 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use ptrack_page::page::PageHeader;
+use ptrack_page::scan::{Verdict, reread_rule};
 use ptrack_page::verify::{PageCheck, verify_page};
 use ptrack_types::Lsn;
 use serde::Serialize;
@@ -104,9 +105,13 @@ fn read_blocks(f: &File, buf: &mut [u8], first: u32, blcksz: usize) -> io::Resul
     Ok(got / blcksz)
 }
 
-/// Verifies `page` (block `in_file` of the part), re-reading it while it fails and keeps
-/// changing. Returns the problems of the final bytes (empty: good); `page` holds those bytes.
-/// `None` when the block is gone (file truncated meanwhile).
+/// Verifies `page` (block `in_file` of the part) and applies `ptrack verify`'s re-read rule
+/// (`ptrack_page::scan::reread_rule`) when it fails. Returns the problems of the bytes kept in
+/// `page` (empty: good): a page that read the same failing bytes twice is damaged; one that
+/// passed on a re-read raced a write; one that changed on every read and never passed is being
+/// written right now, so WAL replay from the backup's start rewrites it (full_page_writes is on
+/// during a backup) and its last bytes are kept, not called damaged. `None` when the block is
+/// gone (file truncated meanwhile).
 fn checked(
     f: &File,
     page: &mut [u8],
@@ -114,27 +119,46 @@ fn checked(
     abs: u32,
     check: PageCheck,
 ) -> io::Result<Option<Vec<String>>> {
-    let mut problems = verify_page(page, abs, check);
+    let problems = verify_page(page, abs, check);
     if problems.is_empty() {
         return Ok(Some(Vec::new()));
     }
     let blcksz = page.len();
-    let mut next = vec![0u8; blcksz];
-    for attempt in 1..=MAX_REREADS {
+    let mut last = page.to_vec();
+    let mut failure: Option<io::Error> = None;
+    let mut reread = |buf: &mut [u8]| match read_blocks(f, buf, in_file, blcksz) {
+        Ok(1) => {
+            last.copy_from_slice(buf);
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            failure = Some(e);
+            false
+        }
+    };
+    let mut pause = |attempt: u32| {
         std::thread::sleep(std::time::Duration::from_millis(u64::from(attempt.min(10))));
-        if read_blocks(f, &mut next, in_file, blcksz)? == 0 {
-            return Ok(None);
-        }
-        if next == page {
-            break;
-        }
-        page.copy_from_slice(&next);
-        problems = verify_page(page, abs, check);
-        if problems.is_empty() {
-            return Ok(Some(Vec::new()));
-        }
+    };
+    let first = page.to_vec();
+    let verdict = reread_rule(
+        &first,
+        problems,
+        abs,
+        check,
+        MAX_REREADS,
+        &mut reread,
+        &mut pause,
+    );
+    if let Some(e) = failure {
+        return Err(e);
     }
-    Ok(Some(problems.iter().map(|p| p.to_string()).collect()))
+    page.copy_from_slice(&last);
+    Ok(match verdict {
+        Verdict::Damaged { problems, .. } => Some(problems.iter().map(|p| p.to_string()).collect()),
+        Verdict::TornRead | Verdict::Unverified { .. } => Some(Vec::new()),
+        Verdict::Gone => None,
+    })
 }
 
 /// Reads a part of `root/rel`, verifies every page read and stores the kept ones in `w`.
@@ -327,4 +351,44 @@ pub fn copy_tail(
         digest: Digest::of(&buf),
         stored,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ptrack_types::ForkNumber;
+
+    const CHECK: PageCheck = PageCheck {
+        checksums: true,
+        fork: ForkNumber::Main,
+    };
+
+    fn file_with(bytes: &[u8]) -> (tempfile::NamedTempFile, File) {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(t.path(), bytes).unwrap();
+        let f = File::open(t.path()).unwrap();
+        (t, f)
+    }
+
+    #[test]
+    fn the_re_read_rule_is_ptrack_verifys() {
+        // Same failing bytes on the re-read: damaged, and the bytes are kept as read.
+        let bad = vec![0xFFu8; 8192];
+        let (_t, f) = file_with(&bad);
+        let mut page = bad.clone();
+        let problems = checked(&f, &mut page, 0, 0, CHECK).unwrap().unwrap();
+        assert!(!problems.is_empty());
+        assert_eq!(page, bad);
+
+        // The first read was torn, the file now holds a good (new, all-zero) page: kept, good.
+        let (_t, f) = file_with(&[0u8; 8192]);
+        let mut page = bad.clone();
+        assert_eq!(checked(&f, &mut page, 0, 0, CHECK).unwrap(), Some(vec![]));
+        assert_eq!(page, vec![0u8; 8192]);
+
+        // The block is gone (the file was truncated meanwhile).
+        let (_t, f) = file_with(&[]);
+        let mut page = bad.clone();
+        assert_eq!(checked(&f, &mut page, 0, 0, CHECK).unwrap(), None);
+    }
 }

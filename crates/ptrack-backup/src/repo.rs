@@ -6,7 +6,8 @@
 //! ```text
 //! ptrack-repo                 repository marker document
 //! <sysid>/instance            instance document (cluster facts)
-//! <sysid>/catalog             catalog document (crate::catalog)
+//! <sysid>/records/<ID>.<gen>  one write-once record per backup state (crate::records)
+//! <sysid>/index               the records' index, a cache (crate::records)
 //! <sysid>/lock                the instance lock (flock(2) on a directory, a lease elsewhere)
 //! <sysid>/<ID>/manifest       manifest document (crate::manifest), written last
 //! <sysid>/<ID>/bundle.<n>     stored pages and files (crate::bundle)
@@ -18,7 +19,8 @@ use ptrack_repo::retry::FailureLog;
 use ptrack_repo::{Held, Key, LockError, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{CATALOG_VERSION, Catalog, Status};
+use crate::catalog::{BackupInfo, Catalog, Status};
+use crate::records::Records;
 use crate::{Error, Result, envelope, refused};
 
 const REPO_FILE: &str = "ptrack-repo";
@@ -219,16 +221,8 @@ impl Repository {
     /// Creates the instance for a cluster (first backup of it).
     pub fn add_instance(&self, info: InstanceInfo) -> Result<Instance> {
         let dir = key(&info.system_identifier.to_string())?;
-        let s = &*self.store;
         envelope::write(
-            s,
-            &dir.join("catalog")?,
-            "catalog",
-            CATALOG_VERSION,
-            &Catalog::default(),
-        )?;
-        envelope::write(
-            s,
+            &*self.store,
             &dir.join("instance")?,
             "instance",
             INSTANCE_VERSION,
@@ -331,36 +325,38 @@ impl Instance {
             LockError::Storage(e) => e.into(),
         })?;
         let lock = Lock { held };
-        let mut cat = self.catalog()?;
-        let mut changed = false;
-        for b in &mut cat.backups {
+        for mut b in self.catalog()?.backups {
             if b.status == Status::Running {
                 b.status = Status::Error;
                 b.error = Some("interrupted: the process taking it ended without finishing".into());
-                changed = true;
                 self.remove_backup_files(&b.id)?;
+                self.save_record(&b, &lock)?;
             }
-        }
-        if changed {
-            self.save_catalog(&cat, &lock)?;
         }
         Ok(lock)
     }
 
-    /// Reads the catalog and checks every ID it names (IDs become key components).
+    /// Reads the catalog from the backup records and checks every ID it names (IDs become key
+    /// components).
     pub fn catalog(&self) -> Result<Catalog> {
-        let k = self.dir.join("catalog")?;
-        let cat: Catalog = envelope::read(&*self.store, &k, "catalog", CATALOG_VERSION)?;
-        cat.check()
-            .map_err(|why| Error::Corrupt(format!("\"{k}\": {why}")))?;
+        let cat = Records::new(&*self.store, &self.dir).load()?;
+        cat.check().map_err(|why| {
+            Error::Corrupt(format!("the catalog of instance \"{}\": {why}", self.dir))
+        })?;
         Ok(cat)
     }
 
-    /// Writes the catalog (only with the lock held, which is checked first).
-    pub fn save_catalog(&self, cat: &Catalog, lock: &Lock) -> Result<()> {
+    /// Records a new state of one backup (only with the lock held, which is checked first).
+    /// Other backups' records are not touched, so no writer can undo another's change.
+    pub fn save_record(&self, info: &BackupInfo, lock: &Lock) -> Result<()> {
         lock.check()?;
-        let k = self.dir.join("catalog")?;
-        envelope::write(&*self.store, &k, "catalog", CATALOG_VERSION, cat)
+        let cat = Catalog {
+            backups: vec![info.clone()],
+        };
+        cat.check()
+            .map_err(|why| Error::Corrupt(format!("record to save: {why}")))?;
+        Records::new(&*self.store, &self.dir).save(info)?;
+        Ok(())
     }
 
     /// Updates the instance facts (only with the lock held).

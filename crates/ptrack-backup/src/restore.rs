@@ -20,7 +20,7 @@ use ptrack_durable::direct::DirectWriter;
 
 use crate::backup::Progress;
 use crate::bundle::{BundleReader, PageEntry};
-use crate::catalog::{BackupInfo, Status};
+use crate::catalog::{BackupInfo, Catalog, Status};
 use crate::chain::{Link, load_chain};
 use crate::manifest::{Entry, EntryKind};
 
@@ -98,10 +98,10 @@ pub struct RestoreReport {
 /// before the recovery target. It must be OK and able to reach the target.
 pub fn choose_backup(
     instance: &Instance,
+    cat: &Catalog,
     id: Option<&str>,
     target: Option<&RecoveryTarget>,
 ) -> Result<BackupInfo> {
-    let cat = instance.catalog()?;
     let sysid = instance.info.system_identifier;
     let b = match id {
         Some(id) => cat.get(id).cloned().ok_or_else(|| {
@@ -145,10 +145,8 @@ pub fn choose_backup(
 }
 
 /// Backups newer than the one restored, with their status when it is not OK.
-fn passed_over(instance: &Instance, b: &BackupInfo) -> Result<Vec<String>> {
-    Ok(instance
-        .catalog()?
-        .backups
+fn passed_over(cat: &Catalog, b: &BackupInfo) -> Vec<String> {
+    cat.backups
         .iter()
         .filter(|x| x.id > b.id)
         .map(|x| {
@@ -162,7 +160,7 @@ fn passed_over(instance: &Instance, b: &BackupInfo) -> Result<Vec<String>> {
                     .unwrap_or_default()
             )
         })
-        .collect())
+        .collect()
 }
 
 fn is_empty_dir(p: &Path) -> Result<bool> {
@@ -452,12 +450,17 @@ pub fn run_restore(
 ) -> Result<RestoreReport> {
     check_reachable(opts)?;
     let instance = repo.only_instance(opts.instance)?;
+    // Every catalog read happens here, before the first file is written: nothing read from
+    // the repository after pg_control lands can fail the restore of a startable directory.
+    let cat = instance.catalog()?;
     let backup = choose_backup(
         &instance,
+        &cat,
         opts.backup_id.as_deref(),
         opts.recovery_target.as_ref(),
     )?;
-    let chain = load_chain(&instance, &instance.catalog()?, &backup.id)?;
+    let chain = load_chain(&instance, &cat, &backup.id)?;
+    let warnings = passed_over(&cat, &backup);
     let target_m = &chain[0].manifest;
     let blcksz = u64::from(target_m.blcksz);
     if !is_empty_dir(&opts.target)? {
@@ -588,7 +591,6 @@ pub fn run_restore(
     let (d, name) = places.parent_of(&control)?;
     d.write_file(name, &data)
         .map_err(|e| Error::io(&opts.target.join("global/pg_control"), "write", e))?;
-    let warnings = passed_over(&instance, &backup)?;
     Ok(RestoreReport {
         warnings,
         chain: chain.iter().map(|l| l.info.id.clone()).collect(),

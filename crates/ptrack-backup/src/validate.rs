@@ -125,14 +125,17 @@ pub fn run_validate(
         chk.problems = problems;
         out.push(chk);
     }
-    let mut cat = inst.catalog()?;
+    let cat = inst.catalog()?;
     for c in &out {
-        if let Some(b) = cat.get_mut(&c.id) {
+        let Some(b) = cat.get(&c.id) else { continue };
+        let error = (!c.problems.is_empty()).then(|| format!("validate: {}", c.problems[0]));
+        if b.status != c.status || b.error != error {
+            let mut b = b.clone();
             b.status = c.status;
-            b.error = (!c.problems.is_empty()).then(|| format!("validate: {}", c.problems[0]));
+            b.error = error;
+            inst.save_record(&b, &lock)?;
         }
     }
-    inst.save_catalog(&cat, &lock)?;
     Ok(out)
 }
 

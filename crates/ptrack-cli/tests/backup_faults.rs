@@ -390,11 +390,11 @@ fn bad_requests_exit_2_and_change_nothing() {
         "invalid value",
     );
     // A missing parent: drop the full backup's record from the catalog.
-    let inst = instance_dir(&repo);
-    let mut cat = doc_body(&inst.join("catalog"));
-    let full_id = cat["backups"][0]["id"].as_str().unwrap().to_string();
-    cat["backups"].as_array_mut().unwrap().remove(0);
-    write_doc(&inst.join("catalog"), "catalog", &cat);
+    let mut full_id = String::new();
+    edit_catalog(&repo, |cat| {
+        full_id = cat["backups"][0]["id"].as_str().unwrap().to_string();
+        cat["backups"].as_array_mut().unwrap().remove(0);
+    });
     expect_2(
         "missing parent",
         vec![

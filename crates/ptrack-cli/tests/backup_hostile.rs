@@ -344,7 +344,19 @@ fn repository_links_are_refused_without_quoting() {
     backup(&c, &repo, "full");
     let secret = d.path().join("secret");
     std::fs::write(&secret, "TOPSECRET-LINE\nmore\n").unwrap();
-    let cat = instance_dir(&repo).join("catalog");
+    // The index first (read by every command), then a record (read when the index is gone).
+    let index = instance_dir(&repo).join("index");
+    let (_, cat) = current_records(&repo)
+        .into_values()
+        .next()
+        .expect("a record");
+    std::fs::remove_file(&index).unwrap();
+    std::os::unix::fs::symlink(&secret, &index).unwrap();
+    let r = run(&["show", "-B", &repo]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert!(!r.stderr.contains("TOPSECRET") && !r.stdout.contains("TOPSECRET"));
+    std::fs::remove_file(&index).unwrap();
     std::fs::remove_file(&cat).unwrap();
     std::os::unix::fs::symlink(&secret, &cat).unwrap();
     for args in [vec!["show", "-B", &repo], vec!["validate", "-B", &repo]] {

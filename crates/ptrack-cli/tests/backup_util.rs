@@ -364,8 +364,13 @@ pub fn doc_body(path: &Path) -> Value {
 /// Rewrites a repository document with a valid header (an edit a CRC check cannot see).
 pub fn write_doc(path: &Path, kind: &str, v: &Value) {
     let body = serde_json::to_vec_pretty(v).unwrap();
+    // Format versions as ptrack writes them (crate::records documents are at 1).
+    let version = match kind {
+        "backup-record" | "catalog-index" => 1,
+        _ => 2,
+    };
     let mut out = format!(
-        "PTRACK {kind} 2 {:08x} {}\n",
+        "PTRACK {kind} {version} {:08x} {}\n",
         crc32c::crc32c(&body),
         body.len()
     )
@@ -404,10 +409,45 @@ pub fn reseal_manifest(repo: &str, id: &str, edit: impl FnOnce(&mut Value)) {
     });
 }
 
-/// Rewrites the catalog through `edit`, with a valid header.
+/// The current record file of every backup of the only instance in `repo`, by ID, with its gen
+/// (docs/formats.md: `<sysid>/records/<ID>.<gen>`, the highest gen is current).
+pub fn current_records(
+    repo: &str,
+) -> std::collections::BTreeMap<String, (u64, std::path::PathBuf)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(instance_dir(repo).join("records")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let (id, g) = name.split_once('.').expect("record name");
+        let g: u64 = g.parse().expect("record gen");
+        let newer = out.get(id).is_none_or(|(old, _)| *old < g);
+        if newer {
+            out.insert(id.to_string(), (g, e.path()));
+        }
+    }
+    out
+}
+
+/// Rewrites the catalog through `edit` as an attacker with valid headers would: `edit` gets
+/// `{"backups": [record, ...]}`; every record it leaves is written as a new state, removed ones
+/// are deleted, and the index (a cache) is dropped.
 pub fn edit_catalog(repo: &str, edit: impl FnOnce(&mut Value)) {
-    let path = instance_dir(repo).join("catalog");
-    let mut cat = doc_body(&path);
+    let inst = instance_dir(repo);
+    let current = current_records(repo);
+    let mut cat = serde_json::json!({
+        "backups": current.values().map(|(_, p)| doc_body(p)).collect::<Vec<_>>()
+    });
     edit(&mut cat);
-    write_doc(&path, "catalog", &cat);
+    for (_, p) in current.values() {
+        std::fs::remove_file(p).unwrap();
+    }
+    for b in cat["backups"].as_array().unwrap() {
+        let id = b["id"].as_str().unwrap();
+        let g = current.get(id).map_or(1, |(g, _)| g + 1);
+        let path = inst.join("records").join(format!("{id}.{g:010}"));
+        write_doc(&path, "backup-record", b);
+    }
+    let _ = std::fs::remove_file(inst.join("index"));
 }

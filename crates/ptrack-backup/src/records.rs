@@ -1,0 +1,425 @@
+//! Where an instance's catalog lives: one write-once record object per backup state, and an
+//! index that only speeds reading up. No object is ever rewritten in place, so two writers can
+//! never lose each other's updates on a store without rename or conditional writes (S3):
+//!
+//! ```text
+//! <sysid>/records/<ID>.<gen>   a `backup-record` document: the BackupInfo of backup ID, state
+//!                              number gen (10 decimal digits); the highest gen is current
+//! <sysid>/index                a `catalog-index` document: every current record with its gen
+//!                              (a cache, rebuilt from the records whenever it disagrees)
+//! <sysid>/catalog              legacy (format 2): the whole catalog in one document; read when
+//!                              no record exists, converted into records by the first writer
+//! ```
+//!
+//! A new state of a backup is written as gen + 1 before the older gens are deleted, so a crash
+//! leaves either state, never none. Reading lists `records/` once, takes every record the index
+//! holds at its current gen, and reads only the others.
+
+use std::collections::BTreeMap;
+
+use ptrack_repo::{Key, Storage, StorageError};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{BackupInfo, CATALOG_VERSION, Catalog, is_backup_id};
+use crate::{Error, Result, envelope};
+
+/// `backup-record` document format version.
+pub const RECORD_VERSION: u32 = 1;
+/// `catalog-index` document format version.
+pub const INDEX_VERSION: u32 = 1;
+
+/// One index entry: a record and the gen it was read from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Indexed {
+    generation: u64,
+    info: BackupInfo,
+}
+
+/// The index document.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    records: Vec<Indexed>,
+}
+
+/// The record object name of `id` at `generation`.
+pub fn record_name(id: &str, generation: u64) -> String {
+    format!("{id}.{generation:010}")
+}
+
+/// Parses a record object name into (ID, gen); `None` when it is not one.
+pub fn parse_record_name(name: &str) -> Option<(&str, u64)> {
+    let (id, g) = name.split_once('.')?;
+    if !is_backup_id(id) || g.len() != 10 || !g.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((id, g.parse().ok()?))
+}
+
+/// The catalog objects of one instance.
+pub struct Records<'a> {
+    store: &'a dyn Storage,
+    dir: &'a Key,
+}
+
+impl<'a> Records<'a> {
+    /// The records of the instance whose objects are under `dir`.
+    pub fn new(store: &'a dyn Storage, dir: &'a Key) -> Records<'a> {
+        Records { store, dir }
+    }
+
+    fn records_dir(&self) -> Result<Key> {
+        Ok(self.dir.join("records")?)
+    }
+
+    /// Every record object, by ID, with all its gens (ascending). A name that is not a record's
+    /// is damage, reported with its key (never passed over: it could be a backup's state).
+    fn list(&self) -> Result<BTreeMap<String, Vec<u64>>> {
+        let prefix = self.records_dir()?;
+        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for k in self.store.list(Some(&prefix))? {
+            let name = k.as_str().rsplit('/').next().unwrap_or_default();
+            let (id, g) = parse_record_name(name).ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "\"{k}\" is not a backup record (expected <ID>.<10 digits>); move it out of the repository"
+                ))
+            })?;
+            out.entry(id.to_string()).or_default().push(g);
+        }
+        for gens in out.values_mut() {
+            gens.sort_unstable();
+        }
+        Ok(out)
+    }
+
+    /// The legacy one-document catalog, if there is one.
+    fn legacy(&self) -> Result<Option<Catalog>> {
+        let k = self.dir.join("catalog")?;
+        match envelope::read(self.store, &k, "catalog", CATALOG_VERSION) {
+            Err(Error::Storage(StorageError::NotFound { .. })) => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
+    /// The index, or an empty one when it is missing or damaged (it is only a cache).
+    fn index(&self) -> Result<BTreeMap<String, Indexed>> {
+        let k = self.dir.join("index")?;
+        let idx: Index = match envelope::read(self.store, &k, "catalog-index", INDEX_VERSION) {
+            Ok(i) => i,
+            Err(Error::Storage(StorageError::NotFound { .. }) | Error::Corrupt(_)) => {
+                Index::default()
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(idx
+            .records
+            .into_iter()
+            .map(|e| (e.info.id.clone(), e))
+            .collect())
+    }
+
+    fn read_record(&self, id: &str, generation: u64) -> Result<BackupInfo> {
+        let k = self.records_dir()?.join(&record_name(id, generation))?;
+        let info: BackupInfo = envelope::read(self.store, &k, "backup-record", RECORD_VERSION)?;
+        if info.id != id {
+            return Err(Error::Corrupt(format!(
+                "\"{k}\" holds the record of backup {:?}, not {id}",
+                info.id.escape_debug().to_string()
+            )));
+        }
+        Ok(info)
+    }
+
+    /// The current catalog with the gen of each record (0 for legacy ones). A record listed
+    /// but gone when read was replaced by a newer state meanwhile: the listing is taken again.
+    fn load_with_gens(&self) -> Result<(Catalog, BTreeMap<String, u64>)> {
+        const ATTEMPTS: usize = 8;
+        let mut attempt = 1;
+        loop {
+            match self.load_once() {
+                Err(Error::Storage(StorageError::NotFound { .. })) if attempt < ATTEMPTS => {
+                    attempt += 1
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn load_once(&self) -> Result<(Catalog, BTreeMap<String, u64>)> {
+        let listed = self.list()?;
+        if listed.is_empty() {
+            let cat = self.legacy()?.unwrap_or_default();
+            let gens = cat.backups.iter().map(|b| (b.id.clone(), 0)).collect();
+            return Ok((cat, gens));
+        }
+        let mut index = self.index()?;
+        let mut cat = Catalog::default();
+        let mut gens = BTreeMap::new();
+        for (id, all) in listed {
+            let g = *all.last().expect("listed IDs have a gen");
+            let info = match index.remove(&id) {
+                Some(e) if e.generation == g => e.info,
+                _ => self.read_record(&id, g)?,
+            };
+            cat.backups.push(info);
+            gens.insert(id, g);
+        }
+        Ok((cat, gens))
+    }
+
+    /// The current catalog.
+    pub fn load(&self) -> Result<Catalog> {
+        Ok(self.load_with_gens()?.0)
+    }
+
+    /// Stores `info` as the new state of its backup (the caller holds the instance lock), then
+    /// removes the older states and refreshes the index. Returns the catalog after the change.
+    pub fn save(&self, info: &BackupInfo) -> Result<Catalog> {
+        let (mut cat, mut gens) = self.load_with_gens()?;
+        if gens.values().any(|&g| g == 0) {
+            self.convert_legacy(&cat)?;
+            gens.values_mut().for_each(|g| *g = 1);
+        }
+        let prev = gens.get(&info.id).copied().unwrap_or(0);
+        let dir = self.records_dir()?;
+        let k = dir.join(&record_name(&info.id, prev + 1))?;
+        envelope::write(self.store, &k, "backup-record", RECORD_VERSION, info)?;
+        gens.insert(info.id.clone(), prev + 1);
+        match cat.get_mut(&info.id) {
+            Some(b) => *b = info.clone(),
+            None => {
+                cat.backups.push(info.clone());
+                cat.backups.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+        }
+        // Old states and the index are garbage or cache: the new record is already durable, so
+        // failing to tidy them must not fail the command (the next writer tidies again).
+        for g in 1..=prev {
+            let _ = self.store.delete(&dir.join(&record_name(&info.id, g))?);
+        }
+        let _ = self.write_index(&cat, &gens);
+        Ok(cat)
+    }
+
+    /// Writes every record of a legacy catalog as gen 1, then deletes the legacy document.
+    fn convert_legacy(&self, cat: &Catalog) -> Result<()> {
+        let dir = self.records_dir()?;
+        for b in &cat.backups {
+            let k = dir.join(&record_name(&b.id, 1))?;
+            envelope::write(self.store, &k, "backup-record", RECORD_VERSION, b)?;
+        }
+        Ok(self.store.delete(&self.dir.join("catalog")?)?)
+    }
+
+    fn write_index(&self, cat: &Catalog, gens: &BTreeMap<String, u64>) -> Result<()> {
+        let records = cat
+            .backups
+            .iter()
+            .map(|b| Indexed {
+                generation: gens.get(&b.id).copied().unwrap_or(0),
+                info: b.clone(),
+            })
+            .collect();
+        let k = self.dir.join("index")?;
+        envelope::write(
+            self.store,
+            &k,
+            "catalog-index",
+            INDEX_VERSION,
+            &Index { records },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Mode, Status};
+    use ptrack_repo::memory::MemStore;
+    use ptrack_types::Lsn;
+
+    fn info(id: &str, status: Status) -> BackupInfo {
+        BackupInfo {
+            id: id.into(),
+            mode: Mode::Full,
+            parent: None,
+            status,
+            start_lsn: Lsn(1),
+            stop_lsn: None,
+            timeline: Some(1),
+            start_time: 1,
+            end_time: None,
+            data_bytes: 0,
+            stored_bytes: 0,
+            wal_bytes: 0,
+            compression: "none".into(),
+            pg_major: 18,
+            manifest_digest: None,
+            error: None,
+            program_version: "t".into(),
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_reject_others() {
+        assert_eq!(
+            parse_record_name(&record_name("0TOUE89", 12)),
+            Some(("0TOUE89", 12))
+        );
+        for bad in [
+            "",
+            ".",
+            "0TOUE89",
+            "0TOUE89.12",
+            "0TOUE89.00000000x1",
+            "x.0000000001",
+            "../a.0000000001",
+            "0TOUE89.0000000001.tmp",
+        ] {
+            assert_eq!(parse_record_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn states_replace_each_other_and_the_index_is_only_a_cache() {
+        let store = MemStore::new();
+        let dir = Key::new("7").unwrap();
+        let r = Records::new(&store, &dir);
+        assert!(r.load().unwrap().backups.is_empty());
+        r.save(&info("0000002", Status::Running)).unwrap();
+        r.save(&info("0000001", Status::Running)).unwrap();
+        r.save(&info("0000002", Status::Ok)).unwrap();
+        let ids = |c: &Catalog| {
+            c.backups
+                .iter()
+                .map(|b| (b.id.clone(), b.status))
+                .collect::<Vec<_>>()
+        };
+        let want = vec![
+            ("0000001".to_string(), Status::Running),
+            ("0000002".to_string(), Status::Ok),
+        ];
+        assert_eq!(ids(&r.load().unwrap()), want);
+        let keys = store.list(Some(&dir.join("records").unwrap())).unwrap();
+        assert_eq!(keys.len(), 2, "old states are removed: {keys:?}");
+
+        // A stale index (state 1 of 0000002) is corrected from the records.
+        store.delete(&keys[1]).unwrap();
+        let k2 = dir
+            .join("records")
+            .unwrap()
+            .join(&record_name("0000002", 1))
+            .unwrap();
+        envelope::write(
+            &store,
+            &k2,
+            "backup-record",
+            RECORD_VERSION,
+            &info("0000002", Status::Corrupt),
+        )
+        .unwrap();
+        assert_eq!(
+            r.load().unwrap().get("0000002").unwrap().status,
+            Status::Corrupt
+        );
+
+        // A damaged or missing index changes nothing.
+        store.put(&dir.join("index").unwrap(), b"junk").unwrap();
+        assert_eq!(r.load().unwrap().backups.len(), 2);
+        store.delete(&dir.join("index").unwrap()).unwrap();
+        assert_eq!(r.load().unwrap().backups.len(), 2);
+    }
+
+    #[test]
+    fn writers_of_different_backups_never_lose_each_others_states() {
+        // What one rewritten catalog object lost: two writers racing (a lease overtaken while its
+        // holder stalled). Each writes only its own backup's records.
+        let store = MemStore::new();
+        let dir = Key::new("7").unwrap();
+        std::thread::scope(|s| {
+            for id in ["0000001", "0000002"] {
+                let (store, dir) = (&store, &dir);
+                s.spawn(move || {
+                    let r = Records::new(store, dir);
+                    for n in 0..40 {
+                        let mut b = info(id, Status::Running);
+                        b.stored_bytes = n;
+                        r.save(&b).unwrap();
+                    }
+                });
+            }
+        });
+        let cat = Records::new(&store, &dir).load().unwrap();
+        let got: Vec<(&str, u64)> = cat
+            .backups
+            .iter()
+            .map(|b| (b.id.as_str(), b.stored_bytes))
+            .collect();
+        assert_eq!(got, vec![("0000001", 39), ("0000002", 39)]);
+    }
+
+    #[test]
+    fn a_record_under_another_id_or_a_stray_object_is_damage() {
+        let store = MemStore::new();
+        let dir = Key::new("7").unwrap();
+        let r = Records::new(&store, &dir);
+        let k = dir
+            .join("records")
+            .unwrap()
+            .join(&record_name("0000003", 1))
+            .unwrap();
+        envelope::write(
+            &store,
+            &k,
+            "backup-record",
+            RECORD_VERSION,
+            &info("0000004", Status::Ok),
+        )
+        .unwrap();
+        let e = r.load().unwrap_err().to_string();
+        assert!(e.contains("0000003") && e.contains("0000004"), "{e}");
+        store.delete(&k).unwrap();
+        store
+            .put(&dir.join("records").unwrap().join("notes").unwrap(), b"x")
+            .unwrap();
+        let e = r.load().unwrap_err().to_string();
+        assert!(e.contains("records/notes"), "{e}");
+    }
+
+    #[test]
+    fn a_linked_index_is_refused_not_passed_over() {
+        // A damaged index is only a stale cache, but a link where it should be is an attack:
+        // the command fails naming it (and never reads what it points at).
+        let d = tempfile::tempdir().unwrap();
+        let store = ptrack_repo::local::LocalFs::new(d.path());
+        let dir = Key::new("7").unwrap();
+        let r = Records::new(&store, &dir);
+        r.save(&info("0000001", Status::Ok)).unwrap();
+        let index = d.path().join("7/index");
+        std::fs::write(d.path().join("secret"), "TOPSECRET").unwrap();
+        std::fs::remove_file(&index).unwrap();
+        std::os::unix::fs::symlink(d.path().join("secret"), &index).unwrap();
+        let e = r.load().unwrap_err().to_string();
+        assert!(
+            e.contains("symbolic link") && !e.contains("TOPSECRET"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_legacy_catalog_is_read_then_converted_by_the_first_writer() {
+        let store = MemStore::new();
+        let dir = Key::new("7").unwrap();
+        let legacy = Catalog {
+            backups: vec![info("0000001", Status::Ok), info("0000002", Status::Ok)],
+        };
+        let ck = dir.join("catalog").unwrap();
+        envelope::write(&store, &ck, "catalog", CATALOG_VERSION, &legacy).unwrap();
+        let r = Records::new(&store, &dir);
+        assert_eq!(r.load().unwrap(), legacy);
+        r.save(&info("0000003", Status::Running)).unwrap();
+        assert!(matches!(store.get(&ck), Err(StorageError::NotFound { .. })));
+        let cat = r.load().unwrap();
+        assert_eq!(cat.backups.len(), 3);
+        assert_eq!(cat.backups[..2], legacy.backups[..]);
+    }
+}
