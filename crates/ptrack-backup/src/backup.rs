@@ -102,7 +102,7 @@ fn instance_info(opts: &BackupOptions, c: &ptrack_page::control::ControlFile) ->
         pg_major: c.major.number(),
         blcksz: c.blcksz,
         relseg_blocks: c.relseg_size,
-        wal_seg_size: u64::from(c.xlog_seg_size),
+        wal_seg_size: c.xlog_seg_size,
         pgdata: opts.pgdata.display().to_string(),
     }
 }

@@ -10,7 +10,7 @@
 //! read. Version 1 (ptrack 0.1) identified unchanged files by CRC-32C, which cannot tell
 //! self-checksummed files such as `pg_control` apart: it is refused.
 
-use ptrack_types::Lsn;
+use ptrack_types::{Lsn, WalSegSize};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::Compression;
@@ -184,8 +184,8 @@ pub struct ManifestDoc<E> {
     pub pg_major: u32,
     /// `BLCKSZ`.
     pub blcksz: u32,
-    /// WAL segment size.
-    pub wal_seg_size: u64,
+    /// WAL segment size (validated when read).
+    pub wal_seg_size: WalSegSize,
     /// `pg_control`'s `data_checksum_version` at the end of the backup (0: off).
     pub data_checksum_version: u32,
     /// Compression of pages and files.
@@ -336,7 +336,7 @@ impl Manifest {
         }
         if let Some(w) = &self.start_wal
             && (w.from > w.to
-                || w.from.0 / self.wal_seg_size != (w.to.0.max(1) - 1) / self.wal_seg_size)
+                || self.wal_seg_size.segno(w.from) != self.wal_seg_size.prev_segno(w.to))
         {
             return Err("the start WAL span does not lie in one segment".into());
         }
@@ -354,7 +354,7 @@ impl Manifest {
             match e.kind {
                 EntryKind::File { size, stored, .. }
                     if e.path.components().count() == 1
-                        && (!segment || size == self.wal_seg_size)
+                        && (!segment || size == self.wal_seg_size.bytes())
                         && (e.zero_tail == 0
                             || (segment
                                 && stored.is_some_and(|st| {
@@ -372,12 +372,6 @@ impl Manifest {
             return Err(format!(
                 "block size {} is not one PostgreSQL supports",
                 self.blcksz
-            ));
-        }
-        if self.wal_seg_size == 0 || !self.wal_seg_size.is_power_of_two() {
-            return Err(format!(
-                "WAL segment size {} is not a power of two",
-                self.wal_seg_size
             ));
         }
         Ok(())

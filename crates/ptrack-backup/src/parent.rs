@@ -16,7 +16,7 @@ use std::path::Path;
 
 use ptrack_types::{Lsn, TimeLineId};
 use ptrack_wal::archive::{HistoryEntry, parse_history};
-use ptrack_wal::segment::SegmentName;
+use ptrack_wal::segment::{SegmentName, history_file_name};
 
 use crate::catalog::{Catalog, Status};
 use crate::chain::{Link, load_chain, load_chain_head};
@@ -46,7 +46,7 @@ impl History {
         }
         let path = pgdata
             .join("pg_wal")
-            .join(format!("{:08X}.history", position.timeline));
+            .join(history_file_name(TimeLineId(position.timeline)));
         let text = std::fs::read_to_string(&path).map_err(|e| {
             refused(format!(
                 "cannot check which backups are ancestors of the server's timeline {}: \"{}\": {e}; take a full backup",
@@ -202,7 +202,7 @@ pub fn choose_parent(
 fn wal_fork(pgdata: &Path, m: &Manifest, history: &History) -> Option<String> {
     let span = m.start_wal.as_ref()?;
     let seg = m.wal_seg_size;
-    let segno = span.from.0 / seg;
+    let segno = seg.segno(span.from);
     if let Some(Some(sw)) = history.end_of(m.timeline)
         && sw < span.to
     {
@@ -217,7 +217,7 @@ fn wal_fork(pgdata: &Path, m: &Manifest, history: &History) -> Option<String> {
             .chain([history.position.timeline])
             .filter(|t| *t > m.timeline),
     );
-    let (a, b) = (span.from.0 % seg, span.to.0 - segno * seg);
+    let (a, b) = (seg.offset(span.from), span.to.0 - seg.start(segno).0);
     // Only the span is read (a segment is not held whole); a segment the server no longer has
     // tells nothing.
     let server = tlis.iter().find_map(|tli| {

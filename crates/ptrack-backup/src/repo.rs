@@ -17,6 +17,7 @@ use std::sync::Arc;
 use ptrack_repo::location::Location;
 use ptrack_repo::retry::FailureLog;
 use ptrack_repo::{Held, Key, LockError, Storage, StorageError};
+use ptrack_types::WalSegSize;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BackupInfo, Catalog, Status};
@@ -45,8 +46,8 @@ pub struct InstanceInfo {
     pub blcksz: u32,
     /// `RELSEG_SIZE` in blocks.
     pub relseg_blocks: u32,
-    /// WAL segment size in bytes.
-    pub wal_seg_size: u64,
+    /// WAL segment size.
+    pub wal_seg_size: WalSegSize,
     /// The data directory last backed up.
     pub pgdata: String,
 }
@@ -393,7 +394,7 @@ mod tests {
                 pg_major: 18,
                 blcksz: 8192,
                 relseg_blocks: 131072,
-                wal_seg_size: 16 << 20,
+                wal_seg_size: WalSegSize::DEFAULT,
                 pgdata: "/x".into(),
             })
             .unwrap();

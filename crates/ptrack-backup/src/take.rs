@@ -90,15 +90,8 @@ pub fn take(session: &mut Session, ctx: &TakeContext, clock: &mut Clock) -> Resu
 fn pagemap_blocks(rows: Vec<(String, Vec<u8>)>) -> HashMap<String, Vec<u32>> {
     rows.into_iter()
         .map(|(path, map)| {
-            let mut v = Vec::new();
-            for (i, byte) in map.iter().enumerate() {
-                for bit in 0..8 {
-                    if byte & (1 << bit) != 0 {
-                        v.push((i * 8 + bit) as u32);
-                    }
-                }
-            }
-            (path, v)
+            let blocks = ptrack_page::datapagemap::blocks(&map).collect();
+            (path, blocks)
         })
         .collect()
 }
@@ -252,7 +245,7 @@ fn take_started(
         system_identifier: ctx.control.system_identifier,
         pg_major: ctx.control.major.number(),
         blcksz: ctx.control.blcksz,
-        wal_seg_size: u64::from(ctx.control.xlog_seg_size),
+        wal_seg_size: ctx.control.xlog_seg_size,
         data_checksum_version: control_now.data_checksum_version,
         compression: ctx.opts.compression,
         start_lsn,
@@ -457,16 +450,13 @@ fn store_wal(
     timeline: u32,
 ) -> Result<(Vec<WalEntry>, u64, Option<WalSpan>)> {
     let wal_dir = ctx.opts.pgdata.join("pg_wal");
-    let seg_size = u64::from(ctx.control.xlog_seg_size);
+    let seg = ctx.control.xlog_seg_size;
+    let seg_size = seg.bytes();
     let mut wal = Vec::new();
     let mut names: Vec<String> = std::fs::read_dir(&wal_dir)
         .map_err(|e| Error::io(&wal_dir, "read directory", e))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| {
-            n.len() == 16
-                && n.ends_with(".history")
-                && n[..8].bytes().all(|b| b.is_ascii_hexdigit())
-        })
+        .filter(|n| ptrack_wal::segment::parse_history_file_name(n).is_some())
         .collect();
     names.sort();
     for name in names {
@@ -479,12 +469,13 @@ fn store_wal(
     }
     let mut wal_bytes = 0;
     let mut span = None;
-    for segno in start.0 / seg_size..=(stop.0.max(1) - 1) / seg_size {
+    let first = seg.segno(start);
+    for segno in first..=seg.prev_segno(stop) {
         let name = SegmentName {
             tli: TimeLineId(timeline),
             segno,
         }
-        .file_name(seg_size);
+        .file_name(seg);
         let path = wal_dir.join(&name);
         let needed = |e: std::io::Error| {
             Error::Refused(format!(
@@ -496,12 +487,12 @@ fn store_wal(
         };
         let mut f = std::fs::File::open(&path).map_err(needed)?;
         // The span of the start segment the next incremental's fork check compares.
-        let from = if segno == start.0 / seg_size {
-            start.0 % seg_size
+        let from = if segno == first {
+            seg.offset(start)
         } else {
             seg_size
         };
-        let to = stop.0.min((segno + 1) * seg_size) - segno * seg_size;
+        let to = stop.0.min(seg.start(segno + 1).0) - seg.start(segno).0;
         let (mut whole, mut part) = (blake3::Hasher::new(), blake3::Hasher::new());
         // What follows a segment switch (pg_backup_stop makes one) is zeros: not stored.
         let (stored, zero_tail) =
@@ -521,10 +512,10 @@ fn store_wal(
             )));
         }
         wal_bytes += seg_size;
-        if segno == start.0 / seg_size {
+        if segno == first {
             span = Some(WalSpan {
                 from: start,
-                to: Lsn(segno * seg_size + to),
+                to: Lsn(seg.start(segno).0 + to),
                 digest: Digest(*part.finalize().as_bytes()),
             });
         }

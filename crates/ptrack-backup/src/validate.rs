@@ -6,7 +6,7 @@
 
 use ptrack_page::relpath::{PathKind, classify_path};
 use ptrack_page::verify::{PageCheck, verify_page};
-use ptrack_types::{ForkNumber, Lsn};
+use ptrack_types::ForkNumber;
 use ptrack_wal::decoder::{DecoderConfig, Poll, Start, WalDecoder};
 use serde::Serialize;
 
@@ -413,12 +413,12 @@ fn check_wal(mut r: BundleReader, m: &Manifest, chk: &mut BackupCheck, problems:
     }
     let seg = m.wal_seg_size;
     let cfg = DecoderConfig {
-        seg_size: seg as u32,
+        seg_size: seg,
         blcksz: m.blcksz,
         system_identifier: Some(m.system_identifier),
         ..DecoderConfig::default()
     };
-    let stream_start = Lsn(m.start_lsn.0 - m.start_lsn.0 % seg);
+    let stream_start = seg.segment_start(m.start_lsn);
     let mut dec = WalDecoder::new(
         cfg,
         stream_start,

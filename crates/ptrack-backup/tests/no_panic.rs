@@ -211,7 +211,7 @@ fn instance() -> InstanceInfo {
         pg_major: 18,
         blcksz: 8192,
         relseg_blocks: 131_072,
-        wal_seg_size: 16 << 20,
+        wal_seg_size: ptrack_types::WalSegSize::DEFAULT,
         pgdata: "/srv/pg/data".into(),
     }
 }

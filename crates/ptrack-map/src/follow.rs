@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 
 use ptrack_types::{
     BlockNumber, DEFAULT_TABLESPACE_OID, ForkNumber, GLOBAL_TABLESPACE_OID, Lsn, Oid,
-    PgMajorVersion, RelFileLocator, TimeLineId,
+    PgMajorVersion, RelFileLocator, TimeLineId, WalSegSize,
 };
 use ptrack_wal::archive::HistoryEntry;
+use ptrack_wal::segment::{SegmentName, history_file_name};
 use ptrack_wal::{Change, CreateStrategy, DecoderConfig, Poll, Record, Start, WalDecoder};
 
 use crate::map::Map;
@@ -48,7 +49,7 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Follower {
     pg_wal: PathBuf,
-    seg_size: u64,
+    seg_size: WalSegSize,
     decoder: WalDecoder,
     tli: TimeLineId,
     history: Vec<HistoryEntry>,
@@ -61,14 +62,8 @@ pub struct Follower {
 const MAX_PINNED: usize = 64;
 
 /// `TTTTTTTTXXXXXXXXYYYYYYYY` for timeline `tli` and segment `segno`.
-pub fn segment_file_name(tli: TimeLineId, segno: u64, seg_size: u64) -> String {
-    let per_xlogid = 0x1_0000_0000u64 / seg_size;
-    format!(
-        "{:08X}{:08X}{:08X}",
-        tli.0,
-        segno / per_xlogid,
-        segno % per_xlogid
-    )
+fn segment_file_name(tli: TimeLineId, segno: u64, seg_size: WalSegSize) -> String {
+    SegmentName { tli, segno }.file_name(seg_size)
 }
 
 /// Reads `<tli>.history` from `pg_wal` (empty for timeline 1). `None` when the file is missing
@@ -77,7 +72,7 @@ pub fn read_history(pg_wal: &Path, tli: TimeLineId) -> Option<Vec<HistoryEntry>>
     if tli.0 <= 1 {
         return Some(Vec::new());
     }
-    let text = std::fs::read_to_string(pg_wal.join(format!("{:08X}.history", tli.0))).ok()?;
+    let text = std::fs::read_to_string(pg_wal.join(history_file_name(tli))).ok()?;
     ptrack_wal::archive::parse_history(&text)
 }
 
@@ -94,7 +89,7 @@ impl Follower {
         let stream_start = Lsn(start.0 - start.0 % page);
         Follower {
             pg_wal: pg_wal.to_path_buf(),
-            seg_size: u64::from(cfg.seg_size),
+            seg_size: cfg.seg_size,
             decoder: WalDecoder::new(
                 cfg,
                 stream_start,
@@ -123,15 +118,14 @@ impl Follower {
     /// so that WAL a checkpoint removes while the follower is behind is still read.
     pub fn pin_segments(&mut self, target: Lsn) {
         let seg = self.seg_size;
-        let first = self.decoder.fed_up_to().0 / seg;
+        let first = seg.segno(self.decoder.fed_up_to());
         self.open.retain(|_, (segno, _)| *segno >= first);
-        let last = target.0.saturating_sub(1) / seg;
+        let last = seg.prev_segno(target);
         for segno in first..=last.max(first) {
             if self.open.len() >= MAX_PINNED {
                 break;
             }
-            let lsn = Lsn(segno * seg);
-            let name = segment_file_name(self.timeline_of(lsn), segno, seg);
+            let name = segment_file_name(self.timeline_of(seg.start(segno)), segno, seg);
             if !self.open.contains_key(&name)
                 && let Ok(f) = self.open_segment(&name)
             {
@@ -209,8 +203,12 @@ impl Follower {
     /// [`READ_CHUNK`], whichever is first.
     fn read_piece(&mut self, from: Lsn, target: Lsn) -> Result<Vec<u8>, String> {
         let seg = self.seg_size;
-        let segno = from.0 / seg;
-        let mut end = ((segno + 1) * seg).min(target.0).min(from.0 + READ_CHUNK);
+        let segno = seg.segno(from);
+        let mut end = seg
+            .start(segno + 1)
+            .0
+            .min(target.0)
+            .min(from.0 + READ_CHUNK);
         if let Some(e) = self.history.iter().find(|e| from < e.switchpoint) {
             end = end.min(e.switchpoint.0);
         }
@@ -230,7 +228,7 @@ impl Follower {
         let Some((_, file)) = self.open.get(&name) else {
             return Err(format!("WAL segment {name} not open"));
         };
-        file.read_exact_at(&mut buf, from.0 % seg)
+        file.read_exact_at(&mut buf, seg.offset(from))
             .map_err(|e| format!("cannot read WAL segment {name} at {from}: {e}"))?;
         Ok(buf)
     }
@@ -432,7 +430,7 @@ mod tests {
     #[test]
     fn names_and_timelines() {
         assert_eq!(
-            segment_file_name(TimeLineId(2), 0x1_05, 16 << 20),
+            segment_file_name(TimeLineId(2), 0x1_05, WalSegSize::DEFAULT),
             "000000020000000100000005"
         );
         let h = vec![

@@ -126,22 +126,17 @@ impl PageMap {
     pub fn add(&mut self, b: u32) {
         let offset = (b / 8) as usize;
         if offset >= self.bytes.len() {
+            // The original's growth (`datapagemap_add`), so the column's bytes are the same.
             self.bytes.resize(offset + 1 + 10, 0);
         }
-        let bit = 1u8 << (b % 8);
-        if self.bytes[offset] & bit == 0 {
+        if ptrack_page::datapagemap::set(&mut self.bytes, b) {
             self.count += 1;
         }
-        self.bytes[offset] |= bit;
     }
 
     /// The set bits, ascending.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.bytes.iter().enumerate().flat_map(|(i, &byte)| {
-            (0..8u32)
-                .filter(move |bit| byte & (1 << bit) != 0)
-                .map(move |bit| i as u32 * 8 + bit)
-        })
+        ptrack_page::datapagemap::blocks(&self.bytes)
     }
 }
 

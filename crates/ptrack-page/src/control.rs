@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use ptrack_types::{Lsn, PgMajorVersion, TimeLineId};
+use ptrack_types::{Lsn, PgMajorVersion, TimeLineId, WalSegSize};
 use serde::Serialize;
 
 use crate::page::{le32, le64};
@@ -115,7 +115,7 @@ pub struct ControlFile {
     /// `xlog_blcksz`: WAL page size.
     pub xlog_blcksz: u32,
     /// `xlog_seg_size`: WAL segment size in bytes.
-    pub xlog_seg_size: u32,
+    pub xlog_seg_size: WalSegSize,
     /// `data_checksum_version`: 0 when data checksums are off.
     pub data_checksum_version: u32,
     /// `crc` as stored.
@@ -248,7 +248,9 @@ pub fn parse_control_file(b: &[u8]) -> Result<ControlFile, ControlFileError> {
     };
     let blcksz = pow2_in("blcksz", u32_at(216)?, 1024, 32768)?;
     let xlog_blcksz = pow2_in("xlog_blcksz", u32_at(224)?, 1024, 65536)?;
-    let xlog_seg_size = pow2_in("xlog_seg_size", u32_at(228)?, 1 << 20, 1 << 30)?;
+    let seg = u32_at(228)?;
+    let xlog_seg_size =
+        WalSegSize::new(seg.into()).map_err(|_| bad("xlog_seg_size", seg.into()))?;
     let relseg_size = u32_at(220)?;
     if relseg_size == 0 {
         return Err(bad("relseg_size", 0));

@@ -20,7 +20,7 @@ fn parses_each_layout_and_finds_the_crc() {
         assert_eq!(c.checkpoint.to_string(), "1/28");
         assert_eq!(c.redo.to_string(), "1/0");
         assert_eq!(
-            (c.blcksz, c.relseg_size, c.xlog_seg_size),
+            (c.blcksz, c.relseg_size, c.xlog_seg_size.bytes()),
             (8192, 131072, 16 << 20)
         );
         assert_eq!(c.state, DbState::InProduction);

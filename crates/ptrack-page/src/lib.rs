@@ -15,6 +15,7 @@ pub mod checksum;
 pub mod control;
 pub mod damage;
 pub mod datadir;
+pub mod datapagemap;
 #[deny(clippy::indexing_slicing)]
 pub mod page;
 pub mod relpath;

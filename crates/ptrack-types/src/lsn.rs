@@ -39,17 +39,6 @@ impl Lsn {
     pub fn checked_sub(self, other: Lsn) -> Option<u64> {
         self.0.checked_sub(other.0)
     }
-
-    /// Number of the WAL segment holding this position, for a segment size in bytes.
-    /// Returns `None` for a segment size of zero.
-    pub fn segment_number(self, seg_size: u64) -> Option<u64> {
-        self.0.checked_div(seg_size)
-    }
-
-    /// Offset of this position inside its WAL segment. Returns `None` for a segment size of zero.
-    pub fn segment_offset(self, seg_size: u64) -> Option<u64> {
-        self.0.checked_rem(seg_size)
-    }
 }
 
 impl fmt::Display for Lsn {
@@ -177,12 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn lsn_segment_arithmetic() {
-        let seg = 16 * 1024 * 1024;
-        let l = Lsn(0x1_0300_0028);
-        assert_eq!(l.segment_number(seg), Some(0x103));
-        assert_eq!(l.segment_offset(seg), Some(0x28));
-        assert_eq!(l.segment_number(0), None);
+    fn lsn_checked_arithmetic() {
         assert_eq!(Lsn::MAX.checked_add(1), None);
         assert_eq!(Lsn(5).checked_sub(Lsn(7)), None);
     }

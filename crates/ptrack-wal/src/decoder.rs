@@ -19,7 +19,7 @@
 //! broken prev link, a CRC mismatch) is reported as [`Poll::End`] with the reason, distinct from
 //! [`WalError`], which means bytes that cannot be WAL of the cluster at all (corruption).
 
-use ptrack_types::{Lsn, PgMajorVersion};
+use ptrack_types::{Lsn, PgMajorVersion, WalSegSize};
 use serde::Serialize;
 
 use crate::buffer::ChunkBuf;
@@ -30,8 +30,8 @@ use crate::record::{Record, RecordError, decode_record_into, record_crc};
 /// Fixed properties of the WAL being decoded.
 #[derive(Debug, Clone, Copy)]
 pub struct DecoderConfig {
-    /// WAL segment size in bytes (from pg_control or the first long page header).
-    pub seg_size: u32,
+    /// WAL segment size (from pg_control or the first long page header).
+    pub seg_size: WalSegSize,
     /// WAL page size (`XLOG_BLCKSZ`).
     pub xlog_blcksz: u32,
     /// Data page size (`BLCKSZ`), needed for uncompressed image holes.
@@ -45,7 +45,7 @@ pub struct DecoderConfig {
 impl Default for DecoderConfig {
     fn default() -> Self {
         DecoderConfig {
-            seg_size: 16 << 20,
+            seg_size: WalSegSize::DEFAULT,
             xlog_blcksz: 8192,
             blcksz: 8192,
             system_identifier: None,
@@ -411,7 +411,7 @@ impl WalDecoder {
                 },
             }));
         }
-        let seg = u64::from(self.cfg.seg_size);
+        let seg = self.cfg.seg_size.bytes();
         if info & XLP_LONG_HEADER != 0 {
             let Some(long) = self.slice(page, SIZE_OF_XLOG_LONG_PHD) else {
                 return Ok(Step::NeedMore);
@@ -427,7 +427,7 @@ impl WalDecoder {
                     why: format!("system identifier {sysid} is not the cluster's {want}"),
                 });
             }
-            if seg_size != self.cfg.seg_size || blcksz != self.cfg.xlog_blcksz {
+            if u64::from(seg_size) != seg || blcksz != self.cfg.xlog_blcksz {
                 return Err(WalError::BadPageHeader {
                     lsn,
                     why: format!(
@@ -613,7 +613,7 @@ impl WalDecoder {
         if let Step::Ok(()) = &result {
             let record = &*out;
             self.prev = Some(at);
-            let seg = u64::from(self.cfg.seg_size);
+            let seg = self.cfg.seg_size.bytes();
             self.next = if record.rmid == RM_XLOG_ID && record.rmgr_info() == XLOG_SWITCH {
                 Lsn(end.div_ceil(seg) * seg)
             } else {

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ptrack_types::{Lsn, PgMajorVersion, TimeLineId};
+use ptrack_types::{Lsn, PgMajorVersion, TimeLineId, WalSegSize};
 
 use crate::archive::{
     Compression, HistoryEntry, parse_history, read_segment_file, split_segment_file_name,
@@ -31,8 +31,10 @@ pub struct SegmentName {
 }
 
 impl SegmentName {
-    /// Parses `TTTTTTTTLLLLLLLLSSSSSSSS` (24 upper-case hex digits) for a segment size.
-    pub fn parse(name: &str, seg_size: u64) -> Option<SegmentName> {
+    /// Parses `TTTTTTTTLLLLLLLLSSSSSSSS` (24 upper-case hex digits) for a segment size. Only the
+    /// canonical name of a segment is one: a segment part past the segments of one xlogid
+    /// (which PostgreSQL never writes) is refused, so no two names denote one segment.
+    pub fn parse(name: &str, seg_size: WalSegSize) -> Option<SegmentName> {
         if name.len() != 24
             || !name
                 .bytes()
@@ -43,16 +45,16 @@ impl SegmentName {
         let tli = u32::from_str_radix(name.get(0..8)?, 16).ok()?;
         let log = u64::from_str_radix(name.get(8..16)?, 16).ok()?;
         let seg = u64::from_str_radix(name.get(16..24)?, 16).ok()?;
-        let per_log = 0x1_0000_0000 / seg_size;
-        Some(SegmentName {
+        let per_log = seg_size.per_xlogid();
+        (seg < per_log).then_some(SegmentName {
             tli: TimeLineId(tli),
             segno: log * per_log + seg,
         })
     }
 
     /// The file name (`XLogFileName`).
-    pub fn file_name(&self, seg_size: u64) -> String {
-        let per_log = 0x1_0000_0000 / seg_size;
+    pub fn file_name(&self, seg_size: WalSegSize) -> String {
+        let per_log = seg_size.per_xlogid();
         format!(
             "{:08X}{:08X}{:08X}",
             self.tli.0,
@@ -60,6 +62,23 @@ impl SegmentName {
             self.segno % per_log
         )
     }
+}
+
+/// The name of timeline `tli`'s history file, `TTTTTTTT.history` (`TLHistoryFileName`).
+pub fn history_file_name(tli: TimeLineId) -> String {
+    format!("{:08X}.history", tli.0)
+}
+
+/// The timeline of a history file name (`IsTLHistoryFileName`), `None` for any other name.
+pub fn parse_history_file_name(name: &str) -> Option<TimeLineId> {
+    let t = name.strip_suffix(".history").filter(|t| t.len() == 8)?;
+    if !t
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
+        return None;
+    }
+    u32::from_str_radix(t, 16).ok().map(TimeLineId)
 }
 
 /// Errors reading WAL from a directory.
@@ -116,8 +135,8 @@ pub struct SegmentFile {
 pub struct WalDir {
     /// The directory.
     pub dir: PathBuf,
-    /// Segment size in bytes, from the first segment's long header.
-    pub seg_size: u32,
+    /// Segment size, from the first segment's long header.
+    pub seg_size: WalSegSize,
     /// Page size, from the same header.
     pub xlog_blcksz: u32,
     /// System identifier, from the same header.
@@ -153,10 +172,8 @@ impl WalDir {
             let Ok(n) = e.file_name().into_string() else {
                 continue;
             };
-            if let Some(t) = n.strip_suffix(".history").filter(|t| t.len() == 8) {
-                if let Ok(tli) = u32::from_str_radix(t, 16) {
-                    histories.insert(tli, e.path());
-                }
+            if let Some(tli) = parse_history_file_name(&n) {
+                histories.insert(tli.0, e.path());
             } else if split_segment_file_name(&n).is_some() {
                 names.push(n);
             }
@@ -165,7 +182,7 @@ impl WalDir {
         let first = names
             .iter()
             .filter_map(|n| split_segment_file_name(n).map(|s| (n, s)))
-            .find(|(_, (base, _, _))| SegmentName::parse(base, 16 << 20).is_some())
+            .find(|(_, (base, _, _))| SegmentName::parse(base, WalSegSize::DEFAULT).is_some())
             .ok_or_else(|| ReadError::NoSegments {
                 dir: dir.display().to_string(),
             })?;
@@ -186,15 +203,13 @@ impl WalDir {
         let info = head
             .get(2..4)
             .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
-        let valid_seg = seg_size.is_power_of_two() && (1 << 20..=1 << 30).contains(&seg_size);
-        if info & crate::consts::XLP_LONG_HEADER == 0
-            || !valid_seg
-            || !xlog_blcksz.is_power_of_two()
-        {
-            return Err(ReadError::BadSegment {
-                path: first_path.display().to_string(),
-                why: "first page has no valid long header (segment size, page size)".into(),
-            });
+        let bad_header = || ReadError::BadSegment {
+            path: first_path.display().to_string(),
+            why: "first page has no valid long header (segment size, page size)".into(),
+        };
+        let seg_size = WalSegSize::new(u64::from(seg_size)).map_err(|_| bad_header())?;
+        if info & crate::consts::XLP_LONG_HEADER == 0 || !xlog_blcksz.is_power_of_two() {
+            return Err(bad_header());
         }
         let magic = head
             .get(0..2)
@@ -206,14 +221,13 @@ impl WalDir {
                 path: first_path.display().to_string(),
                 why: format!("page magic 0x{magic:04X} is not PostgreSQL 13-18 WAL"),
             })?;
-        let seg = u64::from(seg_size);
         // All candidate files per (segno, tli), best first.
         let mut all: BTreeMap<(u64, u32), Vec<SegmentFile>> = BTreeMap::new();
         for n in &names {
             let Some((base, partial, compression)) = split_segment_file_name(n) else {
                 continue;
             };
-            if let Some(s) = SegmentName::parse(base, seg) {
+            if let Some(s) = SegmentName::parse(base, seg_size) {
                 all.entry((s.segno, s.tli.0))
                     .or_default()
                     .push(SegmentFile {
@@ -245,12 +259,16 @@ impl WalDir {
         };
         // Timelines with the range of segments each may supply: [begin, end] by segment number.
         let mut ranges: Vec<(u32, u64, u64)> = Vec::new();
-        let mut begin = 0u64;
+        let mut begin = Lsn(0);
         for h in &history {
-            ranges.push((h.tli.0, begin / seg, h.switchpoint.0 / seg));
-            begin = h.switchpoint.0;
+            ranges.push((
+                h.tli.0,
+                seg_size.segno(begin),
+                seg_size.segno(h.switchpoint),
+            ));
+            begin = h.switchpoint;
         }
-        ranges.push((top, begin / seg, u64::MAX));
+        ranges.push((top, seg_size.segno(begin), u64::MAX));
         let follow_any = history.is_empty() && top > 1;
         let mut segments = BTreeMap::new();
         let segnos: std::collections::BTreeSet<u64> = all.keys().map(|k| k.0).collect();
@@ -287,7 +305,7 @@ impl WalDir {
 
     /// LSN of the first byte of segment `segno`.
     pub fn segment_start(&self, segno: u64) -> Lsn {
-        Lsn(segno * u64::from(self.seg_size))
+        self.seg_size.start(segno)
     }
 
     /// Reads segment `segno` (plain ones mapped, compressed ones decompressed), checking its
@@ -296,7 +314,7 @@ impl WalDir {
         let Some(f) = self.segments.get(&segno) else {
             return Ok(None);
         };
-        let seg = u64::from(self.seg_size);
+        let seg = self.seg_size.bytes();
         if f.compression == Compression::None {
             let file = std::fs::File::open(&f.path).map_err(io_err(&f.path))?;
             let len = file.metadata().map_err(io_err(&f.path))?.len();
@@ -360,16 +378,16 @@ pub fn scan_dir(
     on_record: &mut dyn FnMut(&Record),
     on_abandoned: &mut dyn FnMut(Lsn, Lsn),
 ) -> Result<ScanEnd, ReadError> {
-    let seg = u64::from(wal.seg_size);
+    let seg = wal.seg_size;
     let cfg = DecoderConfig {
-        seg_size: wal.seg_size,
+        seg_size: seg,
         xlog_blcksz: wal.xlog_blcksz,
         system_identifier: Some(wal.system_identifier),
         major: Some(wal.major),
         ..base
     };
     let first_seg = match from {
-        Some(l) => l.0 / seg,
+        Some(l) => seg.segno(l),
         None => *wal
             .segments
             .keys()
@@ -379,7 +397,7 @@ pub fn scan_dir(
             })?,
     };
     let psize = u64::from(wal.xlog_blcksz);
-    let stream_start = Lsn(first_seg * seg);
+    let stream_start = seg.start(first_seg);
     let start_page = from.map_or(stream_start, |l| Lsn(l.0 - l.0 % psize));
     let mut dec = WalDecoder::new(cfg, stream_start, Start::FirstOnPage(start_page));
     let mut segno = first_seg;
@@ -479,8 +497,8 @@ where
     I: Fn(Lsn) -> T + Sync,
     F: Fn(&mut T, &Record) + Sync,
 {
-    let seg = u64::from(wal.seg_size);
-    let nseg = (to.0.saturating_sub(1) / seg).saturating_sub(from.0 / seg) + 1;
+    let seg = wal.seg_size;
+    let nseg = seg.prev_segno(to).saturating_sub(seg.segno(from)) + 1;
     let ranges = parallel_ranges(nseg, threads);
     scan_dir_ranges(wal, base, from, to, threads, ranges, init, fold)
 }
@@ -502,15 +520,15 @@ where
     I: Fn(Lsn) -> T + Sync,
     F: Fn(&mut T, &Record) + Sync,
 {
-    let seg = u64::from(wal.seg_size);
-    let first_seg = from.0 / seg;
-    let last_seg = to.0.saturating_sub(1) / seg;
+    let seg = wal.seg_size;
+    let first_seg = seg.segno(from);
+    let last_seg = seg.prev_segno(to);
     let nseg = last_seg.saturating_sub(first_seg) + 1;
     let nranges = (ranges.max(1) as u64).min(nseg).max(1);
     // Range k covers records starting in [bounds[k], bounds[k+1]).
     let mut bounds = vec![from];
     for k in 1..nranges {
-        bounds.push(Lsn((first_seg + nseg * k / nranges) * seg));
+        bounds.push(seg.start(first_seg + nseg * k / nranges));
     }
     bounds.push(to);
     let nranges = nranges as usize;
@@ -631,20 +649,43 @@ mod tests {
 
     #[test]
     fn segment_names_round_trip() {
-        let s = SegmentName::parse("000000010000000000000001", 16 << 20).unwrap();
+        let m16 = WalSegSize::DEFAULT;
+        let g1 = WalSegSize::new(1 << 30).unwrap();
+        let s = SegmentName::parse("000000010000000000000001", m16).unwrap();
         assert_eq!((s.tli, s.segno), (TimeLineId(1), 1));
-        let s = SegmentName::parse("0000000200000016000000FF", 16 << 20).unwrap();
+        let s = SegmentName::parse("0000000200000016000000FF", m16).unwrap();
         assert_eq!(s.segno, 0x16 * 256 + 0xFF);
-        assert_eq!(s.file_name(16 << 20), "0000000200000016000000FF");
-        let g = SegmentName::parse("000000010000000300000002", 1 << 30).unwrap();
+        assert_eq!(s.file_name(m16), "0000000200000016000000FF");
+        let g = SegmentName::parse("000000010000000300000002", g1).unwrap();
         assert_eq!(g.segno, 3 * 4 + 2);
-        assert_eq!(g.file_name(1 << 30), "000000010000000300000002");
+        assert_eq!(g.file_name(g1), "000000010000000300000002");
         for bad in [
             "00000001000000000000001",
             "00000001000000000000000g",
             "000000010000000000000001.partial",
+            "000000010000000000000100",
         ] {
-            assert!(SegmentName::parse(bad, 16 << 20).is_none(), "{bad}");
+            assert!(SegmentName::parse(bad, m16).is_none(), "{bad}");
+        }
+        // Not canonical for 1 GiB segments (4 per xlogid), canonical for 16 MiB ones.
+        assert!(SegmentName::parse("000000010000000000000004", g1).is_none());
+        assert!(SegmentName::parse("000000010000000000000004", m16).is_some());
+    }
+
+    #[test]
+    fn history_names_round_trip() {
+        assert_eq!(history_file_name(TimeLineId(0x1A)), "0000001A.history");
+        assert_eq!(
+            parse_history_file_name("0000001A.history"),
+            Some(TimeLineId(0x1A))
+        );
+        for bad in [
+            "1A.history",
+            "0000001a.history",
+            "0000001A.histor",
+            "0000001A",
+        ] {
+            assert_eq!(parse_history_file_name(bad), None, "{bad}");
         }
     }
 }

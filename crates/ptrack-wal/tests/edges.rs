@@ -12,7 +12,7 @@ const SEG: u64 = 1 << 20;
 
 fn cfg() -> DecoderConfig {
     DecoderConfig {
-        seg_size: SEG as u32,
+        seg_size: ptrack_types::WalSegSize::new(SEG).unwrap(),
         system_identifier: Some(0x7000_0000_0000_0042),
         ..DecoderConfig::default()
     }
@@ -198,7 +198,7 @@ fn write_segments(b: &WalBuilder, dir: &std::path::Path) {
             tli: ptrack_types::TimeLineId(1),
             segno,
         }
-        .file_name(SEG);
+        .file_name(ptrack_types::WalSegSize::new(SEG).unwrap());
         std::fs::write(dir.join(name), seg).unwrap();
     }
 }
@@ -273,7 +273,7 @@ fn parallel_ranges_equal_sequential_scan() {
             tli: ptrack_types::TimeLineId(1),
             segno: 6,
         }
-        .file_name(SEG),
+        .file_name(ptrack_types::WalSegSize::new(SEG).unwrap()),
     );
     let mut bytes = std::fs::read(&third).unwrap();
     for x in &mut bytes[300_000..300_100] {

@@ -67,9 +67,9 @@ pub(super) fn write_wal(
 /// consistency (there must be one), and archive recovery goes further on purpose.
 fn consistency_offset(name: &RelPath, m: &Manifest) -> Option<u64> {
     let seg = m.wal_seg_size;
-    let end = m.consistent().0;
+    let end = m.consistent();
     let s = name
         .as_str()
         .and_then(|n| ptrack_wal::segment::SegmentName::parse(n, seg))?;
-    (s.segno == end / seg && !end.is_multiple_of(seg)).then_some(end % seg)
+    (s.segno == seg.segno(end) && seg.offset(end) != 0).then_some(seg.offset(end))
 }

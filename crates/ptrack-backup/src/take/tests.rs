@@ -109,7 +109,7 @@ fn manifest_doc<E>(id: &str, entries: E, parent: Option<&Link>) -> ManifestDoc<E
         system_identifier: 7,
         pg_major: 18,
         blcksz: 8192,
-        wal_seg_size: 16 << 20,
+        wal_seg_size: ptrack_types::WalSegSize::DEFAULT,
         data_checksum_version: 1,
         compression: Compression::None,
         start_lsn: Lsn(0x100_0000),
