@@ -99,7 +99,7 @@ pub fn damage_report(d: &[Damaged]) -> String {
 fn instance_info(opts: &BackupOptions, c: &ptrack_page::control::ControlFile) -> InstanceInfo {
     InstanceInfo {
         system_identifier: c.system_identifier,
-        pg_major: c.major.number(),
+        pg_major: c.major,
         blcksz: c.blcksz,
         relseg_blocks: c.relseg_size,
         wal_seg_size: c.xlog_seg_size,
@@ -267,7 +267,7 @@ pub fn run_backup(
         data_bytes: 0,
         stored_bytes: 0,
         wal_bytes: 0,
-        compression: opts.compression.name().into(),
+        compression: opts.compression,
         pg_major: info.pg_major,
         manifest_digest: None,
         error: None,

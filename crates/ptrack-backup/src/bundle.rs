@@ -13,12 +13,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ptrack_repo::{Key, ObjectReader, ObjectWriter, Storage};
-use serde::{Deserialize, Serialize};
 
 use crate::envelope::storage_io;
 
-use crate::manifest::{IndexRef, Stored};
 use crate::paths::Digest;
+pub use crate::stored::Compression;
+use crate::stored::{IndexRef, Stored};
 use crate::{Error, Result};
 
 /// Largest whole file a bundle record may hold (WAL segments are at most 1 GiB).
@@ -30,46 +30,6 @@ pub const MAGIC: &[u8; 8] = b"PTRKBNDL";
 pub const VERSION: u32 = 1;
 /// Header bytes.
 pub const HEADER_SIZE: u64 = 16;
-
-/// How stored pages and files are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// Stored as is.
-    None,
-    /// LZ4 block format (`lz4_flex`).
-    Lz4,
-    /// Zstandard, level 1.
-    Zstd,
-}
-
-impl Compression {
-    fn code(self) -> u32 {
-        match self {
-            Compression::None => 0,
-            Compression::Lz4 => 1,
-            Compression::Zstd => 2,
-        }
-    }
-
-    fn from_code(c: u32) -> Option<Compression> {
-        Some(match c {
-            0 => Compression::None,
-            1 => Compression::Lz4,
-            2 => Compression::Zstd,
-            _ => return None,
-        })
-    }
-
-    /// Name as given on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Lz4 => "lz4",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
 
 /// The page is stored compressed.
 pub const FLAG_COMPRESSED: u16 = 1;

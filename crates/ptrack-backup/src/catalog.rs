@@ -8,6 +8,7 @@ use ptrack_types::Lsn;
 use serde::{Deserialize, Serialize};
 
 use crate::paths::Digest;
+use crate::stored::Compression;
 
 /// Catalog document format version.
 pub const CATALOG_VERSION: u32 = 2;
@@ -75,7 +76,7 @@ pub struct BackupInfo {
     /// Stop LSN (`pg_backup_stop`), once known.
     pub stop_lsn: Option<Lsn>,
     /// Timeline at the start.
-    pub timeline: Option<u32>,
+    pub timeline: Option<ptrack_types::TimeLineId>,
     /// Start, Unix seconds.
     pub start_time: i64,
     /// End, Unix seconds.
@@ -87,9 +88,9 @@ pub struct BackupInfo {
     /// Bytes of WAL stored (uncompressed).
     pub wal_bytes: u64,
     /// Compression of stored pages and files.
-    pub compression: String,
+    pub compression: Compression,
     /// PostgreSQL major version.
-    pub pg_major: u32,
+    pub pg_major: ptrack_types::PgMajorVersion,
     /// BLAKE3 of the manifest file, recorded when the backup became OK.
     pub manifest_digest: Option<Digest>,
     /// Why it failed or what validation found.

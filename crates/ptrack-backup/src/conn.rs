@@ -125,7 +125,7 @@ impl ConnOptions {
                 r.port,
                 r.user,
                 r.dbname,
-                crate::server::pg_message(&e)
+                pg_message(&e)
             ))
         })
     }
@@ -179,6 +179,27 @@ pub fn pgpass_lookup(file: &Path, host: &str, port: u16, db: &str, user: &str) -
         }
     }
     None
+}
+
+/// The server's message for a failed statement or connection (libpq's wording where the client
+/// library has its own, so that DBAs recognise it).
+pub fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => {
+            let mut t = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                t.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            if t.contains("password missing") {
+                "fe_sendauth: no password supplied (give one in PGPASSWORD or ~/.pgpass)".into()
+            } else {
+                t
+            }
+        }
+    }
 }
 
 #[cfg(test)]

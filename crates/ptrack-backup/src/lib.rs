@@ -25,6 +25,7 @@ pub mod records;
 pub mod repo;
 pub mod restore;
 pub mod server;
+pub mod stored;
 pub mod table;
 pub mod take;
 pub mod target;

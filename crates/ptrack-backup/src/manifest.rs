@@ -13,35 +13,14 @@
 use ptrack_types::{Lsn, WalSegSize};
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::Compression;
 use crate::catalog::{BackupInfo, Mode};
 pub use crate::entries::Entries;
 use crate::paths::{Digest, RelPath};
+use crate::stored::Compression;
+pub use crate::stored::{IndexRef, Stored};
 
 /// Manifest document format version.
 pub const MANIFEST_VERSION: u32 = 3;
-
-/// A byte range of a bundle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stored {
-    /// Bundle number (`bundle.<n>`).
-    pub bundle: u32,
-    /// Offset in the bundle.
-    pub offset: u64,
-    /// Stored (compressed) length.
-    pub len: u64,
-}
-
-/// A page index stored in a bundle: `count` entries of [`crate::bundle::PageEntry`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexRef {
-    /// Where the index is.
-    pub at: Stored,
-    /// Entries.
-    pub count: u32,
-    /// BLAKE3 of the index bytes.
-    pub digest: Digest,
-}
 
 /// Bytes after the last whole block of a relation segment (a block being written when the
 /// segment was read), stored as they were.
@@ -181,7 +160,7 @@ pub struct ManifestDoc<E> {
     /// The cluster.
     pub system_identifier: u64,
     /// PostgreSQL major version.
-    pub pg_major: u32,
+    pub pg_major: ptrack_types::PgMajorVersion,
     /// `BLCKSZ`.
     pub blcksz: u32,
     /// WAL segment size (validated when read).
@@ -200,7 +179,7 @@ pub struct ManifestDoc<E> {
     #[serde(default)]
     pub consistent_lsn: Lsn,
     /// Timeline of the backup (start and stop).
-    pub timeline: u32,
+    pub timeline: ptrack_types::TimeLineId,
     /// Whether it was taken from a standby.
     pub from_standby: bool,
     /// Bundles.

@@ -38,7 +38,7 @@ pub struct History {
 impl History {
     /// Reads the current timeline's history file from `pgdata/pg_wal`.
     pub fn read(pgdata: &Path, position: Position) -> Result<History> {
-        if position.timeline <= 1 {
+        if position.timeline.0 <= 1 {
             return Ok(History {
                 position,
                 parents: Vec::new(),
@@ -46,7 +46,7 @@ impl History {
         }
         let path = pgdata
             .join("pg_wal")
-            .join(history_file_name(TimeLineId(position.timeline)));
+            .join(history_file_name(position.timeline));
         let text = std::fs::read_to_string(&path).map_err(|e| {
             refused(format!(
                 "cannot check which backups are ancestors of the server's timeline {}: \"{}\": {e}; take a full backup",
@@ -65,13 +65,13 @@ impl History {
 
     /// Where timeline `tli` ends in this history: `Some(Some(switchpoint))` for a parent
     /// timeline, `Some(None)` for the current one, `None` when it is not in the history.
-    fn end_of(&self, tli: u32) -> Option<Option<Lsn>> {
+    fn end_of(&self, tli: TimeLineId) -> Option<Option<Lsn>> {
         if tli == self.position.timeline {
             return Some(None);
         }
         self.parents
             .iter()
-            .find(|e| e.tli == TimeLineId(tli))
+            .find(|e| e.tli == tli)
             .map(|e| Some(e.switchpoint))
     }
 
@@ -213,7 +213,7 @@ fn wal_fork(pgdata: &Path, m: &Manifest, history: &History) -> Option<String> {
         history
             .parents
             .iter()
-            .map(|e| e.tli.0)
+            .map(|e| e.tli)
             .chain([history.position.timeline])
             .filter(|t| *t > m.timeline),
     );
@@ -221,11 +221,7 @@ fn wal_fork(pgdata: &Path, m: &Manifest, history: &History) -> Option<String> {
     // Only the span is read (a segment is not held whole); a segment the server no longer has
     // tells nothing.
     let server = tlis.iter().find_map(|tli| {
-        let name = SegmentName {
-            tli: TimeLineId(*tli),
-            segno,
-        }
-        .file_name(seg);
+        let name = SegmentName { tli: *tli, segno }.file_name(seg);
         span_digest(&pgdata.join("pg_wal").join(name), a, b)
     })?;
     let same = server == span.digest;
@@ -268,7 +264,7 @@ mod tests {
     fn ancestry_follows_the_timeline_history() {
         let h = History {
             position: Position {
-                timeline: 3,
+                timeline: TimeLineId(3),
                 lsn: Lsn(0x9000000),
             },
             parents: vec![

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use ptrack_repo::location::Location;
 use ptrack_repo::retry::FailureLog;
 use ptrack_repo::{Held, Key, LockError, Storage, StorageError};
-use ptrack_types::WalSegSize;
+use ptrack_types::{PgMajorVersion, WalSegSize};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BackupInfo, Catalog, Status};
@@ -41,7 +41,7 @@ pub struct InstanceInfo {
     /// `pg_control`'s system identifier.
     pub system_identifier: u64,
     /// PostgreSQL major version.
-    pub pg_major: u32,
+    pub pg_major: PgMajorVersion,
     /// `BLCKSZ`.
     pub blcksz: u32,
     /// `RELSEG_SIZE` in blocks.
@@ -391,7 +391,7 @@ mod tests {
         let inst = r
             .add_instance(InstanceInfo {
                 system_identifier: 7,
-                pg_major: 18,
+                pg_major: PgMajorVersion::V18,
                 blcksz: 8192,
                 relseg_blocks: 131072,
                 wal_seg_size: WalSegSize::DEFAULT,

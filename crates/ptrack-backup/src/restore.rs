@@ -503,7 +503,7 @@ pub fn run_restore(
         }
     }
     for sub in ["pg_wal/archive_status", "pg_wal/summaries"] {
-        if sub.ends_with("summaries") && target_m.pg_major < 17 {
+        if sub.ends_with("summaries") && target_m.pg_major < ptrack_types::PgMajorVersion::V17 {
             continue;
         }
         let p = RelPath::new(sub).expect("plain");

@@ -7,37 +7,17 @@
 
 use std::str::FromStr;
 
-use ptrack_types::Lsn;
+use ptrack_types::{Lsn, TimeLineId};
 
 use crate::conn::ConnOptions;
+pub use crate::conn::pg_message;
 use crate::{Error, Result, refused};
-
-/// The server's message for a failed statement or connection (libpq's wording where the client
-/// library has its own, so that DBAs recognise it).
-pub fn pg_message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => {
-            let mut t = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(s) = src {
-                t.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            if t.contains("password missing") {
-                "fe_sendauth: no password supplied (give one in PGPASSWORD or ~/.pgpass)".into()
-            } else {
-                t
-            }
-        }
-    }
-}
 
 /// Where the server is in its history: its timeline and WAL position now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
     /// Current timeline (insert timeline on a primary, replay timeline on a standby).
-    pub timeline: u32,
+    pub timeline: TimeLineId,
     /// Current WAL position (insert on a primary, replay on a standby).
     pub lsn: Lsn,
 }
@@ -200,8 +180,12 @@ impl Session {
                 )
                 .map_err(|e| Error::Server(pg_message(&e)))?;
             let lsn: Option<String> = row.get(1);
+            let tli = row.get::<_, i32>(0);
+            let timeline = u32::try_from(tli)
+                .map(TimeLineId)
+                .map_err(|_| Error::Server(format!("unexpected timeline {tli}")))?;
             return Ok(Position {
-                timeline: row.get::<_, i32>(0) as u32,
+                timeline,
                 lsn: lsn
                     .and_then(|l| Lsn::from_str(&l).ok())
                     .unwrap_or(Lsn::INVALID),
@@ -216,6 +200,7 @@ impl Session {
         let timeline = file
             .get(..8)
             .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .map(TimeLineId)
             .ok_or_else(|| Error::Server(format!("unexpected WAL file name {file:?}")))?;
         Ok(Position {
             timeline,

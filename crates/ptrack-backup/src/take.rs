@@ -58,7 +58,7 @@ pub struct TakeContext<'a> {
     /// The ptrack extension, for ptrack mode.
     pub ptrack: Option<&'a PtrackExt>,
     /// The server's timeline when the parent was chosen.
-    pub timeline: u32,
+    pub timeline: TimeLineId,
     /// The data directory's lineage (`crate::lineage`).
     pub lineage: &'a [String],
     /// Progress.
@@ -96,11 +96,12 @@ fn pagemap_blocks(rows: Vec<(String, Vec<u8>)>) -> HashMap<String, Vec<u32>> {
         .collect()
 }
 
-fn timeline_of_label(label: &str) -> Option<u32> {
+fn timeline_of_label(label: &str) -> Option<TimeLineId> {
     label
         .lines()
         .find_map(|l| l.strip_prefix("START TIMELINE: "))
         .and_then(|t| t.trim().parse().ok())
+        .map(TimeLineId)
 }
 
 fn take_started(
@@ -185,7 +186,7 @@ fn take_started(
     ctx.progress.step("stopping backup");
     let stop = session.backup_stop()?;
     clock.lap("stop");
-    let timeline = timeline_of_label(&stop.label).unwrap_or(ctx.control.timeline.0);
+    let timeline = timeline_of_label(&stop.label).unwrap_or(ctx.control.timeline);
     if ctx.parent.is_some() && timeline != ctx.timeline {
         return Err(refused(format!(
             "the server moved from timeline {} to {timeline} during the backup; take it again",
@@ -243,7 +244,7 @@ fn take_started(
         parent: parent.map(|p| p.info.id.clone()),
         parent_manifest: parent.map(|p| p.digest),
         system_identifier: ctx.control.system_identifier,
-        pg_major: ctx.control.major.number(),
+        pg_major: ctx.control.major,
         blcksz: ctx.control.blcksz,
         wal_seg_size: ctx.control.xlog_seg_size,
         data_checksum_version: control_now.data_checksum_version,
@@ -283,7 +284,7 @@ fn take_started(
         data_bytes,
         stored_bytes,
         wal_bytes,
-        compression: ctx.opts.compression.name().into(),
+        compression: ctx.opts.compression,
         pg_major: manifest.pg_major,
         manifest_digest: Some(manifest_digest),
         error: None,
@@ -447,7 +448,7 @@ fn store_wal(
     w: &mut BundleWriter,
     start: Lsn,
     stop: Lsn,
-    timeline: u32,
+    timeline: TimeLineId,
 ) -> Result<(Vec<WalEntry>, u64, Option<WalSpan>)> {
     let wal_dir = ctx.opts.pgdata.join("pg_wal");
     let seg = ctx.control.xlog_seg_size;
@@ -472,7 +473,7 @@ fn store_wal(
     let first = seg.segno(start);
     for segno in first..=seg.prev_segno(stop) {
         let name = SegmentName {
-            tli: TimeLineId(timeline),
+            tli: timeline,
             segno,
         }
         .file_name(seg);

@@ -11,7 +11,6 @@ use ptrack_types::Lsn;
 use ptrack_wal::{DecoderConfig, WalDir, scan_dir, scan_dir_parallel, special_changes_into};
 use serde_json::json;
 
-use crate::wal::end_text;
 use crate::{EXIT_OK, EXIT_PROBLEMS};
 
 pub(crate) fn summarize(
@@ -69,7 +68,7 @@ pub(crate) fn summarize(
         bail!(
             "WAL in {} does not reach {to}: {}; the range cannot be summarised",
             dir.display(),
-            end_text(&end)
+            end
         );
     }
     set.end = to;
@@ -154,7 +153,7 @@ pub(crate) fn stats(dir: &Path, json: bool) -> Result<u8> {
     let mut first = None;
     let mut last = Lsn(0);
     let cfg = DecoderConfig {
-        blcksz: crate::wal::data_block_size(dir),
+        blcksz: data_block_size(dir),
         ..DecoderConfig::default()
     };
     let end = scan_dir(
@@ -187,7 +186,7 @@ pub(crate) fn stats(dir: &Path, json: bool) -> Result<u8> {
         writeln!(
             out,
             "{}",
-            json!({"from": first.map(|l| l.to_string()), "to": last.to_string(), "records": total, "rmgr": rows, "end": end_text(&end)})
+            json!({"from": first.map(|l| l.to_string()), "to": last.to_string(), "records": total, "rmgr": rows, "end": end.to_string()})
         )?;
     } else {
         writeln!(
@@ -203,13 +202,13 @@ pub(crate) fn stats(dir: &Path, json: bool) -> Result<u8> {
             )?;
         }
         writeln!(out, "{:<20} {total:>10}", "total")?;
-        writeln!(
-            out,
-            "WAL {}..{last}: {}",
-            first.unwrap_or_default(),
-            end_text(&end)
-        )?;
+        writeln!(out, "WAL {}..{last}: {}", first.unwrap_or_default(), end)?;
     }
     out.flush()?;
     Ok(EXIT_OK)
+}
+
+/// `BLCKSZ` of the cluster whose `pg_wal` is `dir` (8192 when its pg_control cannot be read).
+pub(crate) fn data_block_size(dir: &std::path::Path) -> u32 {
+    ptrack_page::read_control_file(&dir.join("..")).map_or(8192, |c| c.blcksz)
 }

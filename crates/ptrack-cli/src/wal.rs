@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use ptrack_types::Lsn;
-use ptrack_wal::{DecoderConfig, ScanEnd, WalDir, scan_dir};
+use ptrack_wal::{DecoderConfig, WalDir, scan_dir};
 use serde_json::json;
 
 use crate::EXIT_OK;
+use crate::summarize::data_block_size;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum WalCommand {
@@ -92,20 +93,6 @@ pub(crate) fn run(cmd: &WalCommand) -> Result<u8> {
 }
 
 /// The data page size of the cluster whose `pg_wal` is `dir` (from its pg_control), else 8192.
-pub(crate) fn data_block_size(dir: &std::path::Path) -> u32 {
-    ptrack_page::read_control_file(&dir.join("..")).map_or(8192, |c| c.blcksz)
-}
-
-pub(crate) fn end_text(end: &ScanEnd) -> String {
-    match end {
-        ScanEnd::ReachedTo => "reached --to".into(),
-        ScanEnd::EndOfWal(e) => format!("end of WAL at {}: {:?}", e.lsn, e.reason),
-        ScanEnd::MissingSegment { name, at } => {
-            format!("next segment {name} not found (next record at {at})")
-        }
-    }
-}
-
 fn scan(dir: &std::path::Path, from: Option<Lsn>, to: Option<Lsn>, json: bool) -> Result<u8> {
     let wal = WalDir::open(dir).with_context(|| format!("open WAL directory {}", dir.display()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -156,7 +143,7 @@ fn scan(dir: &std::path::Path, from: Option<Lsn>, to: Option<Lsn>, json: bool) -
     out.flush()?;
     eprintln!(
         "ptrack wal scan: {records} records, {refs} block references; {}",
-        end_text(&end)
+        end
     );
     Ok(EXIT_OK)
 }

@@ -355,6 +355,19 @@ pub enum ScanEnd {
     },
 }
 
+impl std::fmt::Display for ScanEnd {
+    /// How the scan ended, one line (as `ptrack wal` prints it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanEnd::ReachedTo => f.write_str("reached --to"),
+            ScanEnd::EndOfWal(e) => write!(f, "end of WAL at {}: {:?}", e.lsn, e.reason),
+            ScanEnd::MissingSegment { name, at } => {
+                write!(f, "next segment {name} not found (next record at {at})")
+            }
+        }
+    }
+}
+
 impl ScanEnd {
     /// Whether every record that starts before `to` was read: the scan reached `to`, or valid
     /// WAL (or the available segments) ended at or after it.
