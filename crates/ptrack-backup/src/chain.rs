@@ -5,9 +5,10 @@
 //! only when each child's manifest records the digest of its parent's manifest file (a hash
 //! chain), so a catalog whose `parent` was edited cannot splice another backup in.
 
+use crate::bundle::{BundleReader, PageEntry};
 use crate::catalog::{BackupInfo, Catalog, Status};
 use crate::envelope;
-use crate::manifest::{MANIFEST_VERSION, Manifest, ManifestDoc};
+use crate::manifest::{Entry, EntryKind, MANIFEST_VERSION, Manifest, ManifestDoc};
 use crate::paths::Digest;
 use crate::repo::Instance;
 use crate::{Error, Result, refused};
@@ -224,4 +225,63 @@ fn check_link_facts(child: &LinkFacts, parent: &BackupInfo, digest: &Digest) -> 
         )));
     }
     Ok(())
+}
+
+/// Where the newest stored copy of a block is in a chain: the link (0 = the backup restored),
+/// the bundle and the page's index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagePick {
+    /// Index of the backup in the chain, newest first.
+    pub link: usize,
+    /// Bundle number in that backup.
+    pub bundle: u32,
+    /// The page's index entry.
+    pub page: PageEntry,
+}
+
+/// For each of the `blocks` blocks of relation segment `entry` (as the newest backup of
+/// `chain` records it), the newest backup storing it: walking from the newest backup to older
+/// ones until one that stores the file whole (`base`) or does not have it. A block no backup
+/// stores is `None` (it is all zeros). What restore writes and merge folds.
+pub fn newest_pages(
+    chain: &[Link],
+    readers: &mut [BundleReader],
+    entry: &Entry,
+    blocks: u32,
+) -> Result<Vec<Option<PagePick>>> {
+    let rel = &entry.path;
+    let mut slots: Vec<Option<PagePick>> = vec![None; blocks as usize];
+    for (k, l) in chain.iter().enumerate() {
+        let kind = if k == 0 {
+            Some(entry.kind.clone())
+        } else {
+            l.manifest.entry(rel).map(|e| e.kind)
+        };
+        let Some(EntryKind::Data { parts, base, .. }) = kind else {
+            break;
+        };
+        let reader = readers.get_mut(k).ok_or_else(|| {
+            Error::Corrupt(format!("backup {}: no reader for link {k}", l.info.id))
+        })?;
+        for p in &parts {
+            let idx = reader
+                .index(p)
+                .map_err(|e| Error::Corrupt(format!("backup {}: \"{rel}\": {e}", l.info.id)))?;
+            for e in idx {
+                if let Some(slot) = slots.get_mut(e.block as usize)
+                    && slot.is_none()
+                {
+                    *slot = Some(PagePick {
+                        link: k,
+                        bundle: p.at.bundle,
+                        page: e,
+                    });
+                }
+            }
+        }
+        if base {
+            break;
+        }
+    }
+    Ok(slots)
 }

@@ -19,9 +19,9 @@ use ptrack_durable::at::Dir;
 use ptrack_durable::direct::DirectWriter;
 
 use crate::backup::Progress;
-use crate::bundle::{BundleReader, PageEntry};
+use crate::bundle::BundleReader;
 use crate::catalog::{BackupInfo, Catalog, Status};
-use crate::chain::{Link, load_chain};
+use crate::chain::{Link, PagePick, load_chain};
 use crate::manifest::{Entry, EntryKind};
 
 mod wal;
@@ -705,32 +705,7 @@ fn write_data(
     places: &Places,
 ) -> Result<u64> {
     let rel = &entry.path;
-    let mut slots: Vec<Option<(usize, u32, PageEntry)>> = vec![None; blocks as usize];
-    for (k, l) in chain.iter().enumerate() {
-        let kind = if k == 0 {
-            Some(entry.kind.clone())
-        } else {
-            l.manifest.entry(rel).map(|e| e.kind)
-        };
-        let Some(EntryKind::Data { parts, base, .. }) = kind else {
-            break;
-        };
-        for p in &parts {
-            let idx = readers[k]
-                .index(p)
-                .map_err(|e| Error::Corrupt(format!("backup {}: \"{rel}\": {e}", l.info.id)))?;
-            for e in idx {
-                if let Some(slot) = slots.get_mut(e.block as usize)
-                    && slot.is_none()
-                {
-                    *slot = Some((k, p.at.bundle, e));
-                }
-            }
-        }
-        if base {
-            break;
-        }
-    }
+    let slots = crate::chain::newest_pages(chain, readers, entry, blocks)?;
     let tail = match &entry.kind {
         EntryKind::Data { tail: Some(t), .. } => Some(
             readers[0]
@@ -750,11 +725,15 @@ fn write_data(
     let mut page = Vec::with_capacity(blcksz);
     for slot in &slots {
         match slot {
-            Some((k, bundle, e)) => {
-                readers[*k]
+            Some(PagePick {
+                link,
+                bundle,
+                page: e,
+            }) => {
+                readers[*link]
                     .page(*bundle, e, blcksz, &mut page)
                     .map_err(|err| {
-                        Error::Corrupt(format!("backup {}: \"{rel}\": {err}", chain[*k].info.id))
+                        Error::Corrupt(format!("backup {}: \"{rel}\": {err}", chain[*link].info.id))
                     })?;
                 out.write_all(&page)
             }
