@@ -5,6 +5,7 @@
 //! Mirrors the protocol of PostgreSQL's non-exclusive base backup
 //! (`src/backend/access/transam/xlog.c: do_pg_backup_start/stop`, `xlogfuncs.c`) and the file
 //! selection of `src/backend/backup/basebackup.c` (what a base backup leaves out).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod backup;
 pub mod bundle;
