@@ -199,6 +199,30 @@ pub fn is_backup_id(s: &str) -> bool {
     (1..=16).contains(&s.len()) && s.bytes().all(|b| DIGITS.contains(&b))
 }
 
+/// A backup record for unit tests: full, the given status, everything else empty.
+#[cfg(test)]
+pub(crate) fn sample_info(id: &str, status: Status) -> BackupInfo {
+    BackupInfo {
+        id: id.into(),
+        mode: Mode::Full,
+        parent: None,
+        status,
+        start_lsn: Lsn(1),
+        stop_lsn: None,
+        timeline: Some(ptrack_types::TimeLineId(1)),
+        start_time: 1,
+        end_time: None,
+        data_bytes: 0,
+        stored_bytes: 0,
+        wal_bytes: 0,
+        compression: Compression::None,
+        pg_major: ptrack_types::PgMajorVersion::V18,
+        manifest_digest: None,
+        error: None,
+        program_version: "t".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -233,31 +233,10 @@ impl<'a> Records<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Mode, Status};
+    use crate::catalog::Status;
     use ptrack_repo::memory::MemStore;
-    use ptrack_types::Lsn;
 
-    fn info(id: &str, status: Status) -> BackupInfo {
-        BackupInfo {
-            id: id.into(),
-            mode: Mode::Full,
-            parent: None,
-            status,
-            start_lsn: Lsn(1),
-            stop_lsn: None,
-            timeline: Some(ptrack_types::TimeLineId(1)),
-            start_time: 1,
-            end_time: None,
-            data_bytes: 0,
-            stored_bytes: 0,
-            wal_bytes: 0,
-            compression: crate::stored::Compression::None,
-            pg_major: ptrack_types::PgMajorVersion::V18,
-            manifest_digest: None,
-            error: None,
-            program_version: "t".into(),
-        }
-    }
+    use crate::catalog::sample_info as info;
 
     #[test]
     fn names_round_trip_and_reject_others() {

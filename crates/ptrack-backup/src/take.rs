@@ -193,14 +193,6 @@ fn take_started(
     let wal_bundle = jobs as u32;
     let (after, size) =
         late::store_after_stop(session, ctx, &stop, start_lsn, timeline, wal_bundle, clock)?;
-    let late::AfterStop {
-        late,
-        control_now,
-        consistent,
-        wal,
-        wal_bytes,
-        start_wal,
-    } = after;
     bundles.push(BundleInfo {
         number: wal_bundle,
         size,
@@ -212,7 +204,7 @@ fn take_started(
         log: &log,
         plan: &plan,
         relseg: ctx.control.relseg_size,
-        late: &late,
+        late: &after.late,
         blcksz: blcksz as u64,
     };
     let summary = composer.summary(parent.map(|p| &p.manifest));
@@ -230,19 +222,19 @@ fn take_started(
         pg_major: ctx.control.major,
         blcksz: ctx.control.blcksz,
         wal_seg_size: ctx.control.xlog_seg_size,
-        data_checksum_version: control_now.data_checksum_version,
+        data_checksum_version: after.control_now.data_checksum_version,
         compression: ctx.opts.compression,
         start_lsn,
         stop_lsn: stop.lsn,
-        consistent_lsn: consistent,
+        consistent_lsn: after.consistent,
         timeline,
         from_standby: session.in_recovery,
         bundles,
         entries: EntryStream(&composer),
-        wal,
+        wal: after.wal,
         removed: summary.removed,
         skipped: skipped.clone(),
-        start_wal,
+        start_wal: after.start_wal,
         lineage: ctx.lineage.to_vec(),
     };
     // Last: the backup exists once its manifest does.
@@ -266,7 +258,7 @@ fn take_started(
         end_time: Some(now()),
         data_bytes,
         stored_bytes,
-        wal_bytes,
+        wal_bytes: after.wal_bytes,
         compression: ctx.opts.compression,
         pg_major: manifest.pg_major,
         manifest_digest: Some(manifest_digest),

@@ -153,23 +153,13 @@ fn write_parent(st: &dyn ptrack_repo::Storage, path: &ptrack_repo::Key) -> Diges
 
 fn info(id: &str, digest: Digest) -> BackupInfo {
     BackupInfo {
-        id: id.into(),
-        mode: Mode::Full,
-        parent: None,
         status: Status::Ok,
         start_lsn: Lsn(0x100_0000),
         stop_lsn: Some(Lsn(0x200_0000)),
-        timeline: Some(ptrack_types::TimeLineId(1)),
         start_time: 0,
-        end_time: None,
-        data_bytes: 0,
-        stored_bytes: 0,
-        wal_bytes: 0,
-        compression: crate::stored::Compression::None,
-        pg_major: ptrack_types::PgMajorVersion::V18,
         manifest_digest: Some(digest),
-        error: None,
         program_version: String::new(),
+        ..crate::catalog::sample_info(id, Status::Ok)
     }
 }
 
