@@ -237,6 +237,12 @@ fn local_refuses_links_and_writes_private_files() {
         .expect_err("a linked directory is refused");
     assert!(err.to_string().contains("symbolic link"), "{err}");
     assert!(s.open(&k("linked/manifest")).is_err());
+    // Listed, not passed over: a reader of what the listing names gets the refusal.
+    let listed = s.list(None).expect("list");
+    assert!(
+        listed.contains(&k("catalog")) && listed.contains(&k("linked")),
+        "{listed:?}"
+    );
     s.put(&k("a/b/c"), b"x").expect("put");
     let mode = |p: &std::path::Path| {
         std::fs::metadata(p)

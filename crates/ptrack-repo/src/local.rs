@@ -153,7 +153,9 @@ impl LocalFs {
             let ft = entry.file_type().map_err(shown)?;
             if ft.is_dir() {
                 self.list_into(&entry.path(), &full, out)?;
-            } else if ft.is_file() {
+            } else {
+                // Links and special files are listed too: reading one is refused loudly
+                // (`open_file`), where leaving it out would pass over what may be an object.
                 out.push(key);
             }
         }
