@@ -304,3 +304,24 @@ fn stores_without_conditional_put_refuse_it() {
     ));
     assert!(s.get(&k("lock")).is_err());
 }
+
+/// The same contract through [`crate::encrypted::Encrypted`]: sizes, ranges and listings of
+/// plaintext, whatever the sealed objects' sizes.
+#[test]
+fn encrypted_stores_honour_the_contract() {
+    use std::sync::Arc;
+    let dek = || crate::sealed::DataKey::from_bytes(&[42u8; 32]);
+    contract(&crate::encrypted::Encrypted::new(
+        Arc::new(MemStore::new()),
+        dek(),
+    ));
+    contract(&crate::encrypted::Encrypted::new(
+        Arc::new(MemStore::new().without_conditional_put()),
+        dek(),
+    ));
+    let d = tempfile::tempdir().expect("tempdir");
+    contract(&crate::encrypted::Encrypted::new(
+        Arc::new(LocalFs::new(d.path())),
+        dek(),
+    ));
+}
