@@ -164,6 +164,9 @@ impl KdfParams {
     }
 }
 
+/// Key bytes, wiped when dropped.
+pub type Secret = Zeroizing<Vec<u8>>;
+
 /// Where a key comes from.
 pub enum KeySource {
     /// A key file (mode 0600 or stricter); its bytes less one trailing newline.
