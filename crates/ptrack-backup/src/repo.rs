@@ -20,7 +20,9 @@
 use std::sync::Arc;
 
 use ptrack_repo::encrypted::Encrypted;
-use ptrack_repo::keyring::{CIPHER, KEYRING, KdfParams, KeySource, Keyring, PASSPHRASE_ENV, Unlocked};
+use ptrack_repo::keyring::{
+    CIPHER, KEYRING, KdfParams, KeySource, Keyring, PASSPHRASE_ENV, Unlocked,
+};
 use ptrack_repo::location::Location;
 use ptrack_repo::retry::FailureLog;
 use ptrack_repo::sealed::hex;
@@ -290,10 +292,7 @@ impl Repository {
     /// This encrypted repository's key slots, the one it was opened with marked.
     pub fn keys(&self) -> Result<KeyListing> {
         let u = self.unlocked()?;
-        Ok(listing(
-            &Keyring::load(&*self.plain)?,
-            Some(hex(&u.slot)),
-        ))
+        Ok(listing(&Keyring::load(&*self.plain)?, Some(hex(&u.slot))))
     }
 
     /// `ptrack key add`: wraps the data key for `new` as well (the key this repository was
@@ -704,8 +703,13 @@ mod tests {
                 "{k} is plaintext only if it is the marker"
             );
         }
-        let e = Repository::open_on(Arc::clone(&store)).unwrap_err().to_string();
-        assert!(e.contains("is encrypted") && e.contains(PASSPHRASE_ENV), "{e}");
+        let e = Repository::open_on(Arc::clone(&store))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is encrypted") && e.contains(PASSPHRASE_ENV),
+            "{e}"
+        );
         let e = Repository::open_on_with(Arc::clone(&store), Some(&pass("wrong")))
             .unwrap_err()
             .to_string();

@@ -70,7 +70,10 @@ impl KeyArgs {
 impl RepoArgs {
     /// Opens the repository with the key given.
     pub fn open(&self) -> Result<Repository> {
-        Ok(Repository::open_with(&self.repo, self.key.source().as_ref())?)
+        Ok(Repository::open_with(
+            &self.repo,
+            self.key.source().as_ref(),
+        )?)
     }
 }
 
@@ -371,11 +374,8 @@ pub fn init(a: &InitArgs) -> Result<u8> {
             "--encrypt needs a key: --encryption-key-file FILE or the environment variable {PASSPHRASE_ENV}"
         ),
         (true, Some(k)) => {
-            let r = Repository::init_encrypted(
-                &a.repo,
-                k,
-                a.kdf_cost.unwrap_or(KdfParams::DEFAULT),
-            )?;
+            let r =
+                Repository::init_encrypted(&a.repo, k, a.kdf_cost.unwrap_or(KdfParams::DEFAULT))?;
             let keys = r.keys()?;
             println!(
                 "ptrack: encrypted repository initialised at \"{}\" (data key {}, key {})",

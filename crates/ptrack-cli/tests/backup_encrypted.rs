@@ -60,7 +60,10 @@ fn encrypted_repository_end_to_end() {
     assert!(!r.stdout.contains(PASSPHRASE) && !r.stderr.contains(PASSPHRASE));
     let full = backup_with(&c, &repo, "full", &["--compress", "none"]);
     assert_eq!(full.code, 0, "full: {}", full.stderr);
-    let full = full.json()["backup"]["id"].as_str().expect("id").to_string();
+    let full = full.json()["backup"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     c.execute(&format!(
         "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 50 = 0; INSERT INTO canary VALUES ('{CANARY}-late'); CHECKPOINT"
     ));
@@ -93,7 +96,11 @@ fn encrypted_repository_end_to_end() {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         // The marker and keyring are plain; the instance lock is an empty file (flock).
         if name != "ptrack-repo" && name != "ptrack-keys" && !b.is_empty() {
-            assert!(b.starts_with(b"PTRACKE\x01"), "{} is not sealed", p.display());
+            assert!(
+                b.starts_with(b"PTRACKE\x01"),
+                "{} is not sealed",
+                p.display()
+            );
         }
     }
 
@@ -119,7 +126,11 @@ fn encrypted_repository_end_to_end() {
         .as_str()
         .expect("key id")
         .to_string();
-    assert!(r.stderr.contains(&old_id), "the ids are named: {}", r.stderr);
+    assert!(
+        r.stderr.contains(&old_id),
+        "the ids are named: {}",
+        r.stderr
+    );
     assert!(!r.stderr.contains("not the passphrase"), "{}", r.stderr);
     assert!(!target.exists(), "nothing written without the key");
 
@@ -145,18 +156,34 @@ fn encrypted_repository_end_to_end() {
     };
     let r = add(0o644);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains(&kfs) && r.stderr.contains("0644"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&kfs) && r.stderr.contains("0644"),
+        "{}",
+        r.stderr
+    );
     let r = add(0o600);
     assert_eq!(r.code, 0, "key add: {}", r.stderr);
     with_passphrase(None);
-    let r = run(&["key", "remove", "-B", &repo, "--encryption-key-file", &kfs, &old_id]);
+    let r = run(&[
+        "key",
+        "remove",
+        "-B",
+        &repo,
+        "--encryption-key-file",
+        &kfs,
+        &old_id,
+    ]);
     assert_eq!(r.code, 0, "key remove: {}", r.stderr);
     with_passphrase(Some(PASSPHRASE));
     let r = run(&["show", "-B", &repo]);
     assert_eq!(r.code, 2, "the removed passphrase is refused: {}", r.stdout);
     with_passphrase(None);
     let v = run(&["validate", "-B", &repo, "--encryption-key-file", &kfs]);
-    assert_eq!(v.code, 0, "validate with the new key:\n{}{}", v.stdout, v.stderr);
+    assert_eq!(
+        v.code, 0,
+        "validate with the new key:\n{}{}",
+        v.stdout, v.stderr
+    );
 
     // One byte flipped in the middle of a bundle of the incremental: CORRUPT, the object named.
     let bundle = instance_dir(&repo).join(&inc).join("bundle.0");
@@ -176,5 +203,9 @@ fn encrypted_repository_end_to_end() {
         "{}",
         v.stdout
     );
-    assert!(v.stdout.contains(&format!("backup {full}: OK")), "{}", v.stdout);
+    assert!(
+        v.stdout.contains(&format!("backup {full}: OK")),
+        "{}",
+        v.stdout
+    );
 }

@@ -150,18 +150,20 @@ impl ObjectReader for EncReader {
             let from = (offset.max(i * c) - i * c) as usize;
             let to = (end.min((i + 1) * c) - i * c) as usize;
             let dst = (i * c + from as u64 - offset) as usize;
-            if let (Some(d), Some(s)) = (buf.get_mut(dst..dst + (to - from)), plain.get(from..to))
-            {
+            if let (Some(d), Some(s)) = (buf.get_mut(dst..dst + (to - from)), plain.get(from..to)) {
                 d.copy_from_slice(s);
             }
         };
         let mut i = first;
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((ci, plain)) = cache.as_ref()
-            && *ci == first
         {
-            copy(buf, first, plain);
-            i += 1;
+            // Held only to copy: readers on several threads decrypt at once.
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((ci, plain)) = cache.as_ref()
+                && *ci == first
+            {
+                copy(buf, first, plain);
+                i += 1;
+            }
         }
         while i <= last {
             let run_end = last.min(i + BATCH - 1);
@@ -173,7 +175,7 @@ impl ObjectReader for EncReader {
                 }
             })?;
             if kept.is_some() {
-                *cache = kept;
+                *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = kept;
             }
             i = run_end + 1;
         }

@@ -286,7 +286,11 @@ fn keyring_unlocks_with_its_key_only_and_rotates() {
         .unlock(&pass("new secret"))
         .expect("new key");
     assert_eq!(by_new.slot, new_id);
-    assert_eq!(by_new.data_key().id(), ring.data_key_id(), "the same data key");
+    assert_eq!(
+        by_new.data_key().id(),
+        ring.data_key_id(),
+        "the same data key"
+    );
     let e = ring
         .remove(&held, unlocked.slot)
         .expect_err("the key in use");
@@ -304,7 +308,10 @@ fn keyring_unlocks_with_its_key_only_and_rotates() {
         .remove(&sealed::hex(&new_id), [0; 8])
         .expect_err("last");
     assert!(e.to_string().contains("only key"), "{e}");
-    assert!(last.remove("0011223344556677", [0; 8]).is_err(), "unknown id");
+    assert!(
+        last.remove("0011223344556677", [0; 8]).is_err(),
+        "unknown id"
+    );
     // Data sealed under the first key's unlock reads with the new key's.
     let s1 = Encrypted::new(Arc::new(mem.clone()), unlocked.data_key());
     s1.put(&k("d/x"), b"payload").expect("put");
@@ -355,13 +362,19 @@ fn key_files_must_be_private() {
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).expect("chmod");
     let src = KeySource::File(f.clone());
     let e = src.secret().expect_err("group-readable");
-    assert!(matches!(e, KeyError::KeyFileMode { mode: 0o640, .. }), "{e}");
+    assert!(
+        matches!(e, KeyError::KeyFileMode { mode: 0o640, .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains(&f.display().to_string()), "{e}");
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     assert_eq!(&src.secret().expect("0600")[..], b"file secret");
     // The same text as a passphrase is the same key (one trailing newline dropped).
     let (ring, u) = Keyring::create(&src, CHEAP, 1).expect("create");
-    assert_eq!(ring.unlock(&pass("file secret")).expect("same").slot, u.slot);
+    assert_eq!(
+        ring.unlock(&pass("file secret")).expect("same").slot,
+        u.slot
+    );
     std::fs::write(&f, b"\n").expect("write");
     assert!(matches!(src.secret(), Err(KeyError::Empty { .. })));
     let missing = KeySource::File(d.path().join("none"));

@@ -164,6 +164,9 @@ impl KdfParams {
     }
 }
 
+/// A data key's bytes, wiped when dropped.
+type DekBytes = Zeroizing<[u8; 32]>;
+
 /// Key bytes, wiped when dropped.
 pub type Secret = Zeroizing<Vec<u8>>;
 
@@ -334,7 +337,7 @@ fn unhex<const N: usize>(s: &str, what: &str) -> Result<[u8; N], KeyError> {
 
 fn unhex_vec(s: &str, what: &str, min: usize, max: usize) -> Result<Vec<u8>, KeyError> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 || b.len() < 2 * min || b.len() > 2 * max {
+    if !b.len().is_multiple_of(2) || b.len() < 2 * min || b.len() > 2 * max {
         return Err(bad(format!("{what}: not {min} to {max} bytes of hex")));
     }
     b.chunks(2)
@@ -419,7 +422,7 @@ impl Slot {
         &self,
         secret: &[u8],
         data_key_id: &[u8; 8],
-    ) -> Result<([u8; 8], Option<Zeroizing<[u8; 32]>>), KeyError> {
+    ) -> Result<([u8; 8], Option<DekBytes>), KeyError> {
         let kek = derive(secret, &self.salt, self.params)?;
         let id = key_id(KEY_ID_CONTEXT, &*kek);
         if id != self.key_id {
@@ -627,7 +630,9 @@ impl Keyring {
                 t_cost: s.t_cost,
                 p_cost: s.p_cost,
             };
-            params.check().map_err(|why| bad(format!("slot {i}: {why}")))?;
+            params
+                .check()
+                .map_err(|why| bad(format!("slot {i}: {why}")))?;
             let slot = Slot {
                 key_id: unhex::<8>(&s.key_id, &what("key_id"))?,
                 salt: unhex_vec(&s.salt, &what("salt"), 16, 64)?,

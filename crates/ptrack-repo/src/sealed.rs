@@ -112,7 +112,9 @@ pub fn sealed_size(plain: u64) -> u64 {
 /// size (too short; a last chunk shorter than its tag; an empty chunk after full ones).
 pub fn plain_size(sealed: u64) -> Result<u64, HeaderError> {
     let min = (HEADER + TAG) as u64;
-    let body = sealed.checked_sub(HEADER as u64).filter(|b| *b >= TAG as u64);
+    let body = sealed
+        .checked_sub(HEADER as u64)
+        .filter(|b| *b >= TAG as u64);
     let Some(body) = body else {
         return Err(HeaderError::Short { len: sealed, min });
     };
