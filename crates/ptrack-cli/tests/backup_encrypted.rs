@@ -1,12 +1,12 @@
 //! Encrypted repositories end to end (issue 12 §3) on PG18: `init --encrypt`, a full and a
-//! ptrack backup, validate, and the paranoia comparison of the restored incremental; no
+//! delta backup (no extension needed: encryption is below every mode), validate, and the paranoia comparison of the restored incremental; no
 //! plaintext page data anywhere in the repository; a byte flipped in a bundle makes validate
 //! report the object CORRUPT (exit 1); without the key, or with another one, restore is refused
 //! (exit 2) before anything is written; key rotation keeps the backups readable.
 
 use std::path::{Path, PathBuf};
 
-use ptrack_testkit::require_ptrack;
+use ptrack_testkit::{ClusterConfig, PgCluster, require_pg};
 
 use crate::backup_util::*;
 use crate::util::{run, set_thread_env};
@@ -43,10 +43,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn encrypted_repository_end_to_end() {
-    let Some(install) = require_ptrack(18) else {
+    let Some(install) = require_pg(18) else {
         return;
     };
-    let mut c = ptrack_cluster(&install, true, 16);
+    let mut c = PgCluster::init_with(&install, &ClusterConfig::new(true));
+    c.start();
     c.pgbench_init(2);
     c.execute(&format!(
         "CREATE TABLE canary(t text); INSERT INTO canary SELECT '{CANARY}-' || g FROM generate_series(1, 3000) g; CHECKPOINT"
@@ -67,8 +68,8 @@ fn encrypted_repository_end_to_end() {
     c.execute(&format!(
         "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 50 = 0; INSERT INTO canary VALUES ('{CANARY}-late'); CHECKPOINT"
     ));
-    let inc = backup_with(&c, &repo, "ptrack", &["--compress", "none"]);
-    assert_eq!(inc.code, 0, "ptrack: {}", inc.stderr);
+    let inc = backup_with(&c, &repo, "delta", &["--compress", "none"]);
+    assert_eq!(inc.code, 0, "delta: {}", inc.stderr);
     let inc = inc.json()["backup"]["id"].as_str().expect("id").to_string();
     let v = run(&["validate", "-B", &repo]);
     assert_eq!(v.code, 0, "validate:\n{}{}", v.stdout, v.stderr);
@@ -120,6 +121,8 @@ fn encrypted_repository_end_to_end() {
     with_passphrase(Some("not the passphrase"));
     let r = run(&["restore", "-B", &repo, "-D", &t, "-i", &inc]);
     assert_eq!(r.code, 2, "{}", r.stderr);
+    let wrong = r;
+    with_passphrase(None);
     let keys = run(&["key", "list", "-B", &repo, "--json"]);
     assert_eq!(keys.code, 0, "key list needs no key: {}", keys.stderr);
     let old_id = keys.json()["keys"][0]["key_id"]
@@ -127,11 +130,15 @@ fn encrypted_repository_end_to_end() {
         .expect("key id")
         .to_string();
     assert!(
-        r.stderr.contains(&old_id),
+        wrong.stderr.contains(&old_id),
         "the ids are named: {}",
-        r.stderr
+        wrong.stderr
     );
-    assert!(!r.stderr.contains("not the passphrase"), "{}", r.stderr);
+    assert!(
+        !wrong.stderr.contains("not the passphrase"),
+        "{}",
+        wrong.stderr
+    );
     assert!(!target.exists(), "nothing written without the key");
 
     // Rotation: a key file added, the passphrase removed; the backups still validate.
