@@ -132,6 +132,9 @@ impl Repository {
     /// `ptrack init --encrypt`: [`Repository::init`] of an encrypted repository whose first key
     /// comes from `key`, stretched with `cost` ([`KdfParams::DEFAULT`] but in tests).
     pub fn init_encrypted(loc: &Location, key: &KeySource, cost: KdfParams) -> Result<Repository> {
+        // A key that cannot be read (a key file others may read) is refused before anything
+        // is created.
+        key.secret()?;
         Repository::init_encrypted_on(Repository::create_root(loc)?, key, cost)
     }
 

@@ -184,6 +184,16 @@ fn garage_honours_the_contract() {
         for key in s.list(None).expect("list") {
             s.delete(&key).expect("clean");
         }
+        // Sealed objects over multipart uploads and ranged GETs.
+        let s: std::sync::Arc<dyn Storage> = std::sync::Arc::new(s);
+        let enc = crate::encrypted::Encrypted::new(
+            std::sync::Arc::clone(&s),
+            crate::sealed::DataKey::from_bytes(&[9u8; 32]),
+        );
+        contract(&enc);
+        for key in s.list(None).expect("list") {
+            s.delete(&key).expect("clean");
+        }
     }
     let addr = crate::s3::S3Address {
         bucket: g.bucket.clone(),
