@@ -121,6 +121,8 @@ fn parse_header(line: &[u8], kind: &str, version: u32, what: &str) -> Result<Hea
 fn oldest_readable(kind: &str, version: u32) -> u32 {
     match kind {
         "manifest" => version.min(2),
+        // Version 3 only marks the repository encrypted.
+        "repository" => version.min(2),
         _ => version,
     }
 }

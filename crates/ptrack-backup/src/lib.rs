@@ -68,6 +68,19 @@ pub enum Error {
     /// The repository's storage failed (the message names the object's key).
     #[error("repository object {0}")]
     Storage(ptrack_repo::StorageError),
+    /// An encrypted repository's key: missing, wrong (the ids are named), or its keyring
+    /// damaged.
+    #[error("{0}")]
+    Key(ptrack_repo::keyring::KeyError),
+}
+
+impl From<ptrack_repo::keyring::KeyError> for Error {
+    fn from(e: ptrack_repo::keyring::KeyError) -> Error {
+        match e {
+            ptrack_repo::keyring::KeyError::Storage(s) => Error::Storage(s),
+            e => Error::Key(e),
+        }
+    }
 }
 
 impl From<ptrack_repo::StorageError> for Error {

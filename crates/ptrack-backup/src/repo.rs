@@ -4,7 +4,8 @@
 //! tests); the object keys below are the same on every backend.
 //!
 //! ```text
-//! ptrack-repo                 repository marker document
+//! ptrack-repo                 repository marker document (plaintext; says whether encrypted)
+//! ptrack-keys                 an encrypted repository's keyring (plaintext; ptrack_repo::keyring)
 //! <sysid>/instance            instance document (cluster facts)
 //! <sysid>/records/<ID>.<gen>  one write-once record per backup state (crate::records)
 //! <sysid>/index               the records' index, a cache (crate::records)
@@ -12,10 +13,20 @@
 //! <sysid>/<ID>/manifest       manifest document (crate::manifest), written last
 //! <sysid>/<ID>/bundle.<n>     stored pages and files (crate::bundle)
 //! ```
+//!
+//! In an encrypted repository every object but the marker and the keyring is sealed with the
+//! keyring's data key: the store is `Encrypted(Retrying(backend))`, so a failed tag is damage
+//! naming the object, never retried, and the marker and keyring are read through `Retrying`
+//! alone.
 use std::sync::Arc;
 
+use ptrack_repo::encrypted::Encrypted;
+use ptrack_repo::keyring::{
+    CIPHER, KEYRING, KdfParams, KeySource, Keyring, PASSPHRASE_ENV, Unlocked,
+};
 use ptrack_repo::location::Location;
 use ptrack_repo::retry::FailureLog;
+use ptrack_repo::sealed::hex;
 use ptrack_repo::{Held, Key, LockError, Storage, StorageError};
 use ptrack_types::{PgMajorVersion, WalSegSize};
 use serde::{Deserialize, Serialize};
@@ -25,7 +36,10 @@ use crate::records::Records;
 use crate::{Error, Result, envelope, refused};
 
 const REPO_FILE: &str = "ptrack-repo";
-const REPO_VERSION: u32 = 2;
+/// The marker's format: 3 when the repository is encrypted (so a ptrack that knows nothing of
+/// encryption refuses it as written by a newer one), 2 when not.
+const REPO_VERSION: u32 = 3;
+const PLAIN_REPO_VERSION: u32 = 2;
 const INSTANCE_VERSION: u32 = 1;
 
 /// The repository marker.
@@ -33,6 +47,42 @@ const INSTANCE_VERSION: u32 = 1;
 struct RepoDoc {
     created: i64,
     program_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<EncryptionDoc>,
+}
+
+/// What the marker of an encrypted repository says.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptionDoc {
+    /// The object envelope ([`ptrack_repo::keyring::CIPHER`]).
+    cipher: String,
+    /// The keyring's key.
+    keyring: String,
+    /// The data key's id (hex), also in the keyring and in every object header.
+    data_key_id: String,
+}
+
+/// An encrypted repository's key slots, as `ptrack key list` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyListing {
+    /// The data key's id.
+    pub data_key_id: String,
+    /// The slots.
+    pub keys: Vec<KeyInfo>,
+    /// The slot the key given opens, when one was given.
+    pub given: Option<String>,
+}
+
+/// One key slot.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Its id.
+    pub key_id: String,
+    /// When it was added (Unix seconds).
+    pub created: i64,
+    /// Argon2id memory (KiB), passes and lanes.
+    pub argon2: [u32; 3],
 }
 
 /// Facts about a backed-up cluster that every backup of it shares.
@@ -56,7 +106,11 @@ pub struct InstanceInfo {
 #[derive(Debug, Clone)]
 pub struct Repository {
     store: Arc<dyn Storage>,
+    /// The store below any encryption (marker and keyring), retrying.
+    plain: Arc<dyn Storage>,
     failures: FailureLog,
+    /// An encrypted repository's data key and the slot that opened it.
+    unlocked: Option<Arc<Unlocked>>,
 }
 
 /// Current time in Unix seconds.
@@ -75,6 +129,20 @@ impl Repository {
     /// `ptrack init`: makes `loc` a repository. A directory may exist if empty; a bucket
     /// prefix must hold no objects.
     pub fn init(loc: &Location) -> Result<Repository> {
+        Repository::init_on(Repository::create_root(loc)?)
+    }
+
+    /// `ptrack init --encrypt`: [`Repository::init`] of an encrypted repository whose first key
+    /// comes from `key`, stretched with `cost` ([`KdfParams::DEFAULT`] but in tests).
+    pub fn init_encrypted(loc: &Location, key: &KeySource, cost: KdfParams) -> Result<Repository> {
+        // A key that cannot be read (a key file others may read) is refused before anything
+        // is created.
+        key.secret()?;
+        Repository::init_encrypted_on(Repository::create_root(loc)?, key, cost)
+    }
+
+    /// The store of a new repository at `loc` (a directory is created, or must be empty).
+    fn create_root(loc: &Location) -> Result<Arc<dyn Storage>> {
         if let Location::Dir(root) = loc {
             if root.join(REPO_FILE).exists() {
                 return Err(refused(format!(
@@ -84,11 +152,52 @@ impl Repository {
             }
             ptrack_repo::local::LocalFs::create_root(root).map_err(refused)?;
         }
-        Repository::init_on(loc.connect()?)
+        Ok(loc.connect()?)
     }
 
     /// [`Repository::init`] on a store given directly (tests on [`ptrack_repo::memory`]).
     pub fn init_on(store: Arc<dyn Storage>) -> Result<Repository> {
+        Repository::check_empty(&*store)?;
+        let doc = RepoDoc {
+            created: now(),
+            program_version: env!("CARGO_PKG_VERSION").into(),
+            encryption: None,
+        };
+        envelope::write(
+            &*store,
+            &key(REPO_FILE)?,
+            "repository",
+            PLAIN_REPO_VERSION,
+            &doc,
+        )?;
+        Repository::open_on(store)
+    }
+
+    /// [`Repository::init_encrypted`] on a store given directly. The keyring is written first,
+    /// the marker last (what makes the prefix a repository).
+    pub fn init_encrypted_on(
+        store: Arc<dyn Storage>,
+        key_source: &KeySource,
+        cost: KdfParams,
+    ) -> Result<Repository> {
+        Repository::check_empty(&*store)?;
+        let (ring, _) = Keyring::create(key_source, cost, now())?;
+        ring.save(&*store)?;
+        let doc = RepoDoc {
+            created: now(),
+            program_version: env!("CARGO_PKG_VERSION").into(),
+            encryption: Some(EncryptionDoc {
+                cipher: CIPHER.into(),
+                keyring: KEYRING.into(),
+                data_key_id: hex(&ring.data_key_id()),
+            }),
+        };
+        envelope::write(&*store, &key(REPO_FILE)?, "repository", REPO_VERSION, &doc)?;
+        Repository::open_on_with(store, Some(key_source))
+    }
+
+    /// Refuses a store that holds anything (a repository or other objects).
+    fn check_empty(store: &dyn Storage) -> Result<()> {
         let marker = key(REPO_FILE)?;
         let existing = store.list(None)?;
         if existing.contains(&marker) {
@@ -104,38 +213,128 @@ impl Repository {
                 existing.len() - 1
             )));
         }
-        let doc = RepoDoc {
-            created: now(),
-            program_version: env!("CARGO_PKG_VERSION").into(),
-        };
-        envelope::write(&*store, &marker, "repository", REPO_VERSION, &doc)?;
-        Repository::open_on(store)
+        Ok(())
     }
 
-    /// Opens an existing repository.
+    /// Opens an existing repository that is not encrypted.
     pub fn open(loc: &Location) -> Result<Repository> {
+        Repository::open_with(loc, None)
+    }
+
+    /// Opens an existing repository; `key` opens an encrypted one (and is refused by one
+    /// that is not).
+    pub fn open_with(loc: &Location, key: Option<&KeySource>) -> Result<Repository> {
         if let Location::Dir(root) = loc
             && !root.is_dir()
         {
             return Err(not_a_repository(&loc.to_string()));
         }
-        Repository::open_on(loc.connect()?)
+        Repository::open_on_with(loc.connect()?, key)
     }
 
     /// [`Repository::open`] on a store given directly. Its transient failures are retried
     /// ([`ptrack_repo::retry`]).
     pub fn open_on(store: Arc<dyn Storage>) -> Result<Repository> {
+        Repository::open_on_with(store, None)
+    }
+
+    /// [`Repository::open_with`] on a store given directly.
+    pub fn open_on_with(store: Arc<dyn Storage>, key: Option<&KeySource>) -> Result<Repository> {
         let retrying = ptrack_repo::retry::Retrying::new(store);
         let failures = retrying.failures();
-        let store: Arc<dyn Storage> = Arc::new(retrying);
-        let marker = key(REPO_FILE)?;
-        let _: RepoDoc = match envelope::read(&*store, &marker, "repository", REPO_VERSION) {
-            Err(Error::Storage(StorageError::NotFound { .. })) => {
-                return Err(not_a_repository(&store.address()));
+        let plain: Arc<dyn Storage> = Arc::new(retrying);
+        let ring = read_marker(&*plain)?;
+        let addr = plain.address();
+        let (store, unlocked): (Arc<dyn Storage>, _) = match (ring, key) {
+            (None, None) => (Arc::clone(&plain), None),
+            (None, Some(k)) => {
+                return Err(refused(format!(
+                    "repository \"{addr}\" is not encrypted, but a key was given ({}); give none for it",
+                    k.describe()
+                )));
             }
-            r => r?,
+            (Some(_), None) => {
+                return Err(refused(format!(
+                    "repository \"{addr}\" is encrypted; give its key with --encryption-key-file FILE or the environment variable {PASSPHRASE_ENV}"
+                )));
+            }
+            (Some(ring), Some(k)) => {
+                let u = ring.unlock(k)?;
+                let store = Encrypted::new(Arc::clone(&plain), u.data_key());
+                (Arc::new(store) as Arc<dyn Storage>, Some(Arc::new(u)))
+            }
         };
-        Ok(Repository { store, failures })
+        Ok(Repository {
+            store,
+            plain,
+            failures,
+            unlocked,
+        })
+    }
+
+    /// The key slots of the repository at `loc` (no key needed); with `key`, the slot it
+    /// opens.
+    pub fn list_keys(loc: &Location, key: Option<&KeySource>) -> Result<KeyListing> {
+        if let Location::Dir(root) = loc
+            && !root.is_dir()
+        {
+            return Err(not_a_repository(&loc.to_string()));
+        }
+        let plain: Arc<dyn Storage> = Arc::new(ptrack_repo::retry::Retrying::new(loc.connect()?));
+        let ring = read_marker(&*plain)?;
+        let ring = ring.ok_or_else(|| {
+            refused(format!(
+                "repository \"{}\" is not encrypted: it has no keys",
+                plain.address()
+            ))
+        })?;
+        let given = match key {
+            Some(k) => Some(hex(&ring.unlock(k)?.slot)),
+            None => None,
+        };
+        Ok(listing(&ring, given))
+    }
+
+    /// This encrypted repository's key slots, the one it was opened with marked.
+    pub fn keys(&self) -> Result<KeyListing> {
+        let u = self.unlocked()?;
+        Ok(listing(&Keyring::load(&*self.plain)?, Some(hex(&u.slot))))
+    }
+
+    /// `ptrack key add`: wraps the data key for `new` as well (the key this repository was
+    /// opened with stays valid); returns the new key's id. One atomic put of the keyring; run
+    /// one key command at a time.
+    pub fn add_key(&self, new: &KeySource, cost: KdfParams) -> Result<String> {
+        let u = self.unlocked()?;
+        let mut ring = Keyring::load(&*self.plain)?;
+        let id = ring.add(u, new, cost, now())?;
+        ring.save(&*self.plain)?;
+        Ok(hex(&id))
+    }
+
+    /// `ptrack key remove`: removes key `id`; never the last one nor the one this repository
+    /// was opened with. The data are not re-encrypted: whoever has the data key (not just the
+    /// removed passphrase) can still read them.
+    pub fn remove_key(&self, id: &str) -> Result<KeyListing> {
+        let u = self.unlocked()?;
+        let mut ring = Keyring::load(&*self.plain)?;
+        ring.remove(id, u.slot)?;
+        ring.save(&*self.plain)?;
+        Ok(listing(&ring, Some(hex(&u.slot))))
+    }
+
+    fn unlocked(&self) -> Result<&Unlocked> {
+        self.unlocked.as_deref().ok_or_else(|| {
+            refused(format!(
+                "repository \"{}\" is not encrypted: it has no keys",
+                self.address()
+            ))
+        })
+    }
+
+    /// Whether the repository is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.unlocked.is_some()
     }
 
     /// Where the repository is (for messages).
@@ -235,6 +434,57 @@ impl Repository {
             dir,
             info,
         })
+    }
+}
+
+/// Reads the marker, and for an encrypted repository its keyring (checked to belong to it).
+fn read_marker(plain: &dyn Storage) -> Result<Option<Keyring>> {
+    let marker = key(REPO_FILE)?;
+    let doc: RepoDoc = match envelope::read(plain, &marker, "repository", REPO_VERSION) {
+        Err(Error::Storage(StorageError::NotFound { .. })) => {
+            return Err(not_a_repository(&plain.address()));
+        }
+        r => r?,
+    };
+    let Some(enc) = &doc.encryption else {
+        return Ok(None);
+    };
+    if enc.cipher != CIPHER || enc.keyring != KEYRING {
+        return Err(Error::Corrupt(format!(
+            "\"{marker}\": encrypted with an unknown scheme (this ptrack knows {CIPHER} with keyring {KEYRING})"
+        )));
+    }
+    let ring = match Keyring::load(plain) {
+        Err(ptrack_repo::keyring::KeyError::Storage(StorageError::NotFound { .. })) => {
+            return Err(Error::Corrupt(format!(
+                "\"{marker}\" says the repository is encrypted, but its keyring \"{KEYRING}\" is missing"
+            )));
+        }
+        r => r?,
+    };
+    if hex(&ring.data_key_id()) != enc.data_key_id {
+        return Err(Error::Corrupt(format!(
+            "keyring \"{KEYRING}\" is for data key {}, but the repository's is {} (a keyring of another repository)",
+            hex(&ring.data_key_id()),
+            enc.data_key_id
+        )));
+    }
+    Ok(Some(ring))
+}
+
+fn listing(ring: &Keyring, given: Option<String>) -> KeyListing {
+    KeyListing {
+        data_key_id: hex(&ring.data_key_id()),
+        keys: ring
+            .slots()
+            .iter()
+            .map(|s| KeyInfo {
+                key_id: hex(&s.key_id),
+                created: s.created,
+                argon2: [s.params.m_cost, s.params.t_cost, s.params.p_cost],
+            })
+            .collect(),
+        given,
     }
 }
 
@@ -406,5 +656,85 @@ mod tests {
         inst.lock("after release").unwrap();
         assert!(r.only_instance(Some(8)).is_err());
         assert_eq!(r.only_instance(None).unwrap().info.system_identifier, 7);
+    }
+
+    fn pass(s: &str) -> KeySource {
+        KeySource::Passphrase {
+            var: "TEST_PASSPHRASE".into(),
+            secret: zeroize_bytes(s),
+        }
+    }
+
+    fn zeroize_bytes(s: &str) -> ptrack_repo::keyring::Secret {
+        ptrack_repo::keyring::Secret::new(s.as_bytes().to_vec())
+    }
+
+    const CHEAP: KdfParams = KdfParams {
+        m_cost: 8,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    fn info(sysid: u64) -> InstanceInfo {
+        InstanceInfo {
+            system_identifier: sysid,
+            pg_major: PgMajorVersion::V18,
+            blcksz: 8192,
+            relseg_blocks: 131072,
+            wal_seg_size: WalSegSize::DEFAULT,
+            pgdata: "/distinctive/pgdata/path".into(),
+        }
+    }
+
+    #[test]
+    fn encrypted_repository_needs_its_key() {
+        let mem = ptrack_repo::memory::MemStore::new();
+        let store: Arc<dyn Storage> = Arc::new(mem.clone());
+        let r = Repository::init_encrypted_on(Arc::clone(&store), &pass("right"), CHEAP).unwrap();
+        assert!(r.is_encrypted());
+        r.add_instance(info(7)).unwrap();
+        // Only the marker and the keyring are plaintext.
+        for k in mem.list(None).unwrap() {
+            let raw = mem.get(&k).unwrap();
+            let plain = raw.windows(9).any(|w| w == b"/distinct") || raw.starts_with(b"PTRACK ");
+            assert_eq!(
+                plain,
+                k.as_str() == REPO_FILE,
+                "{k} is plaintext only if it is the marker"
+            );
+        }
+        let e = Repository::open_on(Arc::clone(&store))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is encrypted") && e.contains(PASSPHRASE_ENV),
+            "{e}"
+        );
+        let e = Repository::open_on_with(Arc::clone(&store), Some(&pass("wrong")))
+            .unwrap_err()
+            .to_string();
+        let ring = Keyring::load(&mem).unwrap();
+        let id = hex(&ring.slots()[0].key_id);
+        assert!(e.contains(&id) && !e.contains("wrong"), "{e}");
+        let r = Repository::open_on_with(Arc::clone(&store), Some(&pass("right"))).unwrap();
+        assert_eq!(r.instances().unwrap(), vec![7]);
+        assert_eq!(r.only_instance(None).unwrap().info, info(7));
+        // A plain repository refuses a key.
+        let plain: Arc<dyn Storage> = Arc::new(ptrack_repo::memory::MemStore::new());
+        Repository::init_on(Arc::clone(&plain)).unwrap();
+        let e = Repository::open_on_with(plain, Some(&pass("right")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not encrypted"), "{e}");
+        // Rotation through the repository.
+        let new_id = r.add_key(&pass("next"), CHEAP).unwrap();
+        let r2 = Repository::open_on_with(Arc::clone(&store), Some(&pass("next"))).unwrap();
+        assert!(r2.remove_key(&new_id).is_err(), "the key in use");
+        let left = r2.remove_key(&id).unwrap();
+        assert_eq!(left.keys.len(), 1);
+        assert!(Repository::open_on_with(Arc::clone(&store), Some(&pass("right"))).is_err());
+        let r3 = Repository::open_on_with(store, Some(&pass("next"))).unwrap();
+        assert_eq!(r3.only_instance(None).unwrap().info, info(7));
+        assert!(r3.remove_key(&new_id).is_err(), "the last key");
     }
 }

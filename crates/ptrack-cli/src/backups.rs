@@ -17,6 +17,7 @@ use ptrack_backup::repo::Repository;
 use ptrack_backup::restore::{RestoreOptions, SyncMethod, WriteMethod, run_restore};
 use ptrack_backup::target::RecoveryTarget;
 use ptrack_backup::validate::run_validate;
+use ptrack_repo::keyring::{KdfParams, KeySource, PASSPHRASE_ENV};
 use ptrack_repo::location::Location;
 
 use crate::verify::human_bytes;
@@ -39,12 +40,76 @@ pub struct ConnArgs {
     dbname: Option<String>,
 }
 
+/// The repository and, when it is encrypted, its key (every command that opens one).
+#[derive(Debug, Args)]
+pub struct RepoArgs {
+    /// Repository: a directory or s3://bucket/prefix (see README: S3 repositories).
+    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
+    pub repo: Location,
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+/// The key of an encrypted repository.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Key of an encrypted repository: a file (mode 0600 or stricter) whose bytes, less one
+    /// trailing newline, are the key. Without it, the passphrase in the environment variable
+    /// PTRACK_ENCRYPTION_PASSPHRASE is used when set.
+    #[arg(long = "encryption-key-file", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The key given, if any.
+    pub fn source(&self) -> Option<KeySource> {
+        KeySource::resolve(self.key_file.as_deref(), PASSPHRASE_ENV)
+    }
+}
+
+impl RepoArgs {
+    /// Opens the repository with the key given.
+    pub fn open(&self) -> Result<Repository> {
+        Ok(Repository::open_with(
+            &self.repo,
+            self.key.source().as_ref(),
+        )?)
+    }
+}
+
+/// Argon2id cost of new keys (hidden: for tests, which need cheap ones): `M_KIB,T,P`.
+pub fn parse_kdf_cost(s: &str) -> Result<KdfParams, String> {
+    let v: Vec<u32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<u32>().map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let [m_cost, t_cost, p_cost] = v.as_slice() else {
+        return Err("expected M_KIB,T,P".into());
+    };
+    let p = KdfParams {
+        m_cost: *m_cost,
+        t_cost: *t_cost,
+        p_cost: *p_cost,
+    };
+    p.check()?;
+    Ok(p)
+}
+
 /// Options of `ptrack init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Repository to create: a directory (absent or empty) or s3://bucket/prefix (empty).
     #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
     repo: Location,
+    /// Encrypt every object (XChaCha20-Poly1305) with a random data key wrapped under the
+    /// key given (--encryption-key-file or PTRACK_ENCRYPTION_PASSPHRASE; see README).
+    #[arg(long)]
+    encrypt: bool,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Argon2id cost of the key: memory KiB, passes, lanes (default 65536,3,1).
+    #[arg(long, hide = true, value_parser = parse_kdf_cost)]
+    kdf_cost: Option<KdfParams>,
 }
 
 /// Backup mode.
@@ -76,9 +141,8 @@ pub struct BackupArgs {
     /// Print help (`-h` is the host, as in libpq tools).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Repository: a directory or s3://bucket/prefix (see README: S3 repositories).
-    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
-    repo: Location,
+    #[command(flatten)]
+    repo: RepoArgs,
     /// Data directory of the running cluster to back up.
     #[arg(short = 'D', long = "pgdata", env = "PGDATA")]
     pgdata: PathBuf,
@@ -107,9 +171,8 @@ pub struct BackupArgs {
 /// Options of `ptrack restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Repository: a directory or s3://bucket/prefix (see README: S3 repositories).
-    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
-    repo: Location,
+    #[command(flatten)]
+    repo: RepoArgs,
     /// New data directory (absent or empty).
     #[arg(short = 'D', long = "pgdata")]
     target: PathBuf,
@@ -168,9 +231,8 @@ pub enum WriteArg {
 /// Options of `ptrack validate`.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Repository: a directory or s3://bucket/prefix (see README: S3 repositories).
-    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
-    repo: Location,
+    #[command(flatten)]
+    repo: RepoArgs,
     /// Backup to validate with its parents (default: every OK or CORRUPT backup).
     #[arg(short = 'i', long = "backup-id")]
     id: Option<String>,
@@ -188,9 +250,8 @@ pub struct ValidateArgs {
 /// Options of `ptrack show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Repository: a directory or s3://bucket/prefix (see README: S3 repositories).
-    #[arg(short = 'B', long = "backup-path", env = "PTRACK_BACKUP_PATH", value_parser = Location::parse)]
-    repo: Location,
+    #[command(flatten)]
+    repo: RepoArgs,
     /// Cluster (system identifier); default: every cluster in the repository.
     #[arg(long)]
     instance: Option<u64>,
@@ -225,7 +286,7 @@ fn as_owner(path: &std::path::Path, what: &str) -> Result<()> {
 }
 
 /// Acts as the owner of a directory repository (nothing to do for object storage).
-fn repo_owner(loc: &Location) -> Result<()> {
+pub fn repo_owner(loc: &Location) -> Result<()> {
     match loc {
         Location::Dir(d) => as_owner(d, "the repository"),
         Location::S3(_) => Ok(()),
@@ -299,15 +360,38 @@ pub fn init(a: &InitArgs) -> Result<u8> {
     if let Location::Dir(d) = &a.repo {
         as_owner(&parent_of(d), "the directory the repository is created in")?;
     }
-    Repository::init(&a.repo)?;
-    println!("ptrack: repository initialised at \"{}\"", a.repo);
+    let key = a.key.source();
+    match (a.encrypt, &key) {
+        (false, None) => {
+            Repository::init(&a.repo)?;
+            println!("ptrack: repository initialised at \"{}\"", a.repo);
+        }
+        (false, Some(k)) => anyhow::bail!(
+            "a key was given ({}) but not --encrypt; add --encrypt for an encrypted repository, or give no key",
+            k.describe()
+        ),
+        (true, None) => anyhow::bail!(
+            "--encrypt needs a key: --encryption-key-file FILE or the environment variable {PASSPHRASE_ENV}"
+        ),
+        (true, Some(k)) => {
+            let r =
+                Repository::init_encrypted(&a.repo, k, a.kdf_cost.unwrap_or(KdfParams::DEFAULT))?;
+            let keys = r.keys()?;
+            println!(
+                "ptrack: encrypted repository initialised at \"{}\" (data key {}, key {})",
+                a.repo,
+                keys.data_key_id,
+                keys.given.unwrap_or_default()
+            );
+        }
+    }
     Ok(EXIT_OK)
 }
 
 /// `ptrack backup`.
 pub fn backup(a: &BackupArgs) -> Result<u8> {
     as_owner(&a.pgdata, "the data directory")?;
-    let repo = Repository::open(&a.repo)?;
+    let repo = a.repo.open()?;
     let opts = BackupOptions {
         pgdata: a.pgdata.clone(),
         mode: match a.mode {
@@ -371,12 +455,12 @@ pub fn backup(a: &BackupArgs) -> Result<u8> {
 
 /// `ptrack restore`.
 pub fn restore(a: &RestoreArgs) -> Result<u8> {
-    match &a.repo {
+    match &a.repo.repo {
         Location::Dir(d) => as_owner(d, "the repository")?,
         // Files are created as the owner of the directory they are restored into.
         Location::S3(_) => as_owner(&nearest_existing(&a.target), "the directory restored into")?,
     }
-    let repo = Repository::open(&a.repo)?;
+    let repo = a.repo.open()?;
     let opts = RestoreOptions {
         target: a.target.clone(),
         backup_id: a.id.clone(),
@@ -424,8 +508,8 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
 
 /// `ptrack validate`.
 pub fn validate(a: &ValidateArgs) -> Result<u8> {
-    repo_owner(&a.repo)?;
-    let repo = Repository::open(&a.repo)?;
+    repo_owner(&a.repo.repo)?;
+    let repo = a.repo.open()?;
     let checks = run_validate(&repo, a.instance, a.id.as_deref(), a.jobs as usize)?;
     let bad = checks.iter().any(|c| !c.problems.is_empty());
     if a.json {
@@ -461,8 +545,8 @@ pub fn validate(a: &ValidateArgs) -> Result<u8> {
 
 /// `ptrack show`.
 pub fn show(a: &ShowArgs) -> Result<u8> {
-    repo_owner(&a.repo)?;
-    let repo = Repository::open(&a.repo)?;
+    repo_owner(&a.repo.repo)?;
+    let repo = a.repo.open()?;
     let ids = match a.instance {
         Some(i) => vec![i],
         None => repo.instances()?,
@@ -522,7 +606,7 @@ pub fn show(a: &ShowArgs) -> Result<u8> {
 }
 
 /// UTC `YYYY-MM-DD HH:MM:SS` for Unix seconds (civil-from-days, H. Hinnant's algorithm).
-fn format_time(secs: i64) -> String {
+pub fn format_time(secs: i64) -> String {
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);
     let z = days + 719_468;

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod backups;
 mod debug;
+mod keys;
 mod summarize;
 mod verify;
 mod wal;
@@ -42,7 +43,8 @@ enum Command {
     /// reported when two consecutive reads give the same failing bytes.
     /// Exit status: 0 clean, 1 damaged blocks found, 2 error.
     Verify(VerifyArgs),
-    /// Create a backup repository in an empty or new directory.
+    /// Create a backup repository in an empty or new directory (or an empty bucket prefix),
+    /// encrypted with --encrypt.
     Init(backups::InitArgs),
     /// Take a backup of a running cluster: full, or incremental (ptrack, delta) to the newest OK
     /// backup. Every page read is verified. Exit status: 0 done, 2 error (nothing is marked OK).
@@ -54,6 +56,9 @@ enum Command {
     Validate(backups::ValidateArgs),
     /// List backups.
     Show(backups::ShowArgs),
+    /// Keys of an encrypted repository: list, add (rotation), remove.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
     /// Read WAL: block references, change summaries, statistics.
     #[command(subcommand)]
     Wal(wal::WalCommand),
@@ -101,6 +106,7 @@ where
         Command::Restore(a) => backups::restore(&a),
         Command::Validate(a) => backups::validate(&a),
         Command::Show(a) => backups::show(&a),
+        Command::Key(k) => keys::run(&k),
         Command::Wal(w) => wal::run(&w),
         Command::Debug(d) => debug::run(&d),
     };

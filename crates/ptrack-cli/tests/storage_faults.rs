@@ -232,3 +232,104 @@ fn every_storage_operation_failing_in_turn() {
     assert!(diffs.is_empty(), "restored from memory differs: {diffs:?}");
     assert!(statuses(&repo).iter().any(|(i, _)| *i == full.info.id));
 }
+
+/// An encrypted repository in memory (`Encrypted(Retrying(MemStore))`): storage failures under
+/// the encryption are still failures of the store (a permanent one stops validate with exit 2
+/// semantics and marks nothing, a transient one is retried), never taken for damage; a byte
+/// flipped in any sealed object of a backup is damage naming that object (validate: CORRUPT;
+/// restore: refused, no `pg_control`), and validate finds it OK again once mended. PG18
+/// without the extension (full and delta backups).
+#[test]
+fn encrypted_in_memory_failures_are_not_damage_and_damage_is_named() {
+    use ptrack_repo::keyring::{KdfParams, KeySource};
+    let Some(install) = ptrack_testkit::require_pg(18) else {
+        return;
+    };
+    let mut c = PgCluster::init_with(&install, &ptrack_testkit::ClusterConfig::new(true));
+    c.start();
+    c.pgbench_init(1);
+    let key = || KeySource::Passphrase {
+        var: "TEST_PASSPHRASE".into(),
+        secret: ptrack_repo::keyring::Secret::new(b"in-memory test key".to_vec()),
+    };
+    let cheap = KdfParams {
+        m_cost: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    let mem = MemStore::new();
+    let store: Arc<dyn Storage> = Arc::new(mem.clone());
+    let repo = Repository::init_encrypted_on(Arc::clone(&store), &key(), cheap).expect("init");
+    run_backup(&repo, &options(&c, Mode::Full), &Quiet).expect("full backup");
+    c.run_tool("pgbench", &["-t", "100", "-c", "2", "postgres"]);
+    let delta = run_backup(&repo, &options(&c, Mode::Delta), &Quiet).expect("delta backup");
+    c.stop(StopMode::Fast);
+    let repo = Repository::open_on_with(store, Some(&key())).expect("reopen");
+
+    let before = statuses(&repo);
+    let base = mem.ops();
+    run_validate(&repo, None, None, 1).expect("validate");
+    let n = mem.ops() - base;
+    for at in positions(n, 40) {
+        for transient in [false, true] {
+            mem.fail_op(mem.ops() + at, transient);
+            let r = run_validate(&repo, None, None, 1);
+            let unreached = mem.take_pending_failure() | clear_intents(&mem);
+            match r {
+                Ok(checks) => {
+                    assert!(
+                        checks.iter().all(|c| c.problems.is_empty()),
+                        "operation {at} (transient {transient}) was taken for damage: {checks:?}"
+                    );
+                    assert!(transient || unreached, "validate ignored operation {at}");
+                }
+                Err(e) => {
+                    assert!(!transient, "transient failure of operation {at}: {e}");
+                    assert!(names_the_object(&e.to_string()), "operation {at}: {e}");
+                }
+            }
+            assert_eq!(statuses(&repo), before, "validate changed a status");
+        }
+    }
+
+    let inst = repo.only_instance(None).expect("instance");
+    let objects = mem
+        .list(Some(&inst.backup_key(&delta.info.id).expect("key")))
+        .expect("list");
+    assert!(objects.len() >= 2, "{objects:?}");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    for (i, k) in objects.iter().enumerate() {
+        let good = mem.get(k).expect("sealed object");
+        let mut bad = good.clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x10;
+        mem.put(k, &bad).expect("tamper");
+        let checks = run_validate(&repo, None, Some(&delta.info.id), 1).expect("validate");
+        let c = checks
+            .iter()
+            .find(|c| c.id == delta.info.id)
+            .expect("checked");
+        assert_eq!(c.status, Status::Corrupt, "{k}: {c:?}");
+        assert!(
+            c.problems
+                .iter()
+                .any(|p| p.contains(k.as_str()) && p.contains("damaged")),
+            "{k} is not named: {:?}",
+            c.problems
+        );
+        let t = scratch.path().join(format!("t{i}"));
+        let e = run_restore(&repo, &restore_opts(&t, &delta.info.id), &Quiet)
+            .expect_err("restore of a damaged backup");
+        assert!(e.to_string().contains(k.as_str()), "{k}: {e}");
+        assert!(!t.join("global/pg_control").exists());
+        mem.put(k, &good).expect("mend");
+    }
+    let checks = run_validate(&repo, None, None, 1).expect("validate");
+    assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
+    run_restore(
+        &repo,
+        &restore_opts(&scratch.path().join("clean"), &delta.info.id),
+        &Quiet,
+    )
+    .expect("restore");
+}

@@ -3,6 +3,7 @@
 
 mod backup;
 mod backup_attacks;
+mod backup_encrypted;
 mod backup_faults;
 mod backup_hostile;
 mod backup_loss;

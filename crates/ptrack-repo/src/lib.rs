@@ -7,11 +7,15 @@
 //! for tests of backup, restore and validate without a server). Objects are written once, whole
 //! or through a writer that is invisible until finished, and nothing is renamed. [`lease`] is
 //! an expiring lock built on puts, lists and deletes only, safe where conditional writes are
-//! ignored (the lock of object storage).
+//! ignored (the lock of object storage). [`encrypted::Encrypted`] seals every object of a store
+//! (XChaCha20-Poly1305 in chunks, [`sealed`]) with the data key of the repository's
+//! [`keyring`].
 
 #![deny(clippy::unwrap_used, clippy::panic)]
 
+pub mod encrypted;
 pub mod key;
+pub mod keyring;
 pub mod lease;
 pub mod local;
 pub mod location;
@@ -19,6 +23,7 @@ pub mod memory;
 pub mod profile;
 pub mod retry;
 pub mod s3;
+pub mod sealed;
 mod storage;
 
 pub use key::Key;
@@ -29,3 +34,5 @@ pub use storage::{
 
 #[cfg(test)]
 mod contract_tests;
+#[cfg(test)]
+mod encrypted_tests;

@@ -33,6 +33,17 @@ pub enum StorageError {
         /// The operation.
         op: &'static str,
     },
+    /// The object's bytes fail their checks: an encrypted object whose authentication tag does
+    /// not match (a flipped byte, truncation, chunks reordered, an object copied from another
+    /// key or sealed under another data key), or whose header or size is not one this program
+    /// writes. Permanent: never retried.
+    #[error("\"{key}\": damaged: {why}")]
+    Damaged {
+        /// The key.
+        key: String,
+        /// What failed.
+        why: String,
+    },
     /// The operation failed. `transient` failures (timeouts, throttling, interrupted calls)
     /// may succeed when retried; the others will not.
     #[error("\"{key}\": {op}: {cause}")]
