@@ -111,9 +111,10 @@ retry() {
 # port_open PORT — whether something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # stop_pid PID NAME — SIGTERM to a child of this shell, up to 20 s for it to end, then SIGKILL.
+# Nothing when PID is no longer this shell's child (ended and waited for already).
 stop_pid() {
   local pid=$1 name=$2 i
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  [[ -n "$pid" && -r /proc/$pid/stat && $(awk '{ print $4 }' "/proc/$pid/stat" 2>/dev/null) == "$$" ]] || return 0
   kill "$pid" 2>/dev/null || true
   for ((i = 0; i < 200; i++)); do
     # An exited child stays a zombie (state Z) until waited for; kill -0 still succeeds then.
@@ -343,18 +344,28 @@ _garage_bucket() { _garage bucket create "$1" || _garage bucket info "$1"; }
 garage_stop() { stop_pid "$GARAGE_PID" Garage; GARAGE_PID=""; }
 
 # tls_proxy_start DIR PORT — a TLS front (stunnel, Debian's stunnel4) on a free loopback port for
-# the plain-HTTP server on 127.0.0.1:PORT, with a new self-signed certificate for 127.0.0.1;
-# sets TLS_PORT and TLS_CA (the certificate, for clients to trust) and waits until it accepts
-# connections. Stopped at exit.
+# the plain-HTTP server on 127.0.0.1:PORT, with certificates made for the run: a CA (TLS_CA, for
+# clients to trust) and a server certificate for 127.0.0.1 it signed (verifiers such as rustls
+# refuse a self-signed CA certificate as a server's). Sets TLS_PORT and TLS_CA, waits until it
+# accepts connections; stopped at exit.
 TLS_PID=""
 tls_proxy_start() {
   local dir=$1 port=$2 bin
   bin=$(command -v stunnel4 || command -v stunnel) || die "stunnel is not installed (apt-get install stunnel4)"
   mkdir -p "$dir"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
-    -addext subjectAltName=IP:127.0.0.1 -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
-  chmod 644 "$dir/cert.pem"
-  TLS_PORT=$(free_port) TLS_CA="$dir/cert.pem"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ptrack bench CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+      -keyout ca-key.pem -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+    printf '%s\n' basicConstraints=CA:FALSE subjectAltName=IP:127.0.0.1 \
+      keyUsage=digitalSignature,keyEncipherment extendedKeyUsage=serverAuth >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+      -extfile server.ext -out cert.pem
+  ) >"$dir/openssl.log" 2>&1 || die "openssl failed (see $dir/openssl.log)"
+  chmod 644 "$dir/ca.pem"
+  TLS_PORT=$(free_port) TLS_CA="$dir/ca.pem"
   cat >"$dir/stunnel.conf" <<CONF
 foreground = yes
 pid =
