@@ -52,12 +52,13 @@ timed() {
 # here on a fresh VM, the first touch costs about 3.4 s per GB (9 GB in 31 s), and whichever tool
 # happens to fill the page cache with new pages first pays for it (a 1.5 GB restore took 4.1 s
 # instead of 1.2 s). The pages stay backed once touched, so one pass makes the tools' timings
-# comparable; on a machine already warm it takes a few seconds. Leaves 1 GB untouched.
+# comparable; on a machine already warm it takes a few seconds. Leaves PREFAULT_LEAVE_GB (default
+# 1) GB untouched: more on a machine shared with other work.
 prefault_memory() {
   python3 - <<'PY'
-import time
+import os, time
 free_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemFree:"))
-size = max(0, free_kb * 1024 - (1 << 30))
+size = max(0, free_kb * 1024 - int(float(os.environ.get("PREFAULT_LEAVE_GB") or 1) * (1 << 30)))
 t = time.monotonic()
 chunk = 1 << 30
 held = []
