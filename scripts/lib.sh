@@ -90,11 +90,16 @@ trap 'exit 143' TERM
 
 # --- waiting -----------------------------------------------------------------------------------
 # wait_for SECS WHAT CMD... — polls CMD (output discarded) every 0.1 s until it succeeds; dies
-# naming WHAT when SECS pass first. Never a fixed sleep standing in for a condition.
+# naming WHAT when SECS pass first, or at once when CMD returns 125 (it knows it never will).
+# Never a fixed sleep standing in for a condition.
+GIVE_UP=125
 wait_for() {
   local secs=$1 what=$2; shift 2
-  local deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
+  local deadline=$((SECONDS + secs)) rc
+  while :; do
+    rc=0; "$@" >/dev/null 2>&1 || rc=$?
+    ((rc != 0)) || return 0
+    ((rc != GIVE_UP)) || die "gave up waiting for $what"
     ((SECONDS < deadline)) || die "timed out after ${secs} s waiting for $what"
     sleep 0.1
   done
@@ -102,8 +107,11 @@ wait_for() {
 # retry SECS WHAT CMD... — the same, printing the standard output of the run that succeeded.
 retry() {
   local secs=$1 what=$2; shift 2
-  local deadline=$((SECONDS + secs)) out
-  until out=$("$@" 2>/dev/null); do
+  local deadline=$((SECONDS + secs)) out rc
+  while :; do
+    rc=0; out=$("$@" 2>/dev/null) || rc=$?
+    ((rc != 0)) || break
+    ((rc != GIVE_UP)) || die "gave up waiting for $what"
     ((SECONDS < deadline)) || die "timed out after ${secs} s waiting for $what"
     sleep 0.1
   done
@@ -111,6 +119,9 @@ retry() {
 }
 # port_open PORT — whether something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# pid_alive PID — whether PID runs (an exited child is a zombie, state Z, until waited for, and
+# kill -0 still succeeds on it).
+pid_alive() { [[ -r /proc/$1/stat && $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
 # stop_pid PID NAME — SIGTERM to a child of this shell, up to 20 s for it to end, then SIGKILL.
 # Nothing when PID is no longer this shell's child (ended and waited for already).
 stop_pid() {
@@ -118,11 +129,10 @@ stop_pid() {
   [[ -n "$pid" && -r /proc/$pid/stat && $(awk '{ print $4 }' "/proc/$pid/stat" 2>/dev/null) == "$$" ]] || return 0
   kill "$pid" 2>/dev/null || true
   for ((i = 0; i < 200; i++)); do
-    # An exited child stays a zombie (state Z) until waited for; kill -0 still succeeds then.
-    [[ -r /proc/$pid/stat && $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]] || break
+    pid_alive "$pid" || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null && [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) != Z ]]; then
+  if pid_alive "$pid"; then
     say "$name ($pid) did not stop on SIGTERM within 20 s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
@@ -330,15 +340,18 @@ CONF
   [[ -n "$AWS_ACCESS_KEY_ID" && -n "$AWS_SECRET_ACCESS_KEY" ]] || die "no key in garage key create's output"
   export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 }
-# A dead server is an error at once, not after the deadline.
+# A dead server ends the waiting at once (GIVE_UP), not at the deadline.
 _garage() {
-  kill -0 "$GARAGE_PID" 2>/dev/null || die "Garage exited (see $GARAGE_DIR/log)"
+  pid_alive "$GARAGE_PID" || { printf 'Garage exited:\n%s\n' "$(tail -n 5 "$GARAGE_DIR/log")" >&2; return "$GIVE_UP"; }
   "$(garage_bin)" -c "$GARAGE_DIR/garage.toml" "$@"
 }
 _garage_node_id() { local id; id=$(_garage node id -q) && [[ $id == *@* ]] && printf '%s\n' "$id"; }
 # An apply whose answer was lost is not applied twice: a layout at version 1 counts as done.
 _garage_layout_apply() {
-  _garage layout apply --version 1 || _garage layout show | grep -Eq 'version:? *1\b'
+  local rc=0
+  _garage layout apply --version 1 || rc=$?
+  if ((rc == 0 || rc == GIVE_UP)); then return "$rc"; fi
+  _garage layout show | grep -Eq 'layout version:? *1$'
 }
 _garage_bucket() { _garage bucket create "$1" || _garage bucket info "$1"; }
 # garage_stop — stops the Garage garage_start ran (bounded, then SIGKILL).
