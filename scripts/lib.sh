@@ -122,18 +122,18 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # pid_alive PID — whether PID runs (an exited child is a zombie, state Z, until waited for, and
 # kill -0 still succeeds on it).
 pid_alive() { [[ -r /proc/$1/stat && $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
-# stop_pid PID NAME — SIGTERM to a child of this shell, up to 20 s for it to end, then SIGKILL.
-# Nothing when PID is no longer this shell's child (ended and waited for already).
+# stop_pid PID NAME [SIGNAL] — SIGNAL (default TERM) to a child of this shell, up to 20 s for it
+# to end, then SIGKILL. Nothing when PID is no longer this shell's child (ended and waited for).
 stop_pid() {
-  local pid=$1 name=$2 i
+  local pid=$1 name=$2 sig=${3:-TERM} i
   [[ -n "$pid" && -r /proc/$pid/stat && $(awk '{ print $4 }' "/proc/$pid/stat" 2>/dev/null) == "$$" ]] || return 0
-  kill "$pid" 2>/dev/null || true
+  kill -s "$sig" "$pid" 2>/dev/null || true
   for ((i = 0; i < 200; i++)); do
     pid_alive "$pid" || break
     sleep 0.1
   done
   if pid_alive "$pid"; then
-    say "$name ($pid) did not stop on SIGTERM within 20 s; killing it"
+    say "$name ($pid) did not stop on SIG$sig within 20 s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
@@ -354,8 +354,9 @@ _garage_layout_apply() {
   _garage layout show | grep -Eq 'layout version:? *1$'
 }
 _garage_bucket() { _garage bucket create "$1" || _garage bucket info "$1"; }
-# garage_stop — stops the Garage garage_start ran (bounded, then SIGKILL).
-garage_stop() { stop_pid "$GARAGE_PID" Garage; GARAGE_PID=""; }
+# garage_stop — stops the Garage garage_start ran: SIGINT, its graceful shutdown (it does not
+# act on SIGTERM), bounded, then SIGKILL.
+garage_stop() { stop_pid "$GARAGE_PID" Garage INT; GARAGE_PID=""; }
 
 # tls_proxy_start DIR PORT — a TLS front (stunnel, Debian's stunnel4) on a free loopback port for
 # the plain-HTTP server on 127.0.0.1:PORT, with certificates made for the run: a CA (TLS_CA, for
@@ -373,7 +374,9 @@ tls_proxy_start() {
       -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
       -keyout ca-key.pem -out ca.pem
     openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
-    printf '%s\n' basicConstraints=CA:FALSE subjectAltName=IP:127.0.0.1 \
+    # The IP for clients that match IP addresses (rustls), the name for those that match only
+    # DNS names (pgBackRest 2.45).
+    printf '%s\n' basicConstraints=CA:FALSE subjectAltName=IP:127.0.0.1,DNS:127.0.0.1 \
       keyUsage=digitalSignature,keyEncipherment extendedKeyUsage=serverAuth >server.ext
     openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
       -extfile server.ext -out cert.pem
