@@ -27,6 +27,8 @@ use crate::{Error, Result, envelope};
 pub const RECORD_VERSION: u32 = 1;
 /// `catalog-index` document format version.
 pub const INDEX_VERSION: u32 = 1;
+/// The highest state number a record name holds (10 digits).
+pub const MAX_GENERATION: u64 = 9_999_999_999;
 
 /// One index entry: a record and the gen it was read from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,9 +107,12 @@ impl<'a> Records<'a> {
         let k = self.dir.join("index")?;
         let idx: Index = match envelope::read(self.store, &k, "catalog-index", INDEX_VERSION) {
             Ok(i) => i,
-            Err(Error::Storage(StorageError::NotFound { .. }) | Error::Corrupt(_)) => {
-                Index::default()
-            }
+            // Damaged (a failed tag in an encrypted repository) is as harmless as Corrupt here:
+            // the index is only a cache and every entry is checked against the listing.
+            Err(
+                Error::Storage(StorageError::NotFound { .. } | StorageError::Damaged { .. })
+                | Error::Corrupt(_),
+            ) => Index::default(),
             Err(e) => return Err(e),
         };
         Ok(idx
@@ -131,11 +136,11 @@ impl<'a> Records<'a> {
 
     /// The current catalog with the gen of each record (0 for legacy ones). A record listed
     /// but gone when read was replaced by a newer state meanwhile: the listing is taken again.
-    fn load_with_gens(&self) -> Result<(Catalog, BTreeMap<String, u64>)> {
+    fn load_with_gens(&self, use_index: bool) -> Result<(Catalog, BTreeMap<String, u64>)> {
         const ATTEMPTS: usize = 8;
         let mut attempt = 1;
         loop {
-            match self.load_once() {
+            match self.load_once(use_index) {
                 Err(Error::Storage(StorageError::NotFound { .. })) if attempt < ATTEMPTS => {
                     attempt += 1
                 }
@@ -144,14 +149,18 @@ impl<'a> Records<'a> {
         }
     }
 
-    fn load_once(&self) -> Result<(Catalog, BTreeMap<String, u64>)> {
+    fn load_once(&self, use_index: bool) -> Result<(Catalog, BTreeMap<String, u64>)> {
         let listed = self.list()?;
         if listed.is_empty() {
             let cat = self.legacy()?.unwrap_or_default();
             let gens = cat.backups.iter().map(|b| (b.id.clone(), 0)).collect();
             return Ok((cat, gens));
         }
-        let mut index = self.index()?;
+        let mut index = if use_index {
+            self.index()?
+        } else {
+            BTreeMap::new()
+        };
         let mut cat = Catalog::default();
         let mut gens = BTreeMap::new();
         for (id, all) in listed {
@@ -168,22 +177,36 @@ impl<'a> Records<'a> {
 
     /// The current catalog.
     pub fn load(&self) -> Result<Catalog> {
-        Ok(self.load_with_gens()?.0)
+        Ok(self.load_with_gens(true)?.0)
+    }
+
+    /// The current catalog read from every record object, the index left aside (what validate
+    /// uses: a damaged record the index hides is found).
+    pub fn load_verified(&self) -> Result<Catalog> {
+        Ok(self.load_with_gens(false)?.0)
     }
 
     /// Stores `info` as the new state of its backup (the caller holds the instance lock), then
     /// removes the older states and refreshes the index. Returns the catalog after the change.
     pub fn save(&self, info: &BackupInfo) -> Result<Catalog> {
-        let (mut cat, mut gens) = self.load_with_gens()?;
+        let (mut cat, mut gens) = self.load_with_gens(true)?;
         if gens.values().any(|&g| g == 0) {
             self.convert_legacy(&cat)?;
             gens.values_mut().for_each(|g| *g = 1);
         }
         let prev = gens.get(&info.id).copied().unwrap_or(0);
+        let next = prev + 1;
+        if next > MAX_GENERATION {
+            return Err(Error::Corrupt(format!(
+                "backup {}'s record is at state {prev}, the last a record name can hold; move \"{}\" aside",
+                info.id,
+                self.records_dir()?.join(&record_name(&info.id, prev))?
+            )));
+        }
         let dir = self.records_dir()?;
-        let k = dir.join(&record_name(&info.id, prev + 1))?;
+        let k = dir.join(&record_name(&info.id, next))?;
         envelope::write(self.store, &k, "backup-record", RECORD_VERSION, info)?;
-        gens.insert(info.id.clone(), prev + 1);
+        gens.insert(info.id.clone(), next);
         match cat.get_mut(&info.id) {
             Some(b) => *b = info.clone(),
             None => {
@@ -193,8 +216,17 @@ impl<'a> Records<'a> {
         }
         // Old states and the index are garbage or cache: the new record is already durable, so
         // failing to tidy them must not fail the command (the next writer tidies again).
-        for g in 1..=prev {
-            let _ = self.store.delete(&dir.join(&record_name(&info.id, g))?);
+        // Only the states that exist (listed again: a gen far from 1 must not cost a delete per
+        // number in between).
+        if let Ok(listed) = self.list() {
+            for g in listed
+                .get(&info.id)
+                .into_iter()
+                .flatten()
+                .filter(|&&g| g < next)
+            {
+                let _ = self.store.delete(&dir.join(&record_name(&info.id, *g))?);
+            }
         }
         let _ = self.write_index(&cat, &gens);
         Ok(cat)
@@ -400,5 +432,51 @@ mod tests {
         let cat = r.load().unwrap();
         assert_eq!(cat.backups.len(), 3);
         assert_eq!(cat.backups[..2], legacy.backups[..]);
+    }
+
+    #[test]
+    fn the_last_state_number_is_refused_without_a_delete_per_number() {
+        let store = MemStore::new();
+        let dir = Key::new("7").unwrap();
+        let r = Records::new(&store, &dir);
+        let k = dir
+            .join("records")
+            .unwrap()
+            .join(&record_name("0000001", MAX_GENERATION - 1))
+            .unwrap();
+        envelope::write(
+            &store,
+            &k,
+            "backup-record",
+            RECORD_VERSION,
+            &info("0000001", Status::Ok),
+        )
+        .unwrap();
+        // One step below the end: a new state is written and the old one removed at once.
+        r.save(&info("0000001", Status::Corrupt)).unwrap();
+        let names = store.list(Some(&dir.join("records").unwrap())).unwrap();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let e = r
+            .save(&info("0000001", Status::Ok))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("move") && e.contains("9999999999"), "{e}");
+        assert_eq!(r.load().unwrap().backups[0].status, Status::Corrupt);
+    }
+
+    #[test]
+    fn a_damaged_record_the_index_hides_is_found_by_a_verified_load() {
+        let store = MemStore::new();
+        let dir = Key::new("7").unwrap();
+        let r = Records::new(&store, &dir);
+        r.save(&info("0000001", Status::Ok)).unwrap();
+        let k = store.list(Some(&dir.join("records").unwrap())).unwrap()[0].clone();
+        let mut bytes = store.get(&k).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 1;
+        store.put(&k, &bytes).unwrap();
+        assert_eq!(r.load().unwrap().backups.len(), 1, "the index holds it");
+        let e = r.load_verified().unwrap_err().to_string();
+        assert!(e.contains(k.as_str()), "{e}");
     }
 }

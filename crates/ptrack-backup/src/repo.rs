@@ -306,6 +306,7 @@ impl Repository {
     /// one key command at a time.
     pub fn add_key(&self, new: &KeySource, cost: KdfParams) -> Result<String> {
         let u = self.unlocked()?;
+        let _held = self.keys_lock("add a key")?;
         let mut ring = Keyring::load(&*self.plain)?;
         let id = ring.add(u, new, cost, now())?;
         ring.save(&*self.plain)?;
@@ -317,10 +318,30 @@ impl Repository {
     /// removed passphrase) can still read them.
     pub fn remove_key(&self, id: &str) -> Result<KeyListing> {
         let u = self.unlocked()?;
+        let _held = self.keys_lock("remove a key")?;
         let mut ring = Keyring::load(&*self.plain)?;
         ring.remove(id, u.slot)?;
         ring.save(&*self.plain)?;
         Ok(listing(&ring, Some(hex(&u.slot))))
+    }
+
+    /// The keyring's lock: key commands read, change and write `ptrack-keys` back, so two at
+    /// once would lose one's change (a removed key could come back).
+    fn keys_lock(&self, what: &str) -> Result<Box<dyn Held>> {
+        let owner = format!(
+            "ptrack key command (pid {} on {})",
+            std::process::id(),
+            hostname()
+        );
+        self.plain
+            .lock(&key("keys-lock")?, &owner)
+            .map_err(|e| match e {
+                LockError::Held { owner } => refused(format!(
+                    "cannot {what}: another key command is changing the keyring of \"{}\": {owner}",
+                    self.address()
+                )),
+                LockError::Storage(e) => e.into(),
+            })
     }
 
     fn unlocked(&self) -> Result<&Unlocked> {
@@ -579,8 +600,33 @@ impl Instance {
         for mut b in self.catalog()?.backups {
             if b.status == Status::Running {
                 b.status = Status::Error;
-                b.error = Some("interrupted: the process taking it ended without finishing".into());
-                self.remove_backup_files(&b.id)?;
+                // A manifest means the backup got as far as committing: its objects are kept
+                // (never delete what may be a whole backup on the word of a record, which an
+                // older copy put back could make RUNNING again); without one they are leftovers.
+                let manifest = self.backup_key(&b.id)?.join("manifest")?;
+                let committed = match self.store.size(&manifest) {
+                    Ok(_) => true,
+                    Err(StorageError::NotFound { .. }) => false,
+                    Err(e) => return Err(e.into()),
+                };
+                if committed {
+                    b.error = Some(
+                        "interrupted after its manifest was written; its files are kept".into(),
+                    );
+                } else {
+                    b.error =
+                        Some("interrupted: the process taking it ended without finishing".into());
+                    self.remove_backup_files(&b.id)?;
+                }
+                eprintln!(
+                    "ptrack: warning: backup {} was left RUNNING by a process that ended; marked ERROR{}",
+                    b.id,
+                    if committed {
+                        " (files kept: its manifest exists)"
+                    } else {
+                        " and its partial files removed"
+                    }
+                );
                 self.save_record(&b, &lock)?;
             }
         }
@@ -590,7 +636,15 @@ impl Instance {
     /// Reads the catalog from the backup records and checks every ID it names (IDs become key
     /// components).
     pub fn catalog(&self) -> Result<Catalog> {
-        let cat = Records::new(&*self.store, &self.dir).load()?;
+        self.checked(Records::new(&*self.store, &self.dir).load()?)
+    }
+
+    /// [`Instance::catalog`] from every record object, without the index (for validate).
+    pub fn catalog_verified(&self) -> Result<Catalog> {
+        self.checked(Records::new(&*self.store, &self.dir).load_verified()?)
+    }
+
+    fn checked(&self, cat: Catalog) -> Result<Catalog> {
         cat.check().map_err(|why| {
             Error::Corrupt(format!("the catalog of instance \"{}\": {why}", self.dir))
         })?;
@@ -736,5 +790,47 @@ mod tests {
         let r3 = Repository::open_on_with(store, Some(&pass("next"))).unwrap();
         assert_eq!(r3.only_instance(None).unwrap().info, info(7));
         assert!(r3.remove_key(&new_id).is_err(), "the last key");
+    }
+
+    #[test]
+    fn the_same_key_twice_and_two_key_commands_at_once_are_refused() {
+        let store: Arc<dyn Storage> = Arc::new(ptrack_repo::memory::MemStore::new());
+        let r = Repository::init_encrypted_on(Arc::clone(&store), &pass("right"), CHEAP).unwrap();
+        let e = r.add_key(&pass("right"), CHEAP).unwrap_err().to_string();
+        assert!(e.contains("already key"), "{e}");
+        let held = r.keys_lock("test").unwrap();
+        let e = r.add_key(&pass("other"), CHEAP).unwrap_err().to_string();
+        assert!(e.contains("another key command"), "{e}");
+        drop(held);
+        r.add_key(&pass("other"), CHEAP).unwrap();
+    }
+
+    #[test]
+    fn a_running_record_put_back_over_a_committed_backup_never_deletes_it() {
+        // An older record state (RUNNING) restored by hand over the OK one: the next lock
+        // marks it ERROR, but its manifest exists, so its objects stay.
+        let mem = ptrack_repo::memory::MemStore::new();
+        let store: Arc<dyn Storage> = Arc::new(mem.clone());
+        let r = Repository::init_on(Arc::clone(&store)).unwrap();
+        let inst = r.add_instance(info(7)).unwrap();
+        let lock = inst.lock("test").unwrap();
+        for (id, committed) in [("0000001", true), ("0000002", false)] {
+            let b = crate::catalog::sample_info(id, Status::Running);
+            inst.save_record(&b, &lock).unwrap();
+            let dir = inst.backup_key(id).unwrap();
+            store.put(&dir.join("bundle.0").unwrap(), b"pages").unwrap();
+            if committed {
+                store.put(&dir.join("manifest").unwrap(), b"m").unwrap();
+            }
+        }
+        drop(lock);
+        let _lock = inst.lock("again").unwrap();
+        let cat = inst.catalog().unwrap();
+        for (id, kept) in [("0000001", true), ("0000002", false)] {
+            let b = cat.get(id).unwrap();
+            assert_eq!(b.status, Status::Error, "{id}");
+            let bundle = inst.backup_key(id).unwrap().join("bundle.0").unwrap();
+            assert_eq!(mem.get(&bundle).is_ok(), kept, "{id}: {:?}", b.error);
+        }
     }
 }

@@ -49,7 +49,8 @@ pub fn run_validate(
 ) -> Result<Vec<BackupCheck>> {
     let inst = repo.only_instance(instance)?;
     let lock = inst.lock("validate")?;
-    let cat = inst.catalog()?;
+    // Every record read, the index left aside: a damaged record is found here, not hidden.
+    let cat = inst.catalog_verified()?;
     let ids: Vec<String> = match id {
         Some(id) => {
             let b = cat.get(id).ok_or_else(|| {

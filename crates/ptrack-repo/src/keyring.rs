@@ -13,6 +13,7 @@
 //! hostile keyring cannot make a reader allocate gigabytes or spin for hours.
 
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -34,7 +35,7 @@ pub const CIPHER: &str = "xchacha20poly1305-stream-64k";
 /// The environment variable holding a passphrase.
 pub const PASSPHRASE_ENV: &str = "PTRACK_ENCRYPTION_PASSPHRASE";
 /// Key slots a keyring may hold.
-pub const MAX_SLOTS: usize = 16;
+pub const MAX_SLOTS: usize = 8;
 /// Largest keyring read.
 pub const MAX_KEYRING_BYTES: usize = 64 << 10;
 /// Largest key file read.
@@ -129,10 +130,11 @@ impl KdfParams {
         t_cost: 3,
         p_cost: 1,
     };
-    /// Largest memory accepted (1 GiB).
-    pub const MAX_M_COST: u32 = 1 << 20;
+    /// Largest memory accepted (256 MiB: four times the default; a keyring anyone can edit
+    /// must not make every command allocate a gigabyte per slot).
+    pub const MAX_M_COST: u32 = 1 << 18;
     /// Most passes accepted.
-    pub const MAX_T_COST: u32 = 16;
+    pub const MAX_T_COST: u32 = 8;
     /// Most lanes accepted.
     pub const MAX_P_COST: u32 = 8;
 
@@ -239,7 +241,12 @@ fn read_key_file(p: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         path: path.clone(),
         cause,
     };
-    let f = std::fs::File::open(p).map_err(err)?;
+    // Not blocking on a FIFO put where the key file should be (refused below).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .map_err(err)?;
     let meta = f.metadata().map_err(err)?;
     if !meta.is_file() {
         return Err(err(std::io::Error::other("not a regular file")));
@@ -525,6 +532,18 @@ impl Keyring {
             });
         }
         let secret = new.secret()?;
+        // The same key twice would be two slots, and removing one would leave it working.
+        for s in &self.slots {
+            if s.try_open(&secret, &self.data_key_id)?.1.is_some() {
+                return Err(KeyError::Refused {
+                    why: format!(
+                        "{} is already key {} of this repository",
+                        new.describe(),
+                        hex(&s.key_id)
+                    ),
+                });
+            }
+        }
         let slot = Slot::new(&secret, &unlocked.dek, &self.data_key_id, params, now)?;
         let id = slot.key_id;
         self.slots.push(slot);
