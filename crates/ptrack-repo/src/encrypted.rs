@@ -317,11 +317,8 @@ impl Storage for Encrypted {
     }
 
     fn lock(&self, name: &Key, owner: &str) -> std::result::Result<Box<dyn Held>, LockError> {
-        if self.capabilities().lease_lock {
-            // The lease's intents (owner, host) are sealed like every other object.
-            return crate::lease::keep_boxed(Arc::new(self.clone()), name, owner);
-        }
-        self.inner.lock(name, owner)
+        // The lease's intents (owner, host) are sealed like every other object.
+        crate::lease::lock_through(Arc::new(self.clone()), &*self.inner, name, owner)
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -305,6 +305,21 @@ pub fn keep_boxed(
     Ok(Box::new(keep(store, name, owner)?))
 }
 
+/// `Storage::lock` of a wrapper (`Retrying`, `Encrypted`) over `inner`: on a store whose lock is
+/// a lease, the lease is kept through the wrapper (its objects retried, sealed, … like every
+/// other object); otherwise the inner store's own lock.
+pub fn lock_through(
+    wrapper: Arc<dyn Storage>,
+    inner: &dyn Storage,
+    name: &Key,
+    owner: &str,
+) -> std::result::Result<Box<dyn Held>, LockError> {
+    if inner.capabilities().lease_lock {
+        return keep_boxed(wrapper, name, owner);
+    }
+    inner.lock(name, owner)
+}
+
 impl Held for Kept {
     fn check(&self) -> Result<()> {
         let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());

@@ -129,11 +129,8 @@ impl Storage for Retrying {
     }
 
     fn lock(&self, name: &Key, owner: &str) -> std::result::Result<Box<dyn Held>, LockError> {
-        if self.capabilities().lease_lock {
-            // The lease's puts, lists and deletes retried like every other operation.
-            return crate::lease::keep_boxed(Arc::new(self.clone()), name, owner);
-        }
-        self.inner.lock(name, owner)
+        // The lease's puts, lists and deletes retried like every other operation.
+        crate::lease::lock_through(Arc::new(self.clone()), &*self.inner, name, owner)
     }
 
     fn capabilities(&self) -> Capabilities {
