@@ -2,12 +2,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ptrack_types::Lsn;
+use ptrack_types::{Lsn, WalSegSize};
 use ptrack_wal::{DecoderConfig, Poll, Start, WalDecoder};
 
 fuzz_target!(|data: &[u8]| {
     let cfg = DecoderConfig {
-        seg_size: 1 << 20,
+        seg_size: WalSegSize::new(1 << 20).expect("a valid size"),
         ..DecoderConfig::default()
     };
     let mut d = WalDecoder::new(cfg, Lsn(1 << 20), Start::FirstOnPage(Lsn(1 << 20)));
