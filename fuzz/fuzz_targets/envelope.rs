@@ -21,17 +21,6 @@ const KINDS: [(&str, u32); 4] = [
     ("manifest", MANIFEST_VERSION),
 ];
 
-fn header(kind: &str, version: u32, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "PTRACK {kind} {version} {:08x} {}\n",
-        crc32c::crc32c(body),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out.push(b'\n');
-    out
-}
 
 fn all_kinds(doc: &[u8]) {
     streamed_manifest(doc);
@@ -99,6 +88,6 @@ fuzz_target!(|data: &[u8]| {
             1 => version + 1,
             _ => version,
         };
-        all_kinds(&header(kind, version, rest));
+        all_kinds(&ptrack_backup::envelope::frame(kind, version, rest));
     }
 });

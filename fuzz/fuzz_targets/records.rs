@@ -10,17 +10,6 @@ use ptrack_backup::records::Records;
 use ptrack_repo::memory::MemStore;
 use ptrack_repo::{Key, Storage};
 
-fn header(kind: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "PTRACK {kind} 1 {:08x} {}\n",
-        crc32c::crc32c(body),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out.push(b'\n');
-    out
-}
 
 fuzz_target!(|data: &[u8]| {
     let store = MemStore::new();
@@ -35,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(key) = key else { continue };
         let kind = if name == "index" { "catalog-index" } else { "backup-record" };
         let bytes = if i % 2 == 0 {
-            header(kind, body.as_bytes())
+            ptrack_backup::envelope::frame(kind, 1, body.as_bytes())
         } else {
             body.as_bytes().to_vec()
         };

@@ -16,13 +16,19 @@ use crate::{Error, Result};
 /// Encodes `value` as a `kind` document of format `version`.
 pub fn encode<T: Serialize>(kind: &str, version: u32, value: &T) -> Vec<u8> {
     let body = serde_json::to_vec_pretty(value).expect("plain data serialises");
+    frame(kind, version, &body)
+}
+
+/// `body` behind a valid `kind` header of format `version` (what [`encode`] writes around its
+/// JSON; tests and fuzz targets frame arbitrary bodies with it).
+pub fn frame(kind: &str, version: u32, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
         "PTRACK {kind} {version} {:08x} {}\n",
-        crc32c::crc32c(&body),
+        crc32c::crc32c(body),
         body.len()
     )
     .into_bytes();
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     out.push(b'\n');
     out
 }

@@ -278,19 +278,6 @@ fn body_range(doc: &[u8]) -> std::ops::Range<usize> {
     doc.iter().position(|&b| b == b'\n').unwrap() + 1..doc.len() - 1
 }
 
-/// `body` behind a valid header, as `encode` writes it.
-fn with_header(kind: &str, version: u32, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "PTRACK {kind} {version} {:08x} {}\n",
-        crc32c::crc32c(body),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out.push(b'\n');
-    out
-}
-
 #[test]
 fn documents_of_random_bytes_are_refused() {
     let mut rng = Rng::new("documents_of_random_bytes_are_refused");
@@ -357,14 +344,27 @@ fn damaged_documents_are_refused() {
         let oldest = if kind == "manifest" { 2 } else { version };
         for v in oldest..version {
             let body = &doc[body.clone()];
-            assert!(decode::<Value>(&with_header(kind, v, body), kind, version, "t").is_ok());
+            assert!(
+                decode::<Value>(
+                    &ptrack_backup::envelope::frame(kind, v, body),
+                    kind,
+                    version,
+                    "t"
+                )
+                .is_ok()
+            );
         }
         for v in [0, oldest - 1, version + 1, u32::MAX] {
             if v != version {
                 let body = &doc[body.clone()];
-                let e = decode::<Value>(&with_header(kind, v, body), kind, version, "t")
-                    .unwrap_err()
-                    .to_string();
+                let e = decode::<Value>(
+                    &ptrack_backup::envelope::frame(kind, v, body),
+                    kind,
+                    version,
+                    "t",
+                )
+                .unwrap_err()
+                .to_string();
                 let want = if v < version {
                     "older ptrack"
                 } else {
@@ -505,12 +505,21 @@ fn documents_with_hostile_content_never_panic() {
             }
             let body = serde_json::to_vec(&t).unwrap();
             accepted += usize::from(
-                decode_as(kind, *version, &with_header(kind, *version, &body)).is_some(),
+                decode_as(
+                    kind,
+                    *version,
+                    &ptrack_backup::envelope::frame(kind, *version, &body),
+                )
+                .is_some(),
             );
             // And as text damaged below the JSON level, behind a valid header.
             let mut text = serde_json::to_vec_pretty(tree).unwrap();
             mutate(&mut rng, &mut text);
-            decode_as(kind, *version, &with_header(kind, *version, &text));
+            decode_as(
+                kind,
+                *version,
+                &ptrack_backup::envelope::frame(kind, *version, &text),
+            );
         }
     }
     // Some changes are harmless (a removed `skipped`, a duplicated backup in a valid place).
