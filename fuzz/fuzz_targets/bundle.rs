@@ -24,11 +24,11 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use ptrack_backup::bundle::{
+use ptrack_format::bundle::{
     BundleReader, Compression, FLAG_COMPRESSED, FLAG_ZERO, MAGIC, PageEntry, VERSION,
 };
-use ptrack_backup::manifest::{IndexRef, Stored};
-use ptrack_backup::paths::Digest;
+use ptrack_format::manifest::{IndexRef, Stored};
+use ptrack_format::paths::Digest;
 
 /// Control bytes before the file.
 const CONTROL: usize = 32;
@@ -144,7 +144,7 @@ fuzz_target!(|data: &[u8]| {
     let streamed = r.blob_stream(s, size, digest_of(&file, s), |off, piece| {
         assert_eq!(off, pieces.len() as u64);
         pieces.extend_from_slice(piece);
-        Ok(())
+        Ok::<(), ptrack_format::Error>(())
     });
     if let Ok(b) = &whole {
         assert!(streamed.is_ok(), "blob read it, blob_stream did not");
@@ -168,7 +168,7 @@ fuzz_target!(|data: &[u8]| {
         |off, piece| {
             assert_eq!(off, zeroed.len() as u64);
             zeroed.extend_from_slice(piece);
-            Ok(())
+            Ok::<(), ptrack_format::Error>(())
         },
     );
     if let Ok(b) = &whole
@@ -181,7 +181,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(&zeroed[..b.len()], &b[..]);
         assert!(zeroed[b.len()..].iter().all(|&x| x == 0));
     }
-    let _ = r.blob_stream_zero_tail(s, size, tail + 1, digest_of(&file, s), |_, _| Ok(()));
+    let _ = r.blob_stream_zero_tail(s, size, tail + 1, digest_of(&file, s), |_, _| {
+        Ok::<(), ptrack_format::Error>(())
+    });
     let off = place(u32_at(c, 7), false);
     let _ = r.record_piece(s, off, u64::from(c[13]) << 4);
 });

@@ -8,11 +8,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ptrack_backup::catalog::{CATALOG_VERSION, Catalog};
-use ptrack_backup::envelope::{decode, encode, stream};
-use ptrack_backup::manifest::{MANIFEST_VERSION, Manifest};
-use ptrack_backup::paths::Digest;
-use ptrack_backup::repo::InstanceInfo;
+use ptrack_format::catalog::{CATALOG_VERSION, Catalog};
+use ptrack_format::envelope::{decode, encode, stream};
+use ptrack_format::manifest::{MANIFEST_VERSION, Manifest};
+use ptrack_format::paths::Digest;
+use ptrack_format::repo::InstanceInfo;
 
 const KINDS: [(&str, u32); 4] = [
     ("repository", 2),
@@ -20,7 +20,6 @@ const KINDS: [(&str, u32); 4] = [
     ("catalog", CATALOG_VERSION),
     ("manifest", MANIFEST_VERSION),
 ];
-
 
 fn all_kinds(doc: &[u8]) {
     streamed_manifest(doc);
@@ -88,6 +87,6 @@ fuzz_target!(|data: &[u8]| {
             1 => version + 1,
             _ => version,
         };
-        all_kinds(&ptrack_backup::envelope::frame(kind, version, rest));
+        all_kinds(&ptrack_format::envelope::frame(kind, version, rest));
     }
 });

@@ -7,8 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ptrack_backup::chain::ManifestHead;
-use ptrack_backup::manifest::{EntryKind, Manifest};
-use ptrack_backup::paths::{Digest, RelPath, from_hex};
+use ptrack_format::manifest::{EntryKind, Manifest};
+use ptrack_format::paths::{Digest, RelPath, from_hex};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = RelPath::from_bytes(data) {
@@ -34,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
         (&m.parent, &m.parent_manifest, m.start_lsn)
     );
     let shape = m.check_shape();
-    for e in m.entries.iter().chain(m.wal.iter().map(|w| w.entry.clone())) {
+    for e in m
+        .entries
+        .iter()
+        .chain(m.wal.iter().map(|w| w.entry.clone()))
+    {
         assert!(RelPath::from_bytes(e.path.as_bytes()).is_ok());
         if shape.is_ok() {
             assert!(m.entry(&e.path).is_some() || m.wal.iter().any(|w| w.entry == e));

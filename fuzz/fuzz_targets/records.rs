@@ -6,10 +6,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ptrack_backup::records::Records;
+use ptrack_format::records::Records;
 use ptrack_repo::memory::MemStore;
 use ptrack_repo::{Key, Storage};
-
 
 fuzz_target!(|data: &[u8]| {
     let store = MemStore::new();
@@ -22,9 +21,13 @@ fuzz_target!(|data: &[u8]| {
             n => dir.join("records").and_then(|r| r.join(n)),
         };
         let Ok(key) = key else { continue };
-        let kind = if name == "index" { "catalog-index" } else { "backup-record" };
+        let kind = if name == "index" {
+            "catalog-index"
+        } else {
+            "backup-record"
+        };
         let bytes = if i % 2 == 0 {
-            ptrack_backup::envelope::frame(kind, 1, body.as_bytes())
+            ptrack_format::envelope::frame(kind, 1, body.as_bytes())
         } else {
             body.as_bytes().to_vec()
         };

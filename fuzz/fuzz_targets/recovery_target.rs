@@ -6,8 +6,8 @@
 use std::str::FromStr;
 
 use libfuzzer_sys::fuzz_target;
-use ptrack_backup::catalog::{BackupInfo, Mode, Status};
 use ptrack_backup::target::{RecoveryTarget, parse_time, recovery_settings};
+use ptrack_format::catalog::{BackupInfo, Mode, Status};
 use ptrack_types::Lsn;
 
 fn backup() -> BackupInfo {
@@ -24,7 +24,7 @@ fn backup() -> BackupInfo {
         data_bytes: 0,
         stored_bytes: 0,
         wal_bytes: 0,
-        compression: ptrack_backup::stored::Compression::None,
+        compression: ptrack_format::stored::Compression::None,
         pg_major: ptrack_types::PgMajorVersion::V18,
         manifest_digest: None,
         error: None,

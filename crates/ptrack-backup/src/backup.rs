@@ -14,16 +14,16 @@ use std::path::PathBuf;
 use ptrack_page::control::read_control_file;
 use ptrack_types::Lsn;
 
-use crate::bundle::Compression;
-use crate::catalog::{BackupInfo, Mode, Status, backup_id};
 use crate::conn::ConnOptions;
-use crate::manifest::Skipped;
 use crate::pages::Damaged;
 use crate::parent::{History, Parent, choose_parent};
-use crate::repo::{Instance, InstanceInfo, Repository, now};
 use crate::server::Session;
 use crate::take::{TakeContext, take};
-use crate::{Error, Result, refused};
+use crate::{Error, Refusal, Result};
+use ptrack_format::bundle::Compression;
+use ptrack_format::catalog::{BackupInfo, Mode, Status, backup_id};
+use ptrack_format::manifest::Skipped;
+use ptrack_format::repo::{Instance, InstanceInfo, Repository, now};
 
 /// What to back up and how.
 #[derive(Debug, Clone)]
@@ -114,21 +114,22 @@ fn check_same_cluster(
 ) -> Result<()> {
     let server_sysid = session.system_identifier()?;
     if server_sysid != c.system_identifier {
-        return Err(refused(format!(
-            "the server you connected to is cluster {server_sysid}, but \"{}\" holds cluster {}: connect to the server running on that data directory",
-            opts.pgdata.display(),
-            c.system_identifier
-        )));
+        return Err(Refusal::OtherCluster {
+            server: server_sysid,
+            pgdata: opts.pgdata.display().to_string(),
+            cluster: c.system_identifier,
+        }
+        .into());
     }
     // Same system identifier is not enough: a standby and its primary share it. The server must
     // be the one whose postmaster.pid is in the data directory.
     let pidfile = opts.pgdata.join("postmaster.pid");
     let text = std::fs::read_to_string(&pidfile).map_err(|e| {
-        refused(format!(
-            "no server is running on \"{}\" (\"{}\": {e}); ptrack backs up a running server's own data directory",
-            opts.pgdata.display(),
-            pidfile.display()
-        ))
+        Error::from(Refusal::NotRunning {
+            pgdata: opts.pgdata.display().to_string(),
+            pidfile: pidfile.display().to_string(),
+            cause: e.to_string(),
+        })
     })?;
     let lines: Vec<&str> = text.lines().collect();
     let (started, port) = session.postmaster()?;
@@ -139,43 +140,34 @@ fn check_same_cluster(
     // postmaster.pid's time is taken a moment before pg_postmaster_start_time().
     let same_start = file_started.is_some_and(|t| (t - started).abs() <= 2);
     if !same_start || file_port != Some(port) {
-        return Err(refused(format!(
-            "the server you connected to (port {port}, started at Unix time {started}) is not the one running on \"{}\" \
-             (its postmaster.pid says port {}, started at {}): connect to that server (a standby and its primary share a system identifier)",
-            opts.pgdata.display(),
-            file_port.map_or("?".into(), |p| p.to_string()),
-            file_started.map_or("?".into(), |p| p.to_string())
-        )));
+        return Err(Refusal::OtherPostmaster {
+            port,
+            started,
+            pgdata: opts.pgdata.display().to_string(),
+            file_port: file_port.map_or("?".into(), |p| p.to_string()),
+            file_started: file_started.map_or("?".into(), |p| p.to_string()),
+        }
+        .into());
     }
     if session.major != c.major.number() {
-        return Err(refused(format!(
-            "server is PostgreSQL {} but \"{}\" is a PostgreSQL {} data directory",
-            session.major,
-            opts.pgdata.display(),
-            c.major.number()
-        )));
+        return Err(Refusal::OtherMajor {
+            server: session.major,
+            pgdata: opts.pgdata.display().to_string(),
+            cluster: c.major.number(),
+        }
+        .into());
     }
     Ok(())
 }
 
 fn no_full_backup(repo: &Repository, sysid: u64) -> Result<Error> {
     let others = repo.instances()?;
-    Ok(refused(format!(
-        "no full backup of cluster {sysid} in repository \"{}\"{}: take one with --mode full first",
-        repo.address(),
-        if others.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " (it holds backups of other clusters: {})",
-                others
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
-    )))
+    Ok(Refusal::NoFullBackup {
+        sysid,
+        address: repo.address(),
+        others,
+    }
+    .into())
 }
 
 /// Takes a backup into `repo`.
@@ -186,10 +178,10 @@ pub fn run_backup(
 ) -> Result<BackupReport> {
     let mut clock = crate::phases::Clock::new();
     let control = read_control_file(&opts.pgdata).map_err(|e| {
-        refused(format!(
-            "\"{}\" is not a readable PostgreSQL data directory: {e}",
-            opts.pgdata.display()
-        ))
+        Error::from(Refusal::NotADataDir {
+            pgdata: opts.pgdata.display().to_string(),
+            cause: e.to_string(),
+        })
     })?;
     let sysid = control.system_identifier;
     let mut session = Session::open(&opts.conn)?;
@@ -203,10 +195,14 @@ pub fn run_backup(
     if let Some(i) = &existing
         && (i.info.pg_major != info.pg_major || i.info.blcksz != info.blcksz)
     {
-        return Err(refused(format!(
-            "cluster {sysid} was backed up as PostgreSQL {} with {}-byte blocks; it is now {} with {}: take backups into a new repository",
-            i.info.pg_major, i.info.blcksz, info.pg_major, info.blcksz
-        )));
+        return Err(Refusal::ClusterChanged {
+            sysid,
+            was_major: i.info.pg_major.to_string(),
+            was_blcksz: i.info.blcksz,
+            major: info.pg_major.to_string(),
+            blcksz: info.blcksz,
+        }
+        .into());
     }
     let lineage = crate::lineage::of_data_dir(&opts.pgdata)?;
     let ptrack = match opts.mode {
@@ -241,11 +237,12 @@ pub fn run_backup(
         let p = &p.chain[0].info;
         let init = session.ptrack_init_lsn(ext)?;
         if !init.is_valid() || init > p.start_lsn {
-            return Err(refused(format!(
-                "LSN from ptrack_control {init} is greater than Start LSN of previous backup {} ({}). \
-                 Create new full backup before an incremental one.",
-                p.start_lsn, p.id
-            )));
+            return Err(Refusal::PtrackTooNew {
+                init,
+                parent_start: p.start_lsn,
+                parent: p.id.clone(),
+            }
+            .into());
         }
     }
     if instance.info.pgdata != info.pgdata {
@@ -302,7 +299,7 @@ pub fn run_backup(
 }
 
 /// The next backup ID: the start time in base 36, later than every ID already used.
-fn new_id(instance: &Instance, cat: &crate::catalog::Catalog) -> Result<String> {
+fn new_id(instance: &Instance, cat: &ptrack_format::catalog::Catalog) -> Result<String> {
     let mut secs = now();
     let last = cat.backups.last().map(|b| b.id.clone()).unwrap_or_default();
     let mut id = backup_id(secs);
@@ -318,18 +315,16 @@ fn new_id(instance: &Instance, cat: &crate::catalog::Catalog) -> Result<String> 
 /// the next command holding the lock records the backup ERROR.
 fn finish(
     instance: &Instance,
-    lock: &crate::repo::Lock,
+    lock: &ptrack_format::repo::Lock,
     id: &str,
     result: Result<BackupReport>,
 ) -> Result<BackupReport> {
     match result {
         Ok(mut report) => {
             let cat = instance.catalog()?;
-            let rec = cat.get(id).ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "the record of backup {id} vanished while it was taken"
-                ))
-            })?;
+            let rec = cat
+                .get(id)
+                .ok_or_else(|| Error::backup(id, crate::Fault::RecordVanished))?;
             report.info.status = Status::Ok;
             report.info.start_time = rec.start_time;
             instance.save_record(&report.info, lock)?;
@@ -349,12 +344,18 @@ fn finish(
             });
             match (recorded, cleanup) {
                 (Ok(()), Ok(())) => Err(e),
-                (Err(c), _) => Err(Error::Refused(format!(
-                    "{e} (the catalog could not record the failure: {c}; the next ptrack command records it)"
-                ))),
-                (Ok(()), Err(c)) => Err(Error::Refused(format!(
-                    "{e} (its files could not all be removed: {c})"
-                ))),
+                (Err(c), _) => Err(Refusal::FailedAndMore {
+                    failure: Box::new(e),
+                    after: format!(
+                        "the catalog could not record the failure: {c}; the next ptrack command records it"
+                    ),
+                }
+                .into()),
+                (Ok(()), Err(c)) => Err(Refusal::FailedAndMore {
+                    failure: Box::new(e),
+                    after: format!("its files could not all be removed: {c}"),
+                }
+                .into()),
             }
         }
     }

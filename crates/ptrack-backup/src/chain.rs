@@ -5,13 +5,13 @@
 //! only when each child's manifest records the digest of its parent's manifest file (a hash
 //! chain), so a catalog whose `parent` was edited cannot splice another backup in.
 
-use crate::bundle::{BundleReader, PageEntry};
-use crate::catalog::{BackupInfo, Catalog, Status};
-use crate::envelope;
-use crate::manifest::{Entry, EntryKind, MANIFEST_VERSION, Manifest, ManifestDoc};
-use crate::paths::Digest;
-use crate::repo::Instance;
-use crate::{Error, Result, refused};
+use crate::{Error, Fault, Refusal, Result};
+use ptrack_format::bundle::{BundleReader, PageEntry};
+use ptrack_format::catalog::{BackupInfo, Catalog, Status};
+use ptrack_format::envelope;
+use ptrack_format::manifest::{Entry, EntryKind, MANIFEST_VERSION, Manifest, ManifestDoc};
+use ptrack_format::paths::Digest;
+use ptrack_format::repo::Instance;
 
 /// One backup of a chain with its checked manifest.
 #[derive(Debug, Clone)]
@@ -33,7 +33,15 @@ pub fn read_manifest(instance: &Instance, b: &BackupInfo) -> Result<(Manifest, D
     let (m, digest, path) = read_checked(instance, b)?;
     m.check_shape()
         .and_then(|()| check_segments(&m, instance.info.relseg_blocks))
-        .map_err(|why| Error::Corrupt(format!("backup {}: manifest \"{path}\": {why}", b.id)))?;
+        .map_err(|why| {
+            Error::backup(
+                &b.id,
+                Fault::ManifestShape {
+                    key: path.to_string(),
+                    why,
+                },
+            )
+        })?;
     Ok((m, digest))
 }
 
@@ -59,43 +67,38 @@ where
         "manifest",
         MANIFEST_VERSION,
     ) {
-        Err(Error::Storage(ptrack_repo::StorageError::NotFound { .. })) => {
-            return Err(Error::Corrupt(format!(
-                "backup {}: its manifest \"{path}\" is missing",
-                b.id
-            )));
+        Err(e) if e.is_not_found() => {
+            return Err(Error::backup(
+                &b.id,
+                Fault::ManifestMissing(path.to_string()),
+            ));
         }
         r => r?,
     };
     let digest = read.digest;
-    let corrupt = |why: String| Error::Corrupt(format!("backup {}: {why}", b.id));
+    let fault = |f: Fault| Error::backup(&b.id, f);
     match b.manifest_digest {
         Some(d) if d == digest => {}
-        Some(_) => {
-            return Err(corrupt(format!(
-                "manifest \"{path}\" is not the one recorded in the catalog (BLAKE3 differs)"
-            )));
-        }
-        None => {
-            return Err(corrupt(
-                "the catalog records no manifest digest for it".into(),
-            ));
-        }
+        Some(_) => return Err(fault(Fault::ManifestDigest(path.to_string()))),
+        None => return Err(fault(Fault::NoManifestDigest)),
     }
     let m = read.value?;
     let diff = m.disagreements(b);
     if !diff.is_empty() {
-        return Err(corrupt(diff.join("; ")));
+        return Err(fault(Fault::Disagrees(diff)));
     }
     Ok((m, digest, path))
 }
 
 /// One bundle reader per link of `chain`, in its order.
-pub fn readers(instance: &Instance, chain: &[Link]) -> Result<Vec<crate::bundle::BundleReader>> {
+pub fn readers(
+    instance: &Instance,
+    chain: &[Link],
+) -> Result<Vec<ptrack_format::bundle::BundleReader>> {
     chain
         .iter()
         .map(|l| {
-            Ok(crate::bundle::BundleReader::new(
+            Ok(ptrack_format::bundle::BundleReader::new(
                 instance.shared_store(),
                 &instance.backup_key(&l.info.id)?,
                 l.manifest.compression,
@@ -108,7 +111,7 @@ pub fn readers(instance: &Instance, chain: &[Link]) -> Result<Vec<crate::bundle:
 /// by them).
 fn check_segments(m: &Manifest, relseg_blocks: u32) -> std::result::Result<(), String> {
     for e in m.entries.iter() {
-        if let crate::manifest::EntryKind::Data { blocks, .. } = e.kind
+        if let ptrack_format::manifest::EntryKind::Data { blocks, .. } = e.kind
             && blocks > relseg_blocks
         {
             return Err(format!(
@@ -156,15 +159,17 @@ impl LinkFacts {
 /// Checks the chain of `id` link by link; keeps the newest manifest, and with `whole` every
 /// one (the others are read without their entries).
 fn walk_chain(instance: &Instance, cat: &Catalog, id: &str, whole: bool) -> Result<Vec<Link>> {
-    let chain = cat.chain(id).map_err(refused)?;
+    let chain = cat.chain(id).map_err(ptrack_format::Error::from)?;
     let mut out: Vec<Link> = Vec::new();
     let mut child: Option<LinkFacts> = None;
     for c in chain {
         if c.status != Status::Ok {
-            return Err(refused(format!(
-                "backup {id} needs backup {} which has status {}",
-                c.id, c.status
-            )));
+            return Err(Refusal::ChainNotOk {
+                id: id.to_string(),
+                needed: c.id.clone(),
+                status: c.status,
+            }
+            .into());
         }
         let (facts, digest) = if whole || out.is_empty() {
             let (manifest, digest) = read_manifest(instance, c)?;
@@ -207,22 +212,23 @@ pub fn check_link(
 fn check_link_facts(child: &LinkFacts, parent: &BackupInfo, digest: &Digest) -> Result<()> {
     let (child_id, child_start) = (&child.id, child.start);
     if child.parent.as_deref() != Some(parent.id.as_str()) {
-        return Err(Error::Corrupt(format!(
-            "backup {child_id}: its manifest does not name backup {} as its parent",
-            parent.id
-        )));
+        return Err(Error::backup(child_id, Fault::NotParent(parent.id.clone())));
     }
     if child.parent_manifest.as_ref() != Some(digest) {
-        return Err(Error::Corrupt(format!(
-            "backup {child_id}: the manifest of its parent {} is not the one it was taken against (BLAKE3 differs)",
-            parent.id
-        )));
+        return Err(Error::backup(
+            child_id,
+            Fault::ParentManifest(parent.id.clone()),
+        ));
     }
     if parent.start_lsn > child_start {
-        return Err(Error::Corrupt(format!(
-            "backup {child_id}: its parent {} starts at {}, after it ({child_start})",
-            parent.id, parent.start_lsn
-        )));
+        return Err(Error::backup(
+            child_id,
+            Fault::ParentLater {
+                parent: parent.id.clone(),
+                parent_start: parent.start_lsn,
+                start: child_start,
+            },
+        ));
     }
     Ok(())
 }
@@ -260,13 +266,19 @@ pub fn newest_pages(
         let Some(EntryKind::Data { parts, base, .. }) = kind else {
             break;
         };
-        let reader = readers.get_mut(k).ok_or_else(|| {
-            Error::Corrupt(format!("backup {}: no reader for link {k}", l.info.id))
-        })?;
+        let reader = readers
+            .get_mut(k)
+            .ok_or_else(|| Error::backup(&l.info.id, Fault::NoReader(k)))?;
         for p in &parts {
-            let idx = reader
-                .index(p)
-                .map_err(|e| Error::Corrupt(format!("backup {}: \"{rel}\": {e}", l.info.id)))?;
+            let idx = reader.index(p).map_err(|cause| {
+                Error::backup(
+                    &l.info.id,
+                    Fault::File {
+                        path: rel.to_string(),
+                        cause: Box::new(cause),
+                    },
+                )
+            })?;
             for e in idx {
                 if let Some(slot) = slots.get_mut(e.block as usize)
                     && slot.is_none()

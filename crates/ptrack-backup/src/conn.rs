@@ -75,9 +75,9 @@ impl ConnOptions {
         let port = match self.port {
             Some(p) => p,
             None => match env("PGPORT") {
-                Some(p) => p.parse().map_err(|_| {
-                    Error::Refused(format!("invalid port {p:?} in environment variable PGPORT"))
-                })?,
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| Error::from(crate::Refusal::BadPort(p.clone())))?,
                 None => 5432,
             },
         };
@@ -119,14 +119,13 @@ impl ConnOptions {
             c.password(p);
         }
         c.connect(postgres::NoTls).map_err(|e| {
-            Error::Server(format!(
-                "could not connect to server at \"{}\" port {} as user \"{}\" to database \"{}\": {}",
-                r.host,
-                r.port,
-                r.user,
-                r.dbname,
-                pg_message(&e)
-            ))
+            Error::from(crate::ServerError::Connect {
+                host: r.host.clone(),
+                port: r.port,
+                user: r.user.clone(),
+                dbname: r.dbname.clone(),
+                message: pg_message(&e),
+            })
         })
     }
 }

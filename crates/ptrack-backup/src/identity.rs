@@ -10,7 +10,7 @@ use std::ffi::CStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::{Error, Result, refused};
+use crate::{Error, Refusal, Result};
 
 /// The user ptrack now runs as, when it switched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ fn passwd(uid: u32) -> Option<Passwd> {
 
 /// When running as root, becomes the owner of `path` (`what` names it in messages); otherwise
 /// does nothing. Must be called while the process has one thread (it sets `HOME` and `USER`).
-pub fn act_as_owner_of(path: &Path, what: &str) -> Result<Option<Switched>> {
+pub fn act_as_owner_of(path: &Path, what: &'static str) -> Result<Option<Switched>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
@@ -64,21 +64,21 @@ pub fn act_as_owner_of(path: &Path, what: &str) -> Result<Option<Switched>> {
         return Ok(None);
     }
     if md.uid() == 0 {
-        return Err(refused(format!(
-            "ptrack does not work as root: {what} \"{}\" belongs to root. Run ptrack as the cluster's owner \
-             (for example `runuser -u postgres -- ptrack …`), with a repository that user owns",
-            path.display()
-        )));
+        return Err(Refusal::RootOwned {
+            what,
+            path: path.display().to_string(),
+        }
+        .into());
     }
     let pw = passwd(md.uid()).ok_or_else(|| {
-        refused(format!(
-            "{what} \"{}\" belongs to uid {}, which has no user entry; run ptrack as its owner",
-            path.display(),
-            md.uid()
-        ))
+        Error::from(Refusal::NoUser {
+            what,
+            path: path.display().to_string(),
+            uid: md.uid(),
+        })
     })?;
-    let c_name = std::ffi::CString::new(pw.name.clone())
-        .map_err(|_| refused("user name with a NUL byte".to_string()))?;
+    let c_name =
+        std::ffi::CString::new(pw.name.clone()).map_err(|_| Error::from(Refusal::NulInUserName))?;
     // SAFETY: plain system calls on our own process; checked in order, groups before ids.
     let ok = unsafe {
         libc::initgroups(c_name.as_ptr(), pw.gid) == 0
@@ -86,12 +86,13 @@ pub fn act_as_owner_of(path: &Path, what: &str) -> Result<Option<Switched>> {
             && libc::setresuid(md.uid(), md.uid(), md.uid()) == 0
     };
     if !ok {
-        return Err(refused(format!(
-            "could not switch to user {} (owner of {what} \"{}\"): {}",
-            pw.name,
-            path.display(),
-            std::io::Error::last_os_error()
-        )));
+        return Err(Refusal::SwitchUser {
+            user: pw.name.clone(),
+            what,
+            path: path.display().to_string(),
+            cause: std::io::Error::last_os_error().to_string(),
+        }
+        .into());
     }
     // SAFETY: called before any thread is started (documented precondition).
     unsafe {

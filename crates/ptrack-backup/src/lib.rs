@@ -8,26 +8,18 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
 pub mod backup;
-pub mod bundle;
-pub mod catalog;
 pub mod chain;
 pub mod conn;
-pub mod entries;
-pub mod envelope;
+mod fault;
 pub mod identity;
 pub mod lineage;
-pub mod manifest;
 pub mod pages;
 pub mod parallel;
 pub mod parent;
-pub mod paths;
 pub mod phases;
-pub mod records;
-pub mod repo;
+mod refusal;
 pub mod restore;
 pub mod server;
-pub mod stored;
-pub mod table;
 pub mod take;
 pub mod target;
 pub mod validate;
@@ -56,36 +48,64 @@ pub enum Error {
         /// The cause.
         cause: std::io::Error,
     },
-    /// A repository document or stored file that fails its checks.
-    #[error("{0}")]
-    Corrupt(String),
+    /// The repository: its storage, its key, an object that fails its checks, or a request it
+    /// refuses ([`ptrack_format::Error`]).
+    #[error(transparent)]
+    Repo(ptrack_format::Error),
+    /// A stored backup that cannot be used as its records say.
+    #[error("backup {id}: {fault}")]
+    Backup {
+        /// The backup.
+        id: String,
+        /// What is wrong with it.
+        fault: Fault,
+    },
+    /// A file of the data directory being backed up that is not what PostgreSQL writes.
+    #[error("\"{path}\": {why}")]
+    DataDir {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A request that cannot be carried out (bad option, missing backup, refused mode).
     #[error("{0}")]
-    Refused(String),
-    /// The database server said no.
+    Refused(Refusal),
+    /// The database server said no, or answered what no server answers.
     #[error("{0}")]
-    Server(String),
-    /// The repository's storage failed (the message names the object's key).
-    #[error("repository object {0}")]
-    Storage(ptrack_repo::StorageError),
-    /// An encrypted repository's key: missing, wrong (the ids are named), or its keyring
-    /// damaged.
-    #[error("{0}")]
-    Key(ptrack_repo::keyring::KeyError),
+    Server(ServerError),
+}
+
+pub use fault::{Fault, ServerError};
+pub use refusal::Refusal;
+
+impl From<ptrack_format::Error> for Error {
+    fn from(e: ptrack_format::Error) -> Error {
+        Error::Repo(e)
+    }
 }
 
 impl From<ptrack_repo::keyring::KeyError> for Error {
     fn from(e: ptrack_repo::keyring::KeyError) -> Error {
-        match e {
-            ptrack_repo::keyring::KeyError::Storage(s) => Error::Storage(s),
-            e => Error::Key(e),
-        }
+        Error::Repo(e.into())
     }
 }
 
 impl From<ptrack_repo::StorageError> for Error {
     fn from(e: ptrack_repo::StorageError) -> Error {
-        Error::Storage(e)
+        Error::Repo(e.into())
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(e: Refusal) -> Error {
+        Error::Refused(e)
+    }
+}
+
+impl From<ServerError> for Error {
+    fn from(e: ServerError) -> Error {
+        Error::Server(e)
     }
 }
 
@@ -98,12 +118,20 @@ impl Error {
             cause: source,
         }
     }
+
+    /// `fault` of backup `id`.
+    pub fn backup(id: &str, fault: Fault) -> Error {
+        Error::Backup {
+            id: id.to_string(),
+            fault,
+        }
+    }
+
+    /// Whether a repository object asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Repo(e) if e.is_not_found())
+    }
 }
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// Shorthand for [`Error::Refused`].
-pub fn refused(msg: impl Into<String>) -> Error {
-    Error::Refused(msg.into())
-}

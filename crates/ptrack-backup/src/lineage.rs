@@ -48,7 +48,7 @@ pub fn append(content: &[u8], id: &str, now: i64) -> Result<Vec<u8>> {
     out.extend_from_slice(
         format!(
             "{} restored from backup {id} at Unix time {now}\n",
-            crate::paths::to_hex(&raw)
+            ptrack_format::paths::to_hex(&raw)
         )
         .as_bytes(),
     );

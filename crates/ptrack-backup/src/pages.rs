@@ -16,10 +16,10 @@ use ptrack_page::verify::{PageCheck, verify_page};
 use ptrack_types::Lsn;
 use serde::Serialize;
 
-use crate::bundle::{BundleWriter, FLAG_CORRUPT};
-use crate::manifest::{IndexRef, Stored, Tail};
-use crate::paths::{Digest, RelPath};
 use crate::{Error, Result};
+use ptrack_format::bundle::{BundleWriter, FLAG_CORRUPT};
+use ptrack_format::manifest::{IndexRef, Stored, Tail};
+use ptrack_format::paths::{Digest, RelPath};
 
 /// Re-reads of a failing page before it is called damaged (pg_probackup tries up to 300).
 pub const MAX_REREADS: u32 = 100;

@@ -18,13 +18,13 @@ use ptrack_types::{Lsn, TimeLineId};
 use ptrack_wal::archive::{HistoryEntry, parse_history};
 use ptrack_wal::segment::{SegmentName, history_file_name};
 
-use crate::catalog::{Catalog, Status};
 use crate::chain::{Link, load_chain, load_chain_head};
-use crate::manifest::Manifest;
-use crate::paths::Digest;
-use crate::repo::Instance;
 use crate::server::Position;
-use crate::{Error, Result, refused};
+use crate::{Error, Refusal, Result};
+use ptrack_format::catalog::{Catalog, Status};
+use ptrack_format::manifest::Manifest;
+use ptrack_format::paths::Digest;
+use ptrack_format::repo::Instance;
 
 /// The server's history: where it is and the timelines it came through.
 #[derive(Debug, Clone)]
@@ -48,17 +48,15 @@ impl History {
             .join("pg_wal")
             .join(history_file_name(position.timeline));
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            refused(format!(
-                "cannot check which backups are ancestors of the server's timeline {}: \"{}\": {e}; take a full backup",
-                position.timeline,
-                path.display()
-            ))
+            Error::from(Refusal::NoHistory {
+                timeline: position.timeline,
+                path: path.display().to_string(),
+                cause: e.to_string(),
+            })
         })?;
-        let parents = parse_history(&text).ok_or_else(|| {
-            Error::Corrupt(format!(
-                "timeline history file \"{}\" is malformed",
-                path.display()
-            ))
+        let parents = parse_history(&text).ok_or_else(|| Error::DataDir {
+            path: path.display().to_string(),
+            why: "timeline history file is malformed".into(),
         })?;
         Ok(History { position, parents })
     }
@@ -141,7 +139,7 @@ pub fn choose_parent(
         let chain = match loaded {
             Ok(c) => c,
             // The repository could not be read: that is no reason to pass a backup over.
-            Err(e @ Error::Storage(_)) => return Err(e),
+            Err(e @ Error::Repo(ptrack_format::Error::Storage(_))) => return Err(e),
             Err(e) => {
                 passed_over.push(format!("backup {}: {e}", b.id));
                 continue;
@@ -168,32 +166,20 @@ pub fn choose_parent(
             continue;
         }
         if m.data_checksum_version != checksum_version {
-            return Err(refused(format!(
-                "data checksums were {} since backup {} (data_checksum_version {} then, {} now): pg_checksums rewrites every page without WAL, \
-                 so an incremental backup could miss pages; take a full backup (--mode full)",
-                if checksum_version != 0 {
-                    "enabled"
-                } else {
-                    "disabled"
-                },
-                b.id,
-                m.data_checksum_version,
-                checksum_version
-            )));
+            return Err(Refusal::ChecksumsSwitched {
+                parent: b.id.clone(),
+                then: m.data_checksum_version,
+                now: checksum_version,
+            }
+            .into());
         }
         return Ok(Parent { chain, passed_over });
     }
-    Err(refused(if passed_over.is_empty() {
-        format!(
-            "no backup of cluster {} has status OK to be incremental to: take a full backup first (--mode full)",
-            instance.info.system_identifier
-        )
-    } else {
-        format!(
-            "no OK backup can be the parent of an incremental backup of this server: {}; take a full backup (--mode full)",
-            passed_over.join("; ")
-        )
-    }))
+    Err(match passed_over.is_empty() {
+        true => Refusal::NoParent(instance.info.system_identifier),
+        false => Refusal::NoParentOf(passed_over),
+    }
+    .into())
 }
 
 /// Compares the server's WAL from the parent's start LSN with the digest of the WAL stored in

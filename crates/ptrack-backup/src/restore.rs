@@ -19,16 +19,16 @@ use ptrack_durable::at::Dir;
 use ptrack_durable::direct::DirectWriter;
 
 use crate::backup::Progress;
-use crate::bundle::BundleReader;
-use crate::catalog::{BackupInfo, Catalog, Status};
 use crate::chain::{Link, PagePick, load_chain};
-use crate::manifest::{Entry, EntryKind};
+use ptrack_format::bundle::BundleReader;
+use ptrack_format::catalog::{BackupInfo, Catalog, Status};
+use ptrack_format::manifest::{Entry, EntryKind};
 
 mod wal;
-use crate::paths::RelPath;
-use crate::repo::{Instance, Repository};
 use crate::target::{RecoveryTarget, auto_conf, recovery_settings};
-use crate::{Error, Result, refused};
+use crate::{Error, Fault, Refusal, Result};
+use ptrack_format::paths::RelPath;
+use ptrack_format::repo::{Instance, Repository};
 use wal::write_wal;
 
 /// What to restore and where.
@@ -105,41 +105,44 @@ pub fn choose_backup(
     let sysid = instance.info.system_identifier;
     let b = match id {
         Some(id) => cat.get(id).cloned().ok_or_else(|| {
-            refused(format!(
-                "backup {id} is not in the catalog of instance {sysid} (`ptrack show` lists the backups)"
-            ))
+            Error::from(Refusal::NoSuchBackup {
+                id: id.to_string(),
+                sysid,
+            })
         })?,
         None => {
-            let mut ok = cat.backups.iter().rev().filter(|b| b.status == Status::Ok).peekable();
+            let mut ok = cat
+                .backups
+                .iter()
+                .rev()
+                .filter(|b| b.status == Status::Ok)
+                .peekable();
             if ok.peek().is_none() {
-                return Err(refused(format!("instance {sysid} has no backup with status OK")));
+                return Err(Refusal::NoOkBackup(sysid).into());
             }
             let mut ok: Vec<&BackupInfo> = ok.collect();
             let first = ok[0].clone();
             ok.retain(|b| target.is_none_or(|t| t.before_consistency(b).is_none()));
             ok.first().map(|b| (*b).clone()).ok_or_else(|| {
-                refused(format!(
-                    "no OK backup of instance {sysid} is consistent before the recovery target: {}",
-                    target.and_then(|t| t.before_consistency(&first)).unwrap_or_default()
-                ))
+                Error::from(Refusal::NoneBeforeTarget {
+                    sysid,
+                    why: target
+                        .and_then(|t| t.before_consistency(&first))
+                        .unwrap_or_default(),
+                })
             })?
         }
     };
     if b.status != Status::Ok {
-        return Err(refused(format!(
-            "backup {} has status {}{}; only OK backups are restored",
-            b.id,
-            b.status,
-            b.error
-                .as_deref()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        )));
+        return Err(Refusal::NotRestorable {
+            id: b.id.clone(),
+            status: b.status,
+            error: b.error.clone(),
+        }
+        .into());
     }
     if let Some(why) = target.and_then(|t| t.before_consistency(&b)) {
-        return Err(refused(format!(
-            "{why}: choose an older backup with -i, or a later target"
-        )));
+        return Err(Refusal::AfterTarget(why).into());
     }
     Ok(b)
 }
@@ -181,7 +184,7 @@ struct Tablespace {
 
 /// Where each tablespace goes (after `-T`), all checked before anything is written.
 fn tablespaces(
-    entries: &crate::manifest::Entries,
+    entries: &ptrack_format::manifest::Entries,
     opts: &RestoreOptions,
     id: &str,
 ) -> Result<Vec<Tablespace>> {
@@ -199,15 +202,15 @@ fn tablespaces(
             }
         }
         if !Path::new(&to).is_absolute() {
-            return Err(refused(format!(
-                "tablespace location \"{to}\" must be an absolute path"
-            )));
+            return Err(Refusal::RelativeTablespace(to).into());
         }
         if !is_empty_dir(Path::new(&to))? {
-            return Err(refused(format!(
-                "tablespace directory \"{to}\" (for {}) exists and is not empty; relocate it with -T {target}=NEWDIR",
-                e.path
-            )));
+            return Err(Refusal::TablespaceNotEmpty {
+                dir: to,
+                link: e.path.to_string(),
+                old: target.clone(),
+            }
+            .into());
         }
         out.push(Tablespace {
             link: e.path.clone(),
@@ -218,9 +221,12 @@ fn tablespaces(
     }
     if let Some(i) = used.iter().position(|u| !u) {
         let (old, new) = &opts.tablespace_map[i];
-        return Err(refused(format!(
-            "-T {old}={new}: backup {id} has no tablespace at \"{old}\""
-        )));
+        return Err(Refusal::NoSuchTablespace {
+            old: old.clone(),
+            new: new.clone(),
+            id: id.to_string(),
+        }
+        .into());
     }
     check_locations(&out, opts)?;
     Ok(out)
@@ -231,7 +237,7 @@ fn tablespaces(
 fn check_locations(spaces: &[Tablespace], opts: &RestoreOptions) -> Result<()> {
     for (i, (old, _)) in opts.tablespace_map.iter().enumerate() {
         if opts.tablespace_map[..i].iter().any(|(o, _)| o == old) {
-            return Err(refused(format!("-T {old}=…: given more than once")));
+            return Err(Refusal::MappedTwice(old.clone()).into());
         }
     }
     let norm = |p: &Path| -> PathBuf {
@@ -252,21 +258,21 @@ fn check_locations(spaces: &[Tablespace], opts: &RestoreOptions) -> Result<()> {
     for (i, t) in spaces.iter().enumerate() {
         let here = norm(&t.new);
         if nested(&here, &target) {
-            return Err(refused(format!(
-                "tablespace location \"{}\" (for {}) and the restore target \"{}\" lie inside one another",
-                t.new.display(),
-                t.link,
-                opts.target.display()
-            )));
+            return Err(Refusal::TablespaceInTarget {
+                location: t.new.display().to_string(),
+                link: t.link.to_string(),
+                target: opts.target.display().to_string(),
+            }
+            .into());
         }
         if let Some(o) = spaces[..i].iter().find(|o| nested(&here, &norm(&o.new))) {
-            return Err(refused(format!(
-                "tablespaces {} and {} would share \"{}\" / \"{}\"; give each its own -T location",
-                o.link,
-                t.link,
-                o.new.display(),
-                t.new.display()
-            )));
+            return Err(Refusal::TablespacesShare {
+                a: o.link.to_string(),
+                b: t.link.to_string(),
+                a_dir: o.new.display().to_string(),
+                b_dir: t.new.display().to_string(),
+            }
+            .into());
         }
     }
     Ok(())
@@ -276,10 +282,9 @@ fn check_locations(spaces: &[Tablespace], opts: &RestoreOptions) -> Result<()> {
 /// where it becomes consistent: `immediate` is the only target it can reach.
 fn check_reachable(opts: &RestoreOptions) -> Result<()> {
     match (&opts.recovery_target, &opts.restore_command) {
-        (Some(t), None) if *t != RecoveryTarget::Immediate => Err(refused(
-            "without --restore-command the restored cluster has only the backup's own WAL, which ends where it becomes consistent: \
-             the only recovery target it can reach is `immediate`; give --restore-command to recover from a WAL archive",
-        )),
+        (Some(t), None) if *t != RecoveryTarget::Immediate => {
+            Err(Refusal::TargetNeedsArchive.into())
+        }
         _ => Ok(()),
     }
 }
@@ -287,6 +292,8 @@ fn check_reachable(opts: &RestoreOptions) -> Result<()> {
 /// The directory an entry's parent lies in and its file name: entries below `pg_tblspc/<oid>/`
 /// go to the tablespace's directory, everything else below the target.
 struct Places<'a> {
+    /// The backup restored (named in errors).
+    backup: &'a str,
     root: &'a Dir,
     spaces: &'a [Tablespace],
     /// Directories opened so far, by path (each is opened, and created, once).
@@ -389,9 +396,10 @@ impl Places<'_> {
             }
         }
         if path.starts_with("pg_tblspc") && comps.len() > 2 {
-            return Err(Error::Corrupt(format!(
-                "manifest entry \"{path}\" lies in a tablespace the backup has no link for"
-            )));
+            return Err(Error::backup(
+                self.backup,
+                Fault::UnlinkedTablespace(path.to_string()),
+            ));
         }
         Ok((self.root, comps))
     }
@@ -464,10 +472,7 @@ pub fn run_restore(
     let target_m = &chain[0].manifest;
     let blcksz = u64::from(target_m.blcksz);
     if !is_empty_dir(&opts.target)? {
-        return Err(refused(format!(
-            "restore target \"{}\" exists and is not empty; give an empty or new directory",
-            opts.target.display()
-        )));
+        return Err(Refusal::TargetNotEmpty(opts.target.display().to_string()).into());
     }
     let mut spaces = tablespaces(&target_m.entries, opts, &backup.id)?;
     ptrack_durable::create_private_dir(&opts.target)
@@ -478,6 +483,7 @@ pub fn run_restore(
         ts.dir = Some(Dir::open(&ts.new).map_err(|e| Error::io(&ts.new, "open", e))?);
     }
     let places = Places {
+        backup: &backup.id,
         root: &root,
         spaces: &spaces,
         opened: Default::default(),
@@ -575,7 +581,7 @@ pub fn run_restore(
         Some(e) => file_content(&chain, &mut readers(0)?, &e, false)?,
         None => Vec::new(),
     };
-    let lineage = crate::lineage::append(&earlier, &backup.id, crate::repo::now())?;
+    let lineage = crate::lineage::append(&earlier, &backup.id, ptrack_format::repo::now())?;
     root.write_file(lineage_file.as_bytes(), &lineage)
         .map_err(|e| Error::io(&opts.target.join(crate::lineage::FILE), "write", e))?;
     // Files were written in place: the target is not a cluster until pg_control lands, so
@@ -584,9 +590,9 @@ pub fn run_restore(
     places.sync_all(&dirs)?;
     // Last: pg_control. Until it is there, the directory is not a cluster PostgreSQL starts.
     let mut readers = readers(0)?;
-    let entry = target_m.entry(&control).ok_or_else(|| {
-        Error::Corrupt(format!("backup {} stores no global/pg_control", backup.id))
-    })?;
+    let entry = target_m
+        .entry(&control)
+        .ok_or_else(|| Error::backup(&backup.id, Fault::NoControlFile))?;
     let data = file_content(&chain, &mut readers, &entry, false)?;
     let (d, name) = places.parent_of(&control)?;
     d.write_file(name, &data)
@@ -678,21 +684,29 @@ pub(crate) fn file_content(
                 stored,
             }) if s == size && d == digest => {
                 if let Some(st) = stored {
-                    return readers[k].blob(st, size, digest).map_err(|err| {
-                        Error::Corrupt(format!(
-                            "backup {}: file \"{}\": {err}",
-                            l.info.id, entry.path
-                        ))
-                    });
+                    return readers[k]
+                        .blob(st, size, digest)
+                        .map_err(|cause| file_fault(&l.info.id, &entry.path, cause));
                 }
             }
             _ => break,
         }
     }
-    Err(Error::Corrupt(format!(
-        "file \"{}\" of backup {} is recorded as unchanged, but no earlier backup of the chain stores it",
-        entry.path, chain[0].info.id
-    )))
+    Err(Error::backup(
+        &chain[0].info.id,
+        Fault::NotInChain(entry.path.to_string()),
+    ))
+}
+
+/// A stored file of backup `id` that cannot be read back.
+fn file_fault(id: &str, path: &RelPath, cause: ptrack_format::Error) -> Error {
+    Error::backup(
+        id,
+        Fault::File {
+            path: path.to_string(),
+            cause: Box::new(cause),
+        },
+    )
 }
 
 /// Rebuilds one relation segment from the chain and writes it.
@@ -710,12 +724,7 @@ fn write_data(
         EntryKind::Data { tail: Some(t), .. } => Some(
             readers[0]
                 .blob(t.stored, u64::from(t.len), t.digest)
-                .map_err(|e| {
-                    Error::Corrupt(format!(
-                        "backup {}: \"{rel}\" (partial last block): {e}",
-                        chain[0].info.id
-                    ))
-                })?,
+                .map_err(|cause| file_fault(&chain[0].info.id, rel, cause))?,
         ),
         _ => None,
     };
@@ -732,9 +741,7 @@ fn write_data(
             }) => {
                 readers[*link]
                     .page(*bundle, e, blcksz, &mut page)
-                    .map_err(|err| {
-                        Error::Corrupt(format!("backup {}: \"{rel}\": {err}", chain[*link].info.id))
-                    })?;
+                    .map_err(|cause| file_fault(&chain[*link].info.id, rel, cause))?;
                 out.write_all(&page)
             }
             None => out.write_all(&zero),

@@ -11,7 +11,7 @@ use ptrack_types::{Lsn, TimeLineId};
 
 use crate::conn::ConnOptions;
 pub use crate::conn::pg_message;
-use crate::{Error, Result, refused};
+use crate::{Error, Refusal, Result, ServerError};
 
 /// Where the server is in its history: its timeline and WAL position now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,25 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// A failed query (or connection step), with the server's message.
+fn failed(query: Option<&str>, e: &postgres::Error) -> Error {
+    ServerError::Failed {
+        query: query.map(str::to_string),
+        message: pg_message(e),
+    }
+    .into()
+}
+
+/// An answer no PostgreSQL gives.
+fn unexpected(query: Option<&str>, what: &'static str, value: &str) -> Error {
+    ServerError::Unexpected {
+        query: query.map(str::to_string),
+        what,
+        value: value.to_string(),
+    }
+    .into()
+}
+
 impl Session {
     /// Connects and reads the version.
     pub fn open(opts: &ConnOptions) -> Result<Session> {
@@ -66,7 +85,7 @@ impl Session {
                 "SELECT current_setting('server_version_num')::int, pg_is_in_recovery()",
                 &[],
             )
-            .map_err(|e| Error::Server(pg_message(&e)))?;
+            .map_err(|e| failed(None, &e))?;
         let num: i32 = row.get(0);
         Ok(Session {
             client,
@@ -80,20 +99,20 @@ impl Session {
         let row = self
             .client
             .query_one(sql, &[])
-            .map_err(|e| Error::Server(format!("{}: {}", sql, pg_message(&e))))?;
+            .map_err(|e| failed(Some(sql), &e))?;
         Ok(row.get(0))
     }
 
     fn lsn(&mut self, sql: &str) -> Result<Lsn> {
         let t = self.text(sql)?;
-        Lsn::from_str(&t).map_err(|_| Error::Server(format!("{sql}: unexpected LSN {t:?}")))
+        Lsn::from_str(&t).map_err(|_| unexpected(Some(sql), "LSN", &t))
     }
 
     /// `pg_control_system().system_identifier`.
     pub fn system_identifier(&mut self) -> Result<u64> {
         let t = self.text("SELECT system_identifier::text FROM pg_control_system()")?;
         t.parse()
-            .map_err(|_| Error::Server(format!("unexpected system identifier {t:?}")))
+            .map_err(|_| unexpected(None, "system identifier", &t))
     }
 
     /// Creates a temporary physical slot that reserves WAL from the last checkpoint's redo point
@@ -133,11 +152,11 @@ impl Session {
         let row = self
             .client
             .query_one(sql, &[])
-            .map_err(|e| Error::Server(format!("pg_backup_stop: {}", pg_message(&e))))?;
+            .map_err(|e| failed(Some("pg_backup_stop"), &e))?;
         let lsn: String = row.get(0);
         Ok(StopInfo {
             lsn: Lsn::from_str(&lsn)
-                .map_err(|_| Error::Server(format!("pg_backup_stop returned LSN {lsn:?}")))?,
+                .map_err(|_| unexpected(Some("pg_backup_stop"), "LSN", &lsn))?,
             label: row.get(1),
             tablespace_map: row.get::<_, Option<String>>(2).unwrap_or_default(),
         })
@@ -160,10 +179,10 @@ impl Session {
         )?;
         let (a, b) = t
             .split_once(' ')
-            .ok_or_else(|| Error::Server(format!("unexpected answer {t:?}")))?;
+            .ok_or_else(|| unexpected(None, "answer", &t))?;
         match (a.parse(), b.parse()) {
             (Ok(a), Ok(b)) => Ok((a, b)),
-            _ => Err(Error::Server(format!("unexpected answer {t:?}"))),
+            _ => Err(unexpected(None, "answer", &t)),
         }
     }
 
@@ -178,12 +197,12 @@ impl Session {
                      pg_catalog.pg_last_wal_replay_lsn()::text",
                     &[],
                 )
-                .map_err(|e| Error::Server(pg_message(&e)))?;
+                .map_err(|e| failed(None, &e))?;
             let lsn: Option<String> = row.get(1);
             let tli = row.get::<_, i32>(0);
             let timeline = u32::try_from(tli)
                 .map(TimeLineId)
-                .map_err(|_| Error::Server(format!("unexpected timeline {tli}")))?;
+                .map_err(|_| unexpected(None, "timeline", &tli.to_string()))?;
             return Ok(Position {
                 timeline,
                 lsn: lsn
@@ -196,16 +215,15 @@ impl Session {
         )?;
         let (file, lsn) = t
             .split_once(' ')
-            .ok_or_else(|| Error::Server(format!("unexpected WAL position {t:?}")))?;
+            .ok_or_else(|| unexpected(None, "WAL position", &t))?;
         let timeline = file
             .get(..8)
             .and_then(|h| u32::from_str_radix(h, 16).ok())
             .map(TimeLineId)
-            .ok_or_else(|| Error::Server(format!("unexpected WAL file name {file:?}")))?;
+            .ok_or_else(|| unexpected(None, "WAL file name", file))?;
         Ok(Position {
             timeline,
-            lsn: Lsn::from_str(lsn)
-                .map_err(|_| Error::Server(format!("unexpected LSN {lsn:?}")))?,
+            lsn: Lsn::from_str(lsn).map_err(|_| unexpected(None, "LSN", lsn))?,
         })
     }
 
@@ -226,9 +244,7 @@ impl Session {
         let t0 = std::time::Instant::now();
         while self.wal_durable_lsn()? < lsn {
             if t0.elapsed() > std::time::Duration::from_secs(60) {
-                return Err(Error::Server(format!(
-                    "WAL up to the stop LSN {lsn} was not flushed within 60 s"
-                )));
+                return Err(ServerError::NotFlushed(lsn).into());
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -244,14 +260,9 @@ impl Session {
                  JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'ptrack'",
                 &[],
             )
-            .map_err(|e| Error::Server(pg_message(&e)))?;
+            .map_err(|e| failed(None, &e))?;
         let Some(row) = rows.first() else {
-            return Err(refused(format!(
-                "--mode ptrack needs the ptrack extension, which is not installed in database \"{}\": \
-                 add ptrack to shared_preload_libraries, set ptrack.map_size, restart, and run CREATE EXTENSION ptrack \
-                 (or use --mode delta)",
-                self.dbname
-            )));
+            return Err(Refusal::NoExtension(self.dbname.clone()).into());
         };
         let ext = PtrackExt {
             schema: row.get(0),
@@ -259,25 +270,18 @@ impl Session {
         };
         let numeric = parse_ext_version(&ext.version);
         if numeric.is_none_or(|v| v < 200) {
-            return Err(refused(format!(
-                "ptrack extension version {} is too old: version 2.0 or later is needed",
-                ext.version
-            )));
+            return Err(Refusal::OldExtension(ext.version).into());
         }
         let guc = if numeric == Some(200) {
             "ptrack_map_size"
         } else {
             "ptrack.map_size"
         };
-        let size = self.text(&format!("SHOW {guc}")).map_err(|e| {
-            refused(format!(
-                "ptrack is installed but not loaded ({e}); add it to shared_preload_libraries and restart"
-            ))
-        })?;
+        let size = self
+            .text(&format!("SHOW {guc}"))
+            .map_err(|e| Error::from(Refusal::NotLoaded(e.to_string())))?;
         if size == "0" || size == "-1" {
-            return Err(refused(format!(
-                "Ptrack is disabled ({guc} = {size}): set it to a size in MB and restart the server, or use --mode delta"
-            )));
+            return Err(Refusal::PtrackDisabled { guc, size }.into());
         }
         // Callable as this user and in this schema, before anything is started.
         self.ptrack_init_lsn(&ext)?;
@@ -302,16 +306,14 @@ impl Session {
             "SELECT path, pagemap FROM {}.ptrack_get_pagemapset('{since}') ORDER BY 1",
             quote_ident(&ext.schema)
         );
-        let rows = self.client.query(&sql, &[]).map_err(|e| {
-            Error::Server(format!(
-                "ptrack_get_pagemapset('{since}'): {}",
-                pg_message(&e)
-            ))
-        })?;
-        if rows.first().is_some_and(|r| r.len() != 2) {
-            return Err(Error::Server(
-                "ptrack_get_pagemapset returned an unexpected row shape".into(),
-            ));
+        let query = format!("ptrack_get_pagemapset('{since}')");
+        let rows = self
+            .client
+            .query(&sql, &[])
+            .map_err(|e| failed(Some(&query), &e))?;
+        if let Some(r) = rows.first().filter(|r| r.len() != 2) {
+            let shape = format!("{} columns", r.len());
+            return Err(unexpected(Some(&query), "row shape", &shape));
         }
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }

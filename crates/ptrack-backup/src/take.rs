@@ -17,13 +17,13 @@ use ptrack_page::control::ControlFile;
 use ptrack_types::{Lsn, TimeLineId};
 
 use crate::backup::{BackupOptions, BackupReport, Progress, damage_report};
-use crate::catalog::{BackupInfo, Mode, Status};
-use crate::manifest::{BundleInfo, MANIFEST_VERSION, ManifestDoc};
 use crate::parent::Parent;
 use crate::phases::Clock;
-use crate::repo::{Instance, now};
 use crate::server::{PtrackExt, Session};
 use crate::walk::{Item, walk};
+use ptrack_format::catalog::{BackupInfo, Mode, Status};
+use ptrack_format::manifest::{BundleInfo, MANIFEST_VERSION, ManifestDoc};
+use ptrack_format::repo::{Instance, now};
 
 mod compose;
 mod copy;
@@ -32,11 +32,12 @@ mod plan;
 #[cfg(test)]
 mod tests;
 
-use crate::{Error, Result, envelope, refused};
+use crate::{Error, Refusal, Result};
 use compose::{Composer, EntryStream};
 use copy::copy_all;
 use late::timeline_of_label;
 use plan::Planner;
+use ptrack_format::envelope;
 
 /// Everything `take` needs besides the session.
 pub struct TakeContext<'a> {
@@ -104,11 +105,12 @@ fn changed_pages(
     };
     let init = session.ptrack_init_lsn(ext)?;
     if !init.is_valid() || init > p.info.start_lsn {
-        return Err(refused(format!(
-            "LSN from ptrack_control {init} is greater than Start LSN of previous backup {} ({}). \
-             Create new full backup before an incremental one.",
-            p.info.start_lsn, p.info.id
-        )));
+        return Err(Refusal::PtrackTooNew {
+            init,
+            parent_start: p.info.start_lsn,
+            parent: p.info.id.clone(),
+        }
+        .into());
     }
     ctx.progress.step("asking ptrack for changed pages");
     let rows = session.ptrack_pagemapset(ext, p.info.start_lsn)?;
@@ -173,22 +175,24 @@ fn take_started(
     plan.units = Vec::new();
     clock.lap("pages and files");
     if !log.damaged.is_empty() && !ctx.opts.allow_corruption {
-        return Err(Error::Corrupt(format!(
-            "backup {} failed: {} damaged page(s) found (use --allow-corruption to record them and go on):\n{}",
+        return Err(Error::backup(
             ctx.id,
-            log.damaged.len(),
-            damage_report(&log.damaged)
-        )));
+            crate::Fault::DamagedPages {
+                count: log.damaged.len(),
+                report: damage_report(&log.damaged),
+            },
+        ));
     }
     ctx.progress.step("stopping backup");
     let stop = session.backup_stop()?;
     clock.lap("stop");
     let timeline = timeline_of_label(&stop.label).unwrap_or(ctx.control.timeline);
     if ctx.parent.is_some() && timeline != ctx.timeline {
-        return Err(refused(format!(
-            "the server moved from timeline {} to {timeline} during the backup; take it again",
-            ctx.timeline
-        )));
+        return Err(Refusal::TimelineSwitch {
+            from: ctx.timeline,
+            to: timeline,
+        }
+        .into());
     }
     let wal_bundle = jobs as u32;
     let (after, size) =

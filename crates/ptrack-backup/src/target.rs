@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use ptrack_types::Lsn;
 
-use crate::catalog::BackupInfo;
+use ptrack_format::catalog::BackupInfo;
 
 /// Where recovery should stop.
 #[derive(Debug, Clone, PartialEq, Eq)]

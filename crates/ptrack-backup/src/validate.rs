@@ -5,23 +5,23 @@
 //! problem is marked CORRUPT; one found clean again is marked OK.
 
 use ptrack_page::relpath::{PathKind, classify_path};
-use ptrack_page::verify::{PageCheck, verify_page};
-use ptrack_types::ForkNumber;
+use ptrack_page::verify::{PageCheck, Problem as PageProblem, verify_page};
+use ptrack_types::{ForkNumber, Lsn};
 use ptrack_wal::decoder::{DecoderConfig, Poll, Start, WalDecoder};
 use serde::Serialize;
 
 use std::collections::HashMap;
 
-use crate::bundle::{BundleReader, FLAG_CORRUPT, bundle_key};
-use crate::catalog::{BackupInfo, Catalog, Status};
 use crate::chain::{check_link, read_manifest};
-use crate::manifest::{EntryKind, Manifest, Stored};
-use crate::paths::Digest;
-use crate::repo::{Instance, Repository};
-use crate::{Result, refused};
+use crate::{Error, Refusal, Result};
+use ptrack_format::bundle::{BundleReader, FLAG_CORRUPT, bundle_key};
+use ptrack_format::catalog::{BackupInfo, Catalog, Status};
+use ptrack_format::manifest::{EntryKind, Manifest, Stored};
+use ptrack_format::paths::Digest;
+use ptrack_format::repo::{Instance, Repository};
 
 /// The result for one backup.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct BackupCheck {
     /// The backup.
     pub id: String,
@@ -36,7 +36,135 @@ pub struct BackupCheck {
     /// Damaged pages recorded at backup time (`--allow-corruption`), not counted as problems.
     pub recorded_damage: u64,
     /// Everything wrong.
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
+}
+
+/// One thing wrong with a stored backup. In JSON, its message.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The backup's manifest, its key, or a check of the chain link failed.
+    #[error("{0}")]
+    Backup(Box<Error>),
+    /// The parent has no record.
+    #[error("parent backup {0} is missing from the catalog")]
+    ParentMissing(String),
+    /// The parent is not OK (as found by this run when it validated it).
+    #[error("parent backup {id} has status {status}")]
+    ParentStatus {
+        /// The parent.
+        id: String,
+        /// Its status.
+        status: Status,
+    },
+    /// The parent's manifest cannot be read.
+    #[error("parent backup {id}: {cause}")]
+    Parent {
+        /// The parent.
+        id: String,
+        /// Why.
+        cause: Box<Error>,
+    },
+    /// A file recorded as unchanged that no earlier backup of the chain stores.
+    #[error("file \"{0}\" is recorded as unchanged, but no earlier backup of the chain stores it")]
+    NotInChain(String),
+    /// A bundle of another size than the manifest recorded.
+    #[error("bundle \"{key}\" has {found} bytes, the manifest recorded {recorded}")]
+    BundleSize {
+        /// The bundle's key.
+        key: String,
+        /// Its size.
+        found: u64,
+        /// The manifest's.
+        recorded: u64,
+    },
+    /// A bundle whose size cannot be read.
+    #[error("bundle {number}: {cause}")]
+    Bundle {
+        /// The bundle's number.
+        number: u32,
+        /// Why.
+        cause: Box<ptrack_format::Error>,
+    },
+    /// A stored file, the partial last block of a relation segment, or a page index or page
+    /// of one, that cannot be read back.
+    #[error("{what}: {cause}")]
+    Stored {
+        /// The file (quoted), and which part.
+        what: String,
+        /// Why.
+        cause: Box<ptrack_format::Error>,
+    },
+    /// A page stored past its segment's end.
+    #[error("\"{path}\" block {block}: stored beyond the file's {blocks} blocks")]
+    BeyondEnd {
+        /// The segment.
+        path: String,
+        /// The page's block.
+        block: u32,
+        /// The segment's blocks.
+        blocks: u32,
+    },
+    /// A stored page that fails `ptrack verify`'s checks.
+    #[error("\"{path}\" block {block}: {}", join(.found))]
+    Page {
+        /// The segment.
+        path: String,
+        /// The page's block.
+        block: u32,
+        /// What is wrong with it.
+        found: Vec<PageProblem>,
+    },
+    /// A WAL entry of the manifest that is not stored.
+    #[error("WAL \"{0}\" is not stored")]
+    WalNotStored(String),
+    /// Stored WAL that cannot be read back.
+    #[error("stored WAL: {0}")]
+    WalRead(Box<ptrack_format::Error>),
+    /// Stored WAL that does not decode.
+    #[error("stored WAL: {0}")]
+    WalDecode(ptrack_wal::decoder::WalError),
+    /// Stored WAL that ends before the backup is consistent.
+    #[error(
+        "stored WAL ends at {end} before the consistency point {consistent} (stop LSN or standby minimum recovery point)"
+    )]
+    WalShort {
+        /// Where it ends.
+        end: Lsn,
+        /// Where the backup is consistent.
+        consistent: Lsn,
+    },
+    /// Stored WAL that is invalid before the backup is consistent.
+    #[error("stored WAL is invalid at {at} ({reason}) before the consistency point {consistent}")]
+    WalInvalid {
+        /// Where.
+        at: Lsn,
+        /// The decoder's reason.
+        reason: String,
+        /// Where the backup is consistent.
+        consistent: Lsn,
+    },
+}
+
+impl Serialize for Problem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn join(found: &[PageProblem]) -> String {
+    let v: Vec<String> = found.iter().map(|x| x.to_string()).collect();
+    v.join("; ")
+}
+
+fn backup_problem(e: Error) -> Problem {
+    Problem::Backup(Box::new(e))
+}
+
+fn stored(what: String, cause: ptrack_format::Error) -> Problem {
+    Problem::Stored {
+        what,
+        cause: Box::new(cause),
+    }
 }
 
 /// Which backups to validate: `id` and its parents, or every OK and CORRUPT backup. Parents are
@@ -54,16 +182,17 @@ pub fn run_validate(
     let ids: Vec<String> = match id {
         Some(id) => {
             let b = cat.get(id).ok_or_else(|| {
-                refused(format!(
-                    "backup {id} is not in the catalog of instance {} (`ptrack show` lists the backups)",
-                    inst.info.system_identifier
-                ))
+                Error::from(Refusal::NoSuchBackup {
+                    id: id.to_string(),
+                    sysid: inst.info.system_identifier,
+                })
             })?;
             if matches!(b.status, Status::Running | Status::Error) {
-                return Err(refused(format!(
-                    "backup {id} has status {}; there is nothing to validate",
-                    b.status
-                )));
+                return Err(Refusal::NothingToValidate {
+                    id: id.to_string(),
+                    status: b.status,
+                }
+                .into());
             }
             let mut v: Vec<String> = Vec::new();
             let mut cur = Some(id.to_string());
@@ -101,7 +230,7 @@ pub fn run_validate(
         let mut problems = Vec::new();
         inst.take_storage_failure();
         match read_manifest(&inst, &b) {
-            Err(e) => problems.push(e.to_string()),
+            Err(e) => problems.push(backup_problem(e)),
             Ok((m, digest)) => {
                 if let Some(p) = &b.parent {
                     check_parent(&inst, &cat, &out, &mut manifests, &b, &m, p, &mut problems);
@@ -113,11 +242,9 @@ pub fn run_validate(
         }
         if let Some(why) = inst.take_storage_failure() {
             // Not damage: the repository could not be read. Nothing is marked.
-            return Err(refused(format!(
-                "validate of backup {id} stopped: the repository could not be read ({why}); no backup's status was changed"
-            )));
+            return Err(Refusal::ValidateStopped { id, why }.into());
         }
-        problems.dedup();
+        problems.dedup_by(|a, b| a.to_string() == b.to_string());
         chk.status = if problems.is_empty() {
             Status::Ok
         } else {
@@ -129,7 +256,7 @@ pub fn run_validate(
     let cat = inst.catalog()?;
     for c in &out {
         let Some(b) = cat.get(&c.id) else { continue };
-        let error = (!c.problems.is_empty()).then(|| format!("validate: {}", c.problems[0]));
+        let error = c.problems.first().map(|p| format!("validate: {p}"));
         if b.status != c.status || b.error != error {
             let mut b = b.clone();
             b.status = c.status;
@@ -146,12 +273,12 @@ fn manifest_of<'a>(
     cat: &Catalog,
     manifests: &'a mut HashMap<String, (Manifest, Digest)>,
     id: &str,
-) -> std::result::Result<&'a (Manifest, Digest), String> {
+) -> Result<&'a (Manifest, Digest)> {
     if !manifests.contains_key(id) {
-        let b = cat
-            .get(id)
-            .ok_or_else(|| format!("backup {id} is missing from the catalog"))?;
-        let md = read_manifest(inst, b).map_err(|e| e.to_string())?;
+        let b = cat.get(id).ok_or_else(|| {
+            ptrack_format::Error::from(ptrack_format::CatalogError::NoSuchBackup(id.into()))
+        })?;
+        let md = read_manifest(inst, b)?;
         manifests.insert(id.to_string(), md);
     }
     Ok(&manifests[id])
@@ -168,10 +295,10 @@ fn check_parent(
     b: &BackupInfo,
     m: &Manifest,
     p: &str,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
 ) {
     let Some(pb) = cat.get(p) else {
-        problems.push(format!("parent backup {p} is missing from the catalog"));
+        problems.push(Problem::ParentMissing(p.to_string()));
         return;
     };
     let status = out
@@ -179,14 +306,20 @@ fn check_parent(
         .find(|c| c.id == p)
         .map_or(pb.status, |c| c.status);
     if status != Status::Ok {
-        problems.push(format!("parent backup {p} has status {status}"));
+        problems.push(Problem::ParentStatus {
+            id: p.to_string(),
+            status,
+        });
         return;
     }
     match manifest_of(inst, cat, manifests, p) {
-        Err(e) => problems.push(format!("parent backup {p}: {e}")),
+        Err(e) => problems.push(Problem::Parent {
+            id: p.to_string(),
+            cause: Box::new(e),
+        }),
         Ok((_, digest)) => {
             if let Err(e) = check_link(m, &b.id, pb, digest) {
-                problems.push(e.to_string());
+                problems.push(backup_problem(e));
             }
         }
     }
@@ -199,7 +332,7 @@ fn check_unchanged_files(
     cat: &Catalog,
     manifests: &mut HashMap<String, (Manifest, Digest)>,
     m: &Manifest,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
 ) {
     for e in m.entries.iter() {
         let EntryKind::File {
@@ -234,10 +367,7 @@ fn check_unchanged_files(
             }
         }
         if !found {
-            problems.push(format!(
-                "file \"{}\" is recorded as unchanged, but no earlier backup of the chain stores it",
-                e.path
-            ));
+            problems.push(Problem::NotInChain(e.path.to_string()));
         }
     }
 }
@@ -248,21 +378,25 @@ fn check_backup(
     m: &Manifest,
     jobs: usize,
     chk: &mut BackupCheck,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
 ) {
     let dir = match inst.backup_key(&b.id) {
         Ok(d) => d,
-        Err(e) => return problems.push(e.to_string()),
+        Err(e) => return problems.push(backup_problem(e.into())),
     };
     for bi in &m.bundles {
         let size = bundle_key(&dir, bi.number).and_then(|p| Ok((inst.store().size(&p)?, p)));
         match size {
             Ok((n, _)) if n == bi.size => {}
-            Ok((n, p)) => problems.push(format!(
-                "bundle \"{p}\" has {n} bytes, the manifest recorded {}",
-                bi.size
-            )),
-            Err(e) => problems.push(format!("bundle {}: {e}", bi.number)),
+            Ok((n, p)) => problems.push(Problem::BundleSize {
+                key: p.to_string(),
+                found: n,
+                recorded: bi.size,
+            }),
+            Err(e) => problems.push(Problem::Bundle {
+                number: bi.number,
+                cause: Box::new(e),
+            }),
         }
     }
     let blcksz = m.blcksz as usize;
@@ -289,7 +423,7 @@ fn check_backup(
         |_| Ok(BundleReader::new(inst.shared_store(), &dir, m.compression)),
         |r, i| {
             let e = &m.entries.get(items[i] as usize);
-            let mut probs: Vec<String> = Vec::new();
+            let mut probs: Vec<Problem> = Vec::new();
             let (mut pages, mut recorded) = (0u64, 0u64);
             match &e.kind {
                 EntryKind::File {
@@ -298,7 +432,7 @@ fn check_backup(
                     stored: Some(s),
                 } => {
                     if let Err(err) = r.blob(*s, *size, *digest) {
-                        probs.push(format!("file \"{}\": {err}", e.path));
+                        probs.push(stored(format!("file \"{}\"", e.path), err));
                     }
                 }
                 EntryKind::Data {
@@ -310,7 +444,7 @@ fn check_backup(
                     if let Some(t) = tail
                         && let Err(err) = r.blob(t.stored, u64::from(t.len), t.digest)
                     {
-                        probs.push(format!("\"{}\" (partial last block): {err}", e.path));
+                        probs.push(stored(format!("\"{}\" (partial last block)", e.path), err));
                     }
                     let segno = match e.path.as_str().map(classify_path) {
                         Some(PathKind::Relation(s)) => s.segno,
@@ -325,21 +459,22 @@ fn check_backup(
                         let idx = match r.index(p) {
                             Ok(i) => i,
                             Err(err) => {
-                                probs.push(format!("\"{}\": {err}", e.path));
+                                probs.push(stored(format!("\"{}\"", e.path), err));
                                 continue;
                             }
                         };
                         for pe in idx {
                             pages += 1;
                             if pe.block >= *blocks {
-                                probs.push(format!(
-                                    "\"{}\" block {}: stored beyond the file's {blocks} blocks",
-                                    e.path, pe.block
-                                ));
+                                probs.push(Problem::BeyondEnd {
+                                    path: e.path.to_string(),
+                                    block: pe.block,
+                                    blocks: *blocks,
+                                });
                                 continue;
                             }
                             if let Err(err) = r.page(p.at.bundle, &pe, blcksz, &mut page) {
-                                probs.push(format!("\"{}\": {err}", e.path));
+                                probs.push(stored(format!("\"{}\"", e.path), err));
                                 continue;
                             }
                             if pe.flags & FLAG_CORRUPT != 0 {
@@ -348,13 +483,11 @@ fn check_backup(
                             }
                             let v = verify_page(&page, segno * relseg + pe.block, check);
                             if !v.is_empty() {
-                                let what: Vec<String> = v.iter().map(|x| x.to_string()).collect();
-                                probs.push(format!(
-                                    "\"{}\" block {}: {}",
-                                    e.path,
-                                    pe.block,
-                                    what.join("; ")
-                                ));
+                                probs.push(Problem::Page {
+                                    path: e.path.to_string(),
+                                    block: pe.block,
+                                    found: v,
+                                });
                             }
                         }
                     }
@@ -366,7 +499,7 @@ fn check_backup(
         |_, _| Ok(()),
     );
     match res {
-        Err(e) => problems.push(e.to_string()),
+        Err(e) => problems.push(backup_problem(e)),
         Ok(v) => {
             for (p, pages, rec) in v {
                 problems.extend(p);
@@ -387,7 +520,12 @@ fn check_backup(
 /// Checks the stored WAL: every segment's and history file's digest, then decodes it from the
 /// start LSN past the consistency point, feeding the decoder piece by piece as the stored
 /// segments are read again (no segment is held whole).
-fn check_wal(mut r: BundleReader, m: &Manifest, chk: &mut BackupCheck, problems: &mut Vec<String>) {
+fn check_wal(
+    mut r: BundleReader,
+    m: &Manifest,
+    chk: &mut BackupCheck,
+    problems: &mut Vec<Problem>,
+) {
     let mut segs = Vec::new();
     for e in &m.wal {
         if let EntryKind::File {
@@ -396,17 +534,19 @@ fn check_wal(mut r: BundleReader, m: &Manifest, chk: &mut BackupCheck, problems:
             stored: Some(s),
         } = &e.kind
         {
-            match r.blob_stream_zero_tail(*s, *size, e.zero_tail, *digest, |_, _| Ok(())) {
+            match r.blob_stream_zero_tail(*s, *size, e.zero_tail, *digest, |_, _| {
+                Ok::<(), ptrack_format::Error>(())
+            }) {
                 Ok(()) => {
                     if !e.path.as_bytes().ends_with(b".history") {
                         chk.wal_segments += 1;
                         segs.push((*s, *size, *digest, e.zero_tail));
                     }
                 }
-                Err(err) => problems.push(format!("WAL \"{}\": {err}", e.path)),
+                Err(err) => problems.push(stored(format!("WAL \"{}\"", e.path), err)),
             }
         } else {
-            problems.push(format!("WAL \"{}\" is not stored", e.path));
+            problems.push(Problem::WalNotStored(e.path.to_string()));
         }
     }
     if !problems.is_empty() {
@@ -451,30 +591,29 @@ fn check_wal(mut r: BundleReader, m: &Manifest, chk: &mut BackupCheck, problems:
                                 continue;
                             }
                             Err(e) => {
-                                problems.push(format!("stored WAL: {e}"));
+                                problems.push(Problem::WalRead(Box::new(e)));
                                 return;
                             }
                         },
                         // Consistent exactly at the end of the last stored segment.
                         None if dec.position() >= m.consistent() => return,
                         None => {
-                            problems.push(format!(
-                                "stored WAL ends at {} before the consistency point {} (stop LSN or standby minimum recovery point)",
-                                dec.position(),
-                                m.consistent()
-                            ));
+                            problems.push(Problem::WalShort {
+                                end: dec.position(),
+                                consistent: m.consistent(),
+                            });
                             return;
                         }
                     };
                 }
                 let (s, off, tail) = cur.expect("a segment being fed");
-                let piece = crate::bundle::STREAM_PIECE as u64;
+                let piece = ptrack_format::bundle::STREAM_PIECE as u64;
                 let n = if off < s.len {
                     let n = (s.len - off).min(piece);
                     match r.record_piece(s, off, n) {
                         Ok(p) => dec.feed_owned(p),
                         Err(e) => {
-                            problems.push(format!("stored WAL: {e}"));
+                            problems.push(Problem::WalRead(Box::new(e)));
                             return;
                         }
                     }
@@ -490,16 +629,15 @@ fn check_wal(mut r: BundleReader, m: &Manifest, chk: &mut BackupCheck, problems:
             // may end right there.
             Ok(Poll::End(e)) if e.lsn >= m.consistent() => return,
             Ok(Poll::End(e)) => {
-                problems.push(format!(
-                    "stored WAL is invalid at {} ({:?}) before the consistency point {}",
-                    e.lsn,
-                    e.reason,
-                    m.consistent()
-                ));
+                problems.push(Problem::WalInvalid {
+                    at: e.lsn,
+                    reason: format!("{:?}", e.reason),
+                    consistent: m.consistent(),
+                });
                 return;
             }
             Err(e) => {
-                problems.push(format!("stored WAL: {e}"));
+                problems.push(Problem::WalDecode(e));
                 return;
             }
         }

@@ -14,13 +14,13 @@ use std::path::Path;
 use ptrack_page::relpath::{PathKind, RelFileSegment, classify_path};
 use ptrack_types::ForkNumber;
 
-use crate::bundle::BundleReader;
-use crate::manifest::{Entry, EntryKind};
 use crate::parent::Parent;
-use crate::paths::RelPath;
-use crate::repo::Instance;
 use crate::walk::{Item, Listing};
 use crate::{Error, Result};
+use ptrack_format::bundle::BundleReader;
+use ptrack_format::manifest::{Entry, EntryKind};
+use ptrack_format::paths::RelPath;
+use ptrack_format::repo::Instance;
 
 /// Size of the page header a visibility-map page starts with (`MAXALIGN(SizeOfPageHeaderData)`).
 const VM_HEADER: usize = 24;

@@ -21,10 +21,11 @@ use std::path::Path;
 use ptrack_page::relpath::{is_temp_rel_filename, parse_rel_filename};
 use ptrack_types::ForkNumber;
 
-use crate::manifest::Skipped;
-use crate::paths::RelPath;
-use crate::table::{Cursor, Table, put_varint, rel_path};
-use crate::{Error, Result};
+use crate::{Error, Refusal, Result};
+pub use ptrack_format::FileId;
+use ptrack_format::manifest::Skipped;
+use ptrack_format::paths::RelPath;
+use ptrack_format::table::{Cursor, Table, put_varint, rel_path};
 
 /// Top-level directories whose contents are never backed up (they are recreated empty).
 pub const EXCLUDED_DIR_CONTENTS: &[&str] = &[
@@ -71,45 +72,6 @@ pub enum Item {
     Link(String),
     /// A regular file: its size and identity.
     File(u64, FileId),
-}
-
-/// Which file a path names: its inode number and, where the filesystem records it, its birth
-/// time. A relation file that was removed and created again under the same name (a database
-/// dropped and re-created with the same OID, moved to another tablespace and back) has another
-/// identity, and its pages, copied with their old LSNs, cannot be picked by LSN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FileId {
-    /// `st_ino`.
-    pub ino: u64,
-    /// Birth time in nanoseconds since the epoch (`statx` `stx_btime`), when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub born_ns: Option<i64>,
-}
-
-impl FileId {
-    /// The identity of the file `m` describes.
-    pub fn of(m: &std::fs::Metadata) -> FileId {
-        use std::os::unix::fs::MetadataExt;
-        let born_ns = m
-            .created()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .and_then(|d| i64::try_from(d.as_nanos()).ok());
-        FileId {
-            ino: m.ino(),
-            born_ns,
-        }
-    }
-
-    /// Whether `self` and `other` may be the same file (birth times compared only when both
-    /// are known).
-    pub fn same_file(&self, other: &FileId) -> bool {
-        self.ino == other.ino
-            && match (self.born_ns, other.born_ns) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            }
-    }
 }
 
 /// What a backup of a data directory holds: every path and what it is, compactly (a
@@ -165,9 +127,11 @@ impl Listing {
     pub(crate) fn push(&mut self, path: &RelPath, item: &Item) -> Result<()> {
         let mut b = Vec::with_capacity(24);
         encode_item(item, &mut b);
-        self.table
-            .push(path.as_bytes(), &b)
-            .map_err(|e| Error::Refused(format!("the data directory's listing is too large: {e}")))
+        self.table.push(path.as_bytes(), &b).map_err(|_| {
+            Error::from(Refusal::TooLarge(
+                "the data directory's listing is too large",
+            ))
+        })
     }
 
     /// Sorts by path (the walk finds paths almost in order: the sort is about linear).
@@ -241,7 +205,7 @@ fn rel_join(rel: Option<&RelPath>, name: &[u8]) -> Result<RelPath> {
         None => RelPath::from_bytes(name),
         Some(r) => r.join(name),
     }
-    .map_err(|e| Error::Refused(format!("unexpected name in the data directory: {e}")))
+    .map_err(|e| Error::from(Refusal::BadName(e.to_string())))
 }
 
 impl Walker<'_> {
@@ -382,11 +346,10 @@ impl Walker<'_> {
             .to_str()
             .filter(|t| t.starts_with('/'))
             .ok_or_else(|| {
-                Error::Refused(format!(
-                    "tablespace link \"{}\" points to \"{}\", which is not an absolute UTF-8 path; ptrack cannot record it",
-                    path.display(),
-                    target.display()
-                ))
+                Error::from(Refusal::TablespaceTarget {
+                    link: path.display().to_string(),
+                    target: target.display().to_string(),
+                })
             })?;
         self.out.push(&relp, &Item::Link(t.to_string()))?;
         let sub = rel_join(Some(&relp), self.tablespace_dir.as_bytes())?;

@@ -15,15 +15,15 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use ptrack_backup::bundle::{
+use ptrack_backup::target::{RecoveryTarget, parse_time, recovery_settings};
+use ptrack_format::bundle::{
     BundleReader, BundleWriter, Compression, HEADER_SIZE, MAGIC, PageEntry, VERSION,
 };
-use ptrack_backup::catalog::{BackupInfo, CATALOG_VERSION, Catalog, Mode, Status};
-use ptrack_backup::envelope::{decode, encode};
-use ptrack_backup::manifest::{IndexRef, MANIFEST_VERSION, Manifest, Stored};
-use ptrack_backup::paths::Digest;
-use ptrack_backup::repo::{InstanceInfo, Repository};
-use ptrack_backup::target::{RecoveryTarget, parse_time, recovery_settings};
+use ptrack_format::catalog::{BackupInfo, CATALOG_VERSION, Catalog, Mode, Status};
+use ptrack_format::envelope::{decode, encode};
+use ptrack_format::manifest::{IndexRef, MANIFEST_VERSION, Manifest, Stored};
+use ptrack_format::paths::Digest;
+use ptrack_format::repo::{InstanceInfo, Repository};
 use ptrack_repo::local::LocalFs;
 use ptrack_repo::location::Location;
 use ptrack_repo::{Key, Storage};
@@ -183,7 +183,7 @@ fn backup_info(id: &str, parent: Option<&str>) -> BackupInfo {
         data_bytes: 1 << 30,
         stored_bytes: 1 << 20,
         wal_bytes: 16 << 20,
-        compression: ptrack_backup::stored::Compression::Lz4,
+        compression: ptrack_format::stored::Compression::Lz4,
         pg_major: ptrack_types::PgMajorVersion::V18,
         manifest_digest: Some(Digest::of(id.as_bytes())),
         error: None,
@@ -346,7 +346,7 @@ fn damaged_documents_are_refused() {
             let body = &doc[body.clone()];
             assert!(
                 decode::<Value>(
-                    &ptrack_backup::envelope::frame(kind, v, body),
+                    &ptrack_format::envelope::frame(kind, v, body),
                     kind,
                     version,
                     "t"
@@ -358,7 +358,7 @@ fn damaged_documents_are_refused() {
             if v != version {
                 let body = &doc[body.clone()];
                 let e = decode::<Value>(
-                    &ptrack_backup::envelope::frame(kind, v, body),
+                    &ptrack_format::envelope::frame(kind, v, body),
                     kind,
                     version,
                     "t",
@@ -508,7 +508,7 @@ fn documents_with_hostile_content_never_panic() {
                 decode_as(
                     kind,
                     *version,
-                    &ptrack_backup::envelope::frame(kind, *version, &body),
+                    &ptrack_format::envelope::frame(kind, *version, &body),
                 )
                 .is_some(),
             );
@@ -518,7 +518,7 @@ fn documents_with_hostile_content_never_panic() {
             decode_as(
                 kind,
                 *version,
-                &ptrack_backup::envelope::frame(kind, *version, &text),
+                &ptrack_format::envelope::frame(kind, *version, &text),
             );
         }
     }
@@ -951,7 +951,7 @@ fn a_format_1_repository_is_refused_with_what_to_do() {
         .join("manifest")
         .unwrap();
     assert_refused_as_format_1(
-        ptrack_backup::envelope::read::<Manifest>(
+        ptrack_format::envelope::read::<Manifest>(
             inst.store(),
             &path,
             "manifest",

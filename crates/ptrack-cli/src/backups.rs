@@ -9,14 +9,14 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use ptrack_backup::backup::{BackupOptions, Progress, damage_report, run_backup};
-use ptrack_backup::bundle::Compression;
-use ptrack_backup::catalog::Mode;
 use ptrack_backup::conn::ConnOptions;
 use ptrack_backup::identity::act_as_owner_of;
-use ptrack_backup::repo::Repository;
 use ptrack_backup::restore::{RestoreOptions, SyncMethod, WriteMethod, run_restore};
 use ptrack_backup::target::RecoveryTarget;
 use ptrack_backup::validate::run_validate;
+use ptrack_format::bundle::Compression;
+use ptrack_format::catalog::Mode;
+use ptrack_format::repo::Repository;
 use ptrack_repo::keyring::{KdfParams, KeySource, PASSPHRASE_ENV};
 use ptrack_repo::location::Location;
 
@@ -273,7 +273,7 @@ fn parse_target(s: &str) -> Result<RecoveryTarget, String> {
 }
 
 /// Under root, becomes the owner of `path` before anything is opened (ptrack_backup::identity).
-fn as_owner(path: &std::path::Path, what: &str) -> Result<()> {
+fn as_owner(path: &std::path::Path, what: &'static str) -> Result<()> {
     if let Some(s) = act_as_owner_of(path, what)? {
         eprintln!(
             "ptrack: running as user {} (uid {}), the owner of {what} \"{}\"",

@@ -1,5 +1,5 @@
 //! `ptrack key list | add | remove`: the key slots of an encrypted repository (rotation). The
-//! keyring's logic is `ptrack_repo::keyring`, its use `ptrack_backup::repo`; this file only
+//! keyring's logic is `ptrack_repo::keyring`, its use `ptrack_format::repo`; this file only
 //! parses and prints. Rotating a key re-wraps the repository's data key: the data are not
 //! re-encrypted.
 
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use ptrack_backup::repo::{KeyListing, Repository};
+use ptrack_format::repo::{KeyListing, Repository};
 use ptrack_repo::keyring::{KdfParams, KeySource};
 
 use crate::EXIT_OK;

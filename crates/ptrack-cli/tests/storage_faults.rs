@@ -9,12 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ptrack_backup::backup::{BackupOptions, Quiet, run_backup};
-use ptrack_backup::bundle::Compression;
-use ptrack_backup::catalog::{Mode, Status};
 use ptrack_backup::conn::ConnOptions;
-use ptrack_backup::repo::Repository;
 use ptrack_backup::restore::{RestoreOptions, run_restore};
 use ptrack_backup::validate::run_validate;
+use ptrack_format::bundle::Compression;
+use ptrack_format::catalog::{Mode, Status};
+use ptrack_format::repo::Repository;
 use ptrack_repo::Storage;
 use ptrack_repo::memory::MemStore;
 use ptrack_testkit::{PgCluster, StopMode, require_ptrack};
@@ -313,6 +313,7 @@ fn encrypted_in_memory_failures_are_not_damage_and_damage_is_named() {
         assert!(
             c.problems
                 .iter()
+                .map(|p| p.to_string())
                 .any(|p| p.contains(k.as_str()) && p.contains("damaged")),
             "{k} is not named: {:?}",
             c.problems

@@ -8,10 +8,10 @@
 use std::io::Write;
 
 use super::Places;
-use crate::bundle::BundleReader;
-use crate::manifest::{EntryKind, Manifest, WalEntry};
-use crate::paths::RelPath;
-use crate::{Error, Result};
+use crate::{Error, Fault, Result};
+use ptrack_format::bundle::BundleReader;
+use ptrack_format::manifest::{EntryKind, Manifest, WalEntry};
+use ptrack_format::paths::RelPath;
 
 /// Writes a stored WAL segment (or history file) into `pg_wal`, piece by piece (a segment is
 /// never held whole), zeroing what follows the consistency point when `cut`.
@@ -29,15 +29,20 @@ pub(super) fn write_wal(
         stored: Some(st),
     } = entry.kind
     else {
-        return Err(Error::Corrupt(format!(
-            "WAL \"{}\" of the backup is not stored",
-            entry.path
-        )));
+        return Err(Error::backup(
+            &m.backup_id,
+            Fault::WalNotStored(entry.path.to_string()),
+        ));
     };
     let path = RelPath::new("pg_wal")
         .expect("plain")
         .join(entry.path.as_bytes())
-        .map_err(|e| Error::Corrupt(e.to_string()))?;
+        .map_err(|e| {
+            Error::backup(
+                &m.backup_id,
+                Fault::WalNotStored(format!("{} ({e})", entry.path)),
+            )
+        })?;
     let cut_at = if cut {
         consistency_offset(&entry.path, m)
     } else {
@@ -54,7 +59,13 @@ pub(super) fn write_wal(
                 .map_err(|e| Error::io(&shown, "write", e))
         })
         .map_err(|err| match err {
-            Error::Corrupt(why) => Error::Corrupt(format!("WAL \"{}\": {why}", entry.path)),
+            Error::Repo(cause) if cause.is_damage() => Error::backup(
+                &m.backup_id,
+                Fault::File {
+                    path: path.to_string(),
+                    cause: Box::new(cause),
+                },
+            ),
             other => other,
         })?;
     places.finish_bulk(f, &shown)

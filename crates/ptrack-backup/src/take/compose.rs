@@ -3,7 +3,7 @@
 //! digests, bundle offsets, page counts), and the entries are composed from the listing, the
 //! log and the late files (`pg_control`, `backup_label`, `tablespace_map`) in path order each
 //! time they are needed — once for the summary (`removed`, files counted, unreadable files) and
-//! twice while the manifest is written ([`EntryStream`], see `crate::envelope::stream`). What a
+//! twice while the manifest is written ([`EntryStream`], see `ptrack_format::envelope::stream`). What a
 //! composed entry holds is what `basebackup.c`'s manifest records per file, plus the page map
 //! of each stored segment.
 
@@ -13,12 +13,12 @@ use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
 use super::plan::{DATA, DATA_BASE, Plan};
-use crate::entries::{decode_kind, encode_kind, put_stored, stored};
-use crate::manifest::{Entry, EntryKind, IndexRef, Manifest, Skipped, Tail};
 use crate::pages::{Damaged, PartResult, Whole};
-use crate::paths::{Digest, RelPath};
-use crate::table::{Cursor, put_varint};
 use crate::walk::{Item, Listing};
+use ptrack_format::entries::{decode_kind, encode_kind, put_stored, stored};
+use ptrack_format::manifest::{Entry, EntryKind, IndexRef, Manifest, Skipped, Tail};
+use ptrack_format::paths::{Digest, RelPath};
+use ptrack_format::table::{Cursor, put_varint};
 
 const WHOLE_READ: u8 = 0;
 const WHOLE_VANISHED: u8 = 1;
@@ -127,7 +127,9 @@ impl ResultLog {
         pages: u64,
     ) -> crate::Result<()> {
         let off = u32::try_from(self.bytes.len()).map_err(|_| {
-            crate::refused("the backup's results outgrew 4 GiB (tens of millions of files)")
+            crate::Error::from(crate::Refusal::TooLarge(
+                "the backup's results outgrew 4 GiB",
+            ))
         })?;
         self.bytes.extend_from_slice(bytes);
         self.index.push((pos, off));

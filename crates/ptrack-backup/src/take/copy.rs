@@ -12,10 +12,10 @@ use super::TakeContext;
 use super::compose::{ResultLog, SharedLog, encode_part, encode_tail, encode_whole};
 use super::plan::{FilePlan, PART_BLOCKS, Planner, Unit, UnitKind};
 use crate::Result;
-use crate::bundle::BundleWriter;
-use crate::manifest::BundleInfo;
 use crate::pages::{Damaged, Part, copy_part, copy_tail, copy_whole};
 use crate::walk::{Item, Listing};
+use ptrack_format::bundle::BundleWriter;
+use ptrack_format::manifest::BundleInfo;
 
 /// Reads every unit on `-j` workers (biggest first), each appending to its own bundle; what
 /// each unit produced goes to the result log.

@@ -10,12 +10,12 @@ use ptrack_types::{Lsn, TimeLineId};
 use ptrack_wal::segment::SegmentName;
 
 use super::TakeContext;
-use crate::bundle::BundleWriter;
-use crate::manifest::{Entry, EntryKind, Stored, WalEntry, WalSpan};
-use crate::paths::{Digest, RelPath};
 use crate::phases::Clock;
 use crate::server::{Session, StopInfo};
 use crate::{Error, Result};
+use ptrack_format::bundle::BundleWriter;
+use ptrack_format::manifest::{Entry, EntryKind, Stored, WalEntry, WalSpan};
+use ptrack_format::paths::{Digest, RelPath};
 
 /// What [`store_after_stop`] stored, for the manifest.
 pub(super) struct AfterStop {
@@ -119,7 +119,10 @@ fn store_control(
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    Err(Error::Corrupt(format!("\"{}\": {last}", path.display())))
+    Err(Error::DataDir {
+        path: path.display().to_string(),
+        why: last,
+    })
 }
 
 /// Stores the WAL from the segment holding `start` to the one holding `stop - 1`, and every
@@ -160,12 +163,13 @@ fn store_wal(
         .file_name(seg);
         let path = wal_dir.join(&name);
         let needed = |e: std::io::Error| {
-            Error::Refused(format!(
-                "WAL segment \"{}\" needed by backup {} (start {start}, stop {stop}) could not be read: {e}; \
-                 it may have been recycled: allow ptrack a replication slot or raise wal_keep_size",
-                path.display(),
-                ctx.id
-            ))
+            Error::from(crate::Refusal::WalGone {
+                path: path.display().to_string(),
+                id: ctx.id.to_string(),
+                start,
+                stop,
+                cause: e.to_string(),
+            })
         };
         let mut f = std::fs::File::open(&path).map_err(needed)?;
         // The span of the start segment the next incremental's fork check compares.
@@ -187,11 +191,12 @@ fn store_wal(
                 }
             })?;
         if stored.len + zero_tail != seg_size {
-            return Err(Error::Refused(format!(
-                "WAL segment \"{}\" has {} bytes, expected {seg_size}",
-                path.display(),
-                stored.len + zero_tail
-            )));
+            return Err(crate::Refusal::WalSize {
+                path: path.display().to_string(),
+                found: stored.len + zero_tail,
+                expected: seg_size,
+            }
+            .into());
         }
         wal_bytes += seg_size;
         if segno == first {

@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use ptrack_page::relpath::{PathKind, RelFileSegment, classify_path};
 use ptrack_types::ForkNumber;
 
-use crate::catalog::{BackupInfo, Mode};
 use crate::chain::Link;
-use crate::manifest::EntryKind;
 use crate::pages::Select;
-use crate::paths::{Digest, RelPath};
 use crate::walk::{FileId, Item, Listing};
+use ptrack_format::catalog::{BackupInfo, Mode};
+use ptrack_format::manifest::EntryKind;
+use ptrack_format::paths::{Digest, RelPath};
 
 /// Blocks per unit of parallel work (128 MiB at 8 KiB).
 pub const PART_BLOCKS: u32 = 16384;

@@ -10,16 +10,16 @@ use ptrack_types::Lsn;
 use super::compose::{Composer, EntryStream, ResultLog, encode_part, encode_whole};
 use super::plan::{Planner, UnitKind};
 use crate::alloc_count::{held, peak, reset_peak};
-use crate::bundle::Compression;
-use crate::catalog::{BackupInfo, Mode, Status};
 use crate::chain::Link;
-use crate::envelope::stream;
-use crate::manifest::{
+use crate::pages::{PartResult, Whole};
+use crate::walk::{FileId, Item, Listing};
+use ptrack_format::bundle::Compression;
+use ptrack_format::catalog::{BackupInfo, Mode, Status};
+use ptrack_format::envelope::stream;
+use ptrack_format::manifest::{
     Entries, Entry, EntryKind, IndexRef, MANIFEST_VERSION, Manifest, ManifestDoc, Stored,
 };
-use crate::pages::{PartResult, Whole};
-use crate::paths::{Digest, RelPath};
-use crate::walk::{FileId, Item, Listing};
+use ptrack_format::paths::{Digest, RelPath};
 
 /// Files in the simulated cluster.
 const FILES: usize = 1_000_000;
@@ -159,7 +159,7 @@ fn info(id: &str, digest: Digest) -> BackupInfo {
         start_time: 0,
         manifest_digest: Some(digest),
         program_version: String::new(),
-        ..crate::catalog::sample_info(id, Status::Ok)
+        ..ptrack_format::catalog::sample_info(id, Status::Ok)
     }
 }
 

@@ -1,12 +1,14 @@
 //! An instance's catalog: one record per backup (ID, mode, parent, status, LSNs, times, sizes).
-//! Stored as the `catalog` document of [`crate::envelope`]; the per-file detail of a backup is in
-//! its manifest ([`crate::manifest`]). Statuses follow pg_probackup's: a backup is RUNNING while
+//! Each record is stored as its own write-once `backup-record` document ([`crate::records`]; the
+//! one-document `catalog` of older repositories is read and converted); the per-file detail of a
+//! backup is in its manifest ([`crate::manifest`]). Statuses follow pg_probackup's: a backup is RUNNING while
 //! it is taken, OK once its manifest is durable, ERROR when it failed or was interrupted, CORRUPT
 //! when validation found damage.
 
 use ptrack_types::Lsn;
 use serde::{Deserialize, Serialize};
 
+use crate::CatalogError;
 use crate::paths::Digest;
 use crate::stored::Compression;
 
@@ -109,26 +111,20 @@ pub struct Catalog {
 impl Catalog {
     /// Checks what readers rely on: every ID and parent is a backup ID, IDs are unique and in
     /// order.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), CatalogError> {
         for b in &self.backups {
             if !is_backup_id(&b.id) {
-                return Err(format!(
-                    "record with a malformed backup ID {:?}",
-                    b.id.escape_debug().to_string()
-                ));
+                return Err(CatalogError::MalformedId(b.id.escape_debug().to_string()));
             }
             if let Some(p) = &b.parent
                 && !is_backup_id(p)
             {
-                return Err(format!("backup {} has a malformed parent ID", b.id));
+                return Err(CatalogError::MalformedParent(b.id.clone()));
             }
         }
         for w in self.backups.windows(2) {
             if w[0].id >= w[1].id {
-                return Err(format!(
-                    "backup IDs are not unique and in order at {}",
-                    w[1].id
-                ));
+                return Err(CatalogError::Order(w[1].id.clone()));
             }
         }
         Ok(())
@@ -151,25 +147,28 @@ impl Catalog {
 
     /// The chain from `id` back to its full backup, newest first. Errors name the missing or
     /// unusable link.
-    pub fn chain(&self, id: &str) -> Result<Vec<&BackupInfo>, String> {
+    pub fn chain(&self, id: &str) -> Result<Vec<&BackupInfo>, CatalogError> {
         let mut out: Vec<&BackupInfo> = Vec::new();
         let mut cur = id.to_string();
         loop {
             let b = self.get(&cur).ok_or_else(|| match out.last() {
-                None => format!("backup {cur} is not in the catalog"),
-                Some(child) => format!(
-                    "backup {} needs its parent {cur}, which is missing from the catalog",
-                    child.id
-                ),
+                None => CatalogError::NoSuchBackup(cur.clone()),
+                Some(child) => CatalogError::MissingParent {
+                    child: child.id.clone(),
+                    parent: cur.clone(),
+                },
             })?;
             if out.iter().any(|o| o.id == b.id) || out.len() > 100_000 {
-                return Err(format!("backup chain of {id} loops at {cur}"));
+                return Err(CatalogError::Loop {
+                    id: id.to_string(),
+                    at: cur,
+                });
             }
             out.push(b);
             match (&b.parent, b.mode) {
                 (None, Mode::Full) => return Ok(out),
                 (Some(p), Mode::Ptrack | Mode::Delta) => cur = p.clone(),
-                _ => return Err(format!("backup {} has an inconsistent parent link", b.id)),
+                _ => return Err(CatalogError::InconsistentLink(b.id.clone())),
             }
         }
     }
@@ -199,9 +198,10 @@ pub fn is_backup_id(s: &str) -> bool {
     (1..=16).contains(&s.len()) && s.bytes().all(|b| DIGITS.contains(&b))
 }
 
-/// A backup record for unit tests: full, the given status, everything else empty.
-#[cfg(test)]
-pub(crate) fn sample_info(id: &str, status: Status) -> BackupInfo {
+/// A backup record for tests (here and in ptrack-backup's): full, the given status, everything
+/// else empty.
+#[doc(hidden)]
+pub fn sample_info(id: &str, status: Status) -> BackupInfo {
     BackupInfo {
         id: id.into(),
         mode: Mode::Full,

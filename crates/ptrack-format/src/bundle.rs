@@ -16,10 +16,11 @@ use ptrack_repo::{Key, ObjectReader, ObjectWriter, Storage};
 
 use crate::envelope::storage_io;
 
+use crate::error::At;
 use crate::paths::Digest;
 pub use crate::stored::Compression;
 use crate::stored::{IndexRef, Stored};
-use crate::{Error, Result};
+use crate::{BundleError, Error, Result};
 
 /// Largest whole file a bundle record may hold (WAL segments are at most 1 GiB).
 const MAX_BLOB: usize = 1 << 31;
@@ -346,6 +347,14 @@ fn write_at_end(
 /// [`BundleReader::blob_stream`]).
 pub const STREAM_PIECE: usize = 1 << 20;
 
+/// Where record `s` starts.
+fn at(s: Stored) -> At {
+    At {
+        bundle: s.bundle,
+        offset: s.offset,
+    }
+}
+
 /// One `read` into `buf`, again when interrupted; 0 at the end.
 fn read_some(r: &mut impl std::io::Read, buf: &mut [u8], src: &Path) -> Result<usize> {
     loop {
@@ -413,7 +422,7 @@ impl BundleReader {
         // Checked before the table grows: a bundle number from a damaged manifest must not size
         // it (u32::MAX would be 16 GiB of slots).
         if n > 4096 {
-            return Err(Error::Corrupt(format!("bundle number {n} is implausible")));
+            return Err(BundleError::ImplausibleNumber(n).into());
         }
         let i = n as usize;
         if self.files.len() <= i {
@@ -429,10 +438,12 @@ impl BundleReader {
                 || Compression::from_code(u32::from_le_bytes(h[12..16].try_into().expect("4")))
                     != Some(self.kind)
             {
-                return Err(Error::Corrupt(format!(
-                    "\"{p}\": not a version {VERSION} {} bundle (bad header)",
-                    self.kind.name()
-                )));
+                return Err(BundleError::BadHeader {
+                    key: p.to_string(),
+                    version: VERSION,
+                    compression: self.kind.name(),
+                }
+                .into());
             }
             let len = f.len();
             self.files[i] = Some((f, len));
@@ -450,10 +461,11 @@ impl BundleReader {
             .filter(|&end| s.offset >= HEADER_SIZE && end <= flen)
             .map(|_| s.len as usize)
             .ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "record at bundle.{} offset {} length {} lies outside the bundle ({flen} bytes)",
-                    s.bundle, s.offset, s.len
-                ))
+                Error::from(BundleError::Outside {
+                    at: at(s),
+                    len: s.len,
+                    bundle_len: flen,
+                })
             })?;
         // In order, or a little ahead (pages superseded by a newer backup are skipped).
         let sequential = self.last_end.0 == s.bundle
@@ -501,10 +513,7 @@ impl BundleReader {
     pub fn index(&mut self, r: &IndexRef) -> Result<Vec<PageEntry>> {
         let b = self.read_range(r.at)?;
         if b.len() != r.count as usize * PageEntry::SIZE || Digest::of(&b) != r.digest {
-            return Err(Error::Corrupt(format!(
-                "page index at bundle.{} offset {} does not match its BLAKE3 digest",
-                r.at.bundle, r.at.offset
-            )));
+            return Err(BundleError::IndexDigest(at(r.at)).into());
         }
         Ok(b.chunks_exact(PageEntry::SIZE)
             .map(PageEntry::decode)
@@ -534,20 +543,14 @@ impl BundleReader {
                 let ok = self.decompress(&raw, blcksz, &mut tmp);
                 *out = tmp;
                 if !ok {
-                    return Err(Error::Corrupt(format!(
-                        "block {}: stored page does not decompress",
-                        e.block
-                    )));
+                    return Err(BundleError::PageDecompress(e.block).into());
                 }
             } else {
                 *out = raw;
             }
         }
         if out.len() != blcksz || crc32c::crc32c(out) != e.crc {
-            return Err(Error::Corrupt(format!(
-                "block {}: stored page fails its CRC-32C",
-                e.block
-            )));
+            return Err(BundleError::PageCrc(e.block).into());
         }
         Ok(())
     }
@@ -556,46 +559,33 @@ impl BundleReader {
     /// `each(offset, piece)` for pieces of at most [`STREAM_PIECE`] bytes when it is stored raw
     /// (nothing larger is held), or once with the whole content when it is compressed. The
     /// digest is checked after the last piece: a caller that wrote pieces out must treat an
-    /// error as making them worthless.
-    pub fn blob_stream(
+    /// error as making them worthless. `each`'s errors are the caller's own, passed through.
+    pub fn blob_stream<E: From<Error>>(
         &mut self,
         s: Stored,
         size: u64,
         digest: Digest,
-        each: impl FnMut(u64, &mut [u8]) -> Result<()>,
-    ) -> Result<()> {
+        each: impl FnMut(u64, &mut [u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         self.blob_stream_zero_tail(s, size, 0, digest, each)
     }
 
     /// [`BundleReader::blob_stream`] of a file whose last `zero_tail` bytes are zeros that were
     /// not stored ([`BundleWriter::put_stream_trim_zeros`]): the stored record is raw and
     /// `size - zero_tail` long; the zeros are produced (and hashed) after it.
-    pub fn blob_stream_zero_tail(
+    pub fn blob_stream_zero_tail<E: From<Error>>(
         &mut self,
         s: Stored,
         size: u64,
         zero_tail: u64,
         digest: Digest,
-        mut each: impl FnMut(u64, &mut [u8]) -> Result<()>,
-    ) -> Result<()> {
+        mut each: impl FnMut(u64, &mut [u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        self.check_stream(s, size, zero_tail)?;
         if zero_tail == 0 && s.len != size {
             let mut data = self.blob(s, size, digest)?;
             return each(0, &mut data);
         }
-        if s.len.checked_add(zero_tail) != Some(size) {
-            return Err(Error::Corrupt(format!(
-                "record at bundle.{} offset {} holds {} bytes and {zero_tail} zeros, not the file's {size} bytes",
-                s.bundle, s.offset, s.len
-            )));
-        }
-        let (_, flen) = self.file(s.bundle)?;
-        if s.offset < HEADER_SIZE || s.offset.checked_add(s.len).is_none_or(|e| e > flen) {
-            return Err(Error::Corrupt(format!(
-                "record at bundle.{} offset {} length {} lies outside the bundle ({flen} bytes)",
-                s.bundle, s.offset, s.len
-            )));
-        }
-        let f = &self.files[s.bundle as usize].as_ref().expect("opened").0;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; STREAM_PIECE.min(size as usize)];
         let mut done = 0u64;
@@ -604,7 +594,9 @@ impl BundleReader {
             // Stored bytes, then zeros.
             let from_file = s.len.saturating_sub(done).min(n as u64) as usize;
             if from_file > 0 {
-                f.read_at(&mut buf[..from_file], s.offset + done)?;
+                let f = &self.files[s.bundle as usize].as_ref().expect("opened").0;
+                f.read_at(&mut buf[..from_file], s.offset + done)
+                    .map_err(Error::from)?;
             }
             buf[from_file..n].fill(0);
             hasher.update(&buf[..n]);
@@ -612,10 +604,34 @@ impl BundleReader {
             done += n as u64;
         }
         if Digest(*hasher.finalize().as_bytes()) != digest {
-            return Err(Error::Corrupt(format!(
-                "stored file at bundle.{} offset {} does not match its BLAKE3 digest",
-                s.bundle, s.offset
-            )));
+            return Err(Error::from(BundleError::FileDigest(at(s))).into());
+        }
+        Ok(())
+    }
+
+    /// The checks of a streamed record before its first piece: its length and zero tail add
+    /// up to the file's size, and a raw one lies inside its bundle (which is opened).
+    fn check_stream(&mut self, s: Stored, size: u64, zero_tail: u64) -> Result<()> {
+        if zero_tail == 0 && s.len != size {
+            return Ok(());
+        }
+        if s.len.checked_add(zero_tail) != Some(size) {
+            return Err(BundleError::WrongSize {
+                at: at(s),
+                len: s.len,
+                zero_tail,
+                size,
+            }
+            .into());
+        }
+        let (_, flen) = self.file(s.bundle)?;
+        if s.offset < HEADER_SIZE || s.offset.checked_add(s.len).is_none_or(|e| e > flen) {
+            return Err(BundleError::Outside {
+                at: at(s),
+                len: s.len,
+                bundle_len: flen,
+            }
+            .into());
         }
         Ok(())
     }
@@ -624,10 +640,12 @@ impl BundleReader {
     /// checked against the record and the bundle; the caller checks the whole record's digest.
     pub fn record_piece(&mut self, s: Stored, off: u64, n: u64) -> Result<Vec<u8>> {
         if off.checked_add(n).is_none_or(|end| end > s.len) {
-            return Err(Error::Corrupt(format!(
-                "piece {off}+{n} lies outside the record at bundle.{} offset {}",
-                s.bundle, s.offset
-            )));
+            return Err(BundleError::PieceOutside {
+                start: off,
+                len: n,
+                at: at(s),
+            }
+            .into());
         }
         self.read_range(Stored {
             bundle: s.bundle,
@@ -645,23 +663,19 @@ impl BundleReader {
             let size = usize::try_from(size)
                 .ok()
                 .filter(|&n| n <= MAX_BLOB)
-                .ok_or_else(|| {
-                    Error::Corrupt(format!("stored file of {size} bytes is implausible"))
-                })?;
+                .ok_or_else(|| Error::from(BundleError::ImplausibleSize(size)))?;
             let mut out = Vec::new();
             if !self.decompress(&raw, size, &mut out) {
-                return Err(Error::Corrupt(format!(
-                    "stored file at bundle.{} offset {} does not decompress to {size} bytes",
-                    s.bundle, s.offset
-                )));
+                return Err(BundleError::FileDecompress {
+                    at: at(s),
+                    size: size as u64,
+                }
+                .into());
             }
             out
         };
         if Digest::of(&data) != digest {
-            return Err(Error::Corrupt(format!(
-                "stored file at bundle.{} offset {} does not match its BLAKE3 digest",
-                s.bundle, s.offset
-            )));
+            return Err(BundleError::FileDigest(at(s)).into());
         }
         Ok(data)
     }

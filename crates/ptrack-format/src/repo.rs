@@ -21,9 +21,7 @@
 use std::sync::Arc;
 
 use ptrack_repo::encrypted::Encrypted;
-use ptrack_repo::keyring::{
-    CIPHER, KEYRING, KdfParams, KeySource, Keyring, PASSPHRASE_ENV, Unlocked,
-};
+use ptrack_repo::keyring::{CIPHER, KEYRING, KdfParams, KeySource, Keyring, Unlocked};
 use ptrack_repo::location::Location;
 use ptrack_repo::retry::FailureLog;
 use ptrack_repo::sealed::hex;
@@ -33,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BackupInfo, Catalog, Status};
 use crate::records::Records;
-use crate::{Error, Result, envelope, refused};
+use crate::{Error, Refusal, RepoDamage, Result, envelope};
 
 const REPO_FILE: &str = "ptrack-repo";
 /// The marker's format: 3 when the repository is encrypted (so a ptrack that knows nothing of
@@ -145,12 +143,9 @@ impl Repository {
     fn create_root(loc: &Location) -> Result<Arc<dyn Storage>> {
         if let Location::Dir(root) = loc {
             if root.join(REPO_FILE).exists() {
-                return Err(refused(format!(
-                    "\"{}\" is already a ptrack repository",
-                    root.display()
-                )));
+                return Err(Refusal::AlreadyARepository(root.display().to_string()).into());
             }
-            ptrack_repo::local::LocalFs::create_root(root).map_err(refused)?;
+            ptrack_repo::local::LocalFs::create_root(root).map_err(Refusal::CannotCreate)?;
         }
         Ok(loc.connect()?)
     }
@@ -201,17 +196,15 @@ impl Repository {
         let marker = key(REPO_FILE)?;
         let existing = store.list(None)?;
         if existing.contains(&marker) {
-            return Err(refused(format!(
-                "\"{}\" is already a ptrack repository",
-                store.address()
-            )));
+            return Err(Refusal::AlreadyARepository(store.address()).into());
         }
         if let Some(k) = existing.first() {
-            return Err(refused(format!(
-                "\"{}\" is not empty (it holds \"{k}\" and {} more objects); give an empty prefix",
-                store.address(),
-                existing.len() - 1
-            )));
+            return Err(Refusal::NotEmpty {
+                address: store.address(),
+                first: k.to_string(),
+                more: existing.len() - 1,
+            }
+            .into());
         }
         Ok(())
     }
@@ -248,15 +241,14 @@ impl Repository {
         let (store, unlocked): (Arc<dyn Storage>, _) = match (ring, key) {
             (None, None) => (Arc::clone(&plain), None),
             (None, Some(k)) => {
-                return Err(refused(format!(
-                    "repository \"{addr}\" is not encrypted, but a key was given ({}); give none for it",
-                    k.describe()
-                )));
+                return Err(Refusal::KeyForPlain {
+                    address: addr,
+                    given: k.describe(),
+                }
+                .into());
             }
             (Some(_), None) => {
-                return Err(refused(format!(
-                    "repository \"{addr}\" is encrypted; give its key with --encryption-key-file FILE or the environment variable {PASSPHRASE_ENV}"
-                )));
+                return Err(Refusal::KeyNeeded(addr).into());
             }
             (Some(ring), Some(k)) => {
                 let u = ring.unlock(k)?;
@@ -282,12 +274,7 @@ impl Repository {
         }
         let plain: Arc<dyn Storage> = Arc::new(ptrack_repo::retry::Retrying::new(loc.connect()?));
         let ring = read_marker(&*plain)?;
-        let ring = ring.ok_or_else(|| {
-            refused(format!(
-                "repository \"{}\" is not encrypted: it has no keys",
-                plain.address()
-            ))
-        })?;
+        let ring = ring.ok_or_else(|| Refusal::NoKeys(plain.address()))?;
         let given = match key {
             Some(k) => Some(hex(&ring.unlock(k)?.slot)),
             None => None,
@@ -336,21 +323,20 @@ impl Repository {
         self.plain
             .lock(&key("keys-lock")?, &owner)
             .map_err(|e| match e {
-                LockError::Held { owner } => refused(format!(
-                    "cannot {what}: another key command is changing the keyring of \"{}\": {owner}",
-                    self.address()
-                )),
+                LockError::Held { owner } => Refusal::KeyringBusy {
+                    what: what.to_string(),
+                    address: self.address(),
+                    owner,
+                }
+                .into(),
                 LockError::Storage(e) => e.into(),
             })
     }
 
     fn unlocked(&self) -> Result<&Unlocked> {
-        self.unlocked.as_deref().ok_or_else(|| {
-            refused(format!(
-                "repository \"{}\" is not encrypted: it has no keys",
-                self.address()
-            ))
-        })
+        self.unlocked
+            .as_deref()
+            .ok_or_else(|| Error::from(Refusal::NoKeys(self.address())))
     }
 
     /// Whether the repository is encrypted.
@@ -396,10 +382,12 @@ impl Repository {
                 r => r?,
             };
         if info.system_identifier != sysid {
-            return Err(Error::Corrupt(format!(
-                "\"{ikey}\" describes system {}, not {sysid}",
-                info.system_identifier
-            )));
+            return Err(RepoDamage::InstanceOfOther {
+                key: ikey.to_string(),
+                found: info.system_identifier,
+                expected: sysid,
+            }
+            .into());
         }
         Ok(Some(Instance {
             store: Arc::clone(&self.store),
@@ -417,25 +405,22 @@ impl Repository {
             (Some(s), _) => s,
             (None, [one]) => *one,
             (None, []) => {
-                return Err(refused(format!(
-                    "repository \"{addr}\" holds no backups yet"
-                )));
+                return Err(Refusal::Empty(addr).into());
             }
             (None, many) => {
-                return Err(refused(format!(
-                    "repository \"{addr}\" holds several clusters ({}); choose one with --instance",
-                    many.iter()
-                        .map(u64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                return Err(Refusal::SeveralInstances {
+                    address: addr,
+                    sysids: many.to_vec(),
+                }
+                .into());
             }
         };
         self.instance(sysid)?.ok_or_else(|| {
-            refused(format!(
-                "repository \"{addr}\" has no backups of the cluster with system identifier {sysid} (it holds: {})",
-                if all.is_empty() { "none".to_string() } else { all.iter().map(u64::to_string).collect::<Vec<_>>().join(", ") }
-            ))
+            Error::from(Refusal::NoSuchInstance {
+                address: addr,
+                sysid,
+                held: all.clone(),
+            })
         })
     }
 
@@ -471,24 +456,30 @@ fn read_marker(plain: &dyn Storage) -> Result<Option<Keyring>> {
         return Ok(None);
     };
     if enc.cipher != CIPHER || enc.keyring != KEYRING {
-        return Err(Error::Corrupt(format!(
-            "\"{marker}\": encrypted with an unknown scheme (this ptrack knows {CIPHER} with keyring {KEYRING})"
-        )));
+        return Err(RepoDamage::UnknownScheme {
+            marker: marker.to_string(),
+            cipher: CIPHER,
+            keyring: KEYRING,
+        }
+        .into());
     }
     let ring = match Keyring::load(plain) {
         Err(ptrack_repo::keyring::KeyError::Storage(StorageError::NotFound { .. })) => {
-            return Err(Error::Corrupt(format!(
-                "\"{marker}\" says the repository is encrypted, but its keyring \"{KEYRING}\" is missing"
-            )));
+            return Err(RepoDamage::KeyringMissing {
+                marker: marker.to_string(),
+                keyring: KEYRING,
+            }
+            .into());
         }
         r => r?,
     };
     if hex(&ring.data_key_id()) != enc.data_key_id {
-        return Err(Error::Corrupt(format!(
-            "keyring \"{KEYRING}\" is for data key {}, but the repository's is {} (a keyring of another repository)",
-            hex(&ring.data_key_id()),
-            enc.data_key_id
-        )));
+        return Err(RepoDamage::KeyringOfOther {
+            keyring: KEYRING,
+            found: hex(&ring.data_key_id()),
+            expected: enc.data_key_id.clone(),
+        }
+        .into());
     }
     Ok(Some(ring))
 }
@@ -510,9 +501,7 @@ fn listing(ring: &Keyring, given: Option<String>) -> KeyListing {
 }
 
 fn not_a_repository(addr: &str) -> Error {
-    refused(format!(
-        "\"{addr}\" is not a ptrack repository (no {REPO_FILE} object); create one with `ptrack init -B {addr}`"
-    ))
+    Refusal::NotARepository(addr.to_string()).into()
 }
 
 /// One cluster's backups.
@@ -590,10 +579,11 @@ impl Instance {
             hostname()
         );
         let held = self.store.lock(&name, &owner).map_err(|e| match e {
-            LockError::Held { owner } => refused(format!(
-                "cannot {what}: another ptrack process is working on instance {}: {owner}",
-                self.info.system_identifier
-            )),
+            LockError::Held { owner } => Error::from(Refusal::InstanceBusy {
+                what: what.to_string(),
+                sysid: self.info.system_identifier,
+                owner,
+            }),
             LockError::Storage(e) => e.into(),
         })?;
         let lock = Lock { held };
@@ -646,7 +636,10 @@ impl Instance {
 
     fn checked(&self, cat: Catalog) -> Result<Catalog> {
         cat.check().map_err(|why| {
-            Error::Corrupt(format!("the catalog of instance \"{}\": {why}", self.dir))
+            Error::from(RepoDamage::Catalog {
+                instance: self.dir.to_string(),
+                why,
+            })
         })?;
         Ok(cat)
     }
@@ -658,8 +651,7 @@ impl Instance {
         let cat = Catalog {
             backups: vec![info.clone()],
         };
-        cat.check()
-            .map_err(|why| Error::Corrupt(format!("record to save: {why}")))?;
+        cat.check().map_err(Refusal::BadRecord)?;
         Records::new(&*self.store, &self.dir).save(info)?;
         Ok(())
     }
@@ -761,7 +753,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("is encrypted") && e.contains(PASSPHRASE_ENV),
+            e.contains("is encrypted") && e.contains(ptrack_repo::keyring::PASSPHRASE_ENV),
             "{e}"
         );
         let e = Repository::open_on_with(Arc::clone(&store), Some(&pass("wrong")))

@@ -17,11 +17,11 @@
 
 use std::collections::BTreeMap;
 
-use ptrack_repo::{Key, Storage, StorageError};
+use ptrack_repo::{Key, Storage};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BackupInfo, CATALOG_VERSION, Catalog, is_backup_id};
-use crate::{Error, Result, envelope};
+use crate::{Error, RepoDamage, Result, envelope};
 
 /// `backup-record` document format version.
 pub const RECORD_VERSION: u32 = 1;
@@ -80,11 +80,8 @@ impl<'a> Records<'a> {
         let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for k in self.store.list(Some(&prefix))? {
             let name = k.as_str().rsplit('/').next().unwrap_or_default();
-            let (id, g) = parse_record_name(name).ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "\"{k}\" is not a backup record (expected <ID>.<10 digits>); move it out of the repository"
-                ))
-            })?;
+            let (id, g) = parse_record_name(name)
+                .ok_or_else(|| Error::from(RepoDamage::NotARecord(k.to_string())))?;
             out.entry(id.to_string()).or_default().push(g);
         }
         for gens in out.values_mut() {
@@ -97,7 +94,7 @@ impl<'a> Records<'a> {
     fn legacy(&self) -> Result<Option<Catalog>> {
         let k = self.dir.join("catalog")?;
         match envelope::read(self.store, &k, "catalog", CATALOG_VERSION) {
-            Err(Error::Storage(StorageError::NotFound { .. })) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             r => r.map(Some),
         }
     }
@@ -107,12 +104,9 @@ impl<'a> Records<'a> {
         let k = self.dir.join("index")?;
         let idx: Index = match envelope::read(self.store, &k, "catalog-index", INDEX_VERSION) {
             Ok(i) => i,
-            // Damaged (a failed tag in an encrypted repository) is as harmless as Corrupt here:
+            // Damage (a failed check, or a failed tag in an encrypted repository) is harmless here:
             // the index is only a cache and every entry is checked against the listing.
-            Err(
-                Error::Storage(StorageError::NotFound { .. } | StorageError::Damaged { .. })
-                | Error::Corrupt(_),
-            ) => Index::default(),
+            Err(e) if e.is_not_found() || e.is_damage() => Index::default(),
             Err(e) => return Err(e),
         };
         Ok(idx
@@ -126,10 +120,12 @@ impl<'a> Records<'a> {
         let k = self.records_dir()?.join(&record_name(id, generation))?;
         let info: BackupInfo = envelope::read(self.store, &k, "backup-record", RECORD_VERSION)?;
         if info.id != id {
-            return Err(Error::Corrupt(format!(
-                "\"{k}\" holds the record of backup {:?}, not {id}",
-                info.id.escape_debug().to_string()
-            )));
+            return Err(RepoDamage::RecordOfOther {
+                key: k.to_string(),
+                found: info.id.escape_debug().to_string(),
+                expected: id.to_string(),
+            }
+            .into());
         }
         Ok(info)
     }
@@ -141,9 +137,7 @@ impl<'a> Records<'a> {
         let mut attempt = 1;
         loop {
             match self.load_once(use_index) {
-                Err(Error::Storage(StorageError::NotFound { .. })) if attempt < ATTEMPTS => {
-                    attempt += 1
-                }
+                Err(e) if e.is_not_found() && attempt < ATTEMPTS => attempt += 1,
                 r => return r,
             }
         }
@@ -197,11 +191,15 @@ impl<'a> Records<'a> {
         let prev = gens.get(&info.id).copied().unwrap_or(0);
         let next = prev + 1;
         if next > MAX_GENERATION {
-            return Err(Error::Corrupt(format!(
-                "backup {}'s record is at state {prev}, the last a record name can hold; move \"{}\" aside",
-                info.id,
-                self.records_dir()?.join(&record_name(&info.id, prev))?
-            )));
+            return Err(RepoDamage::LastGeneration {
+                id: info.id.clone(),
+                generation: prev,
+                key: self
+                    .records_dir()?
+                    .join(&record_name(&info.id, prev))?
+                    .to_string(),
+            }
+            .into());
         }
         let dir = self.records_dir()?;
         let k = dir.join(&record_name(&info.id, next))?;
@@ -428,7 +426,10 @@ mod tests {
         let r = Records::new(&store, &dir);
         assert_eq!(r.load().unwrap(), legacy);
         r.save(&info("0000003", Status::Running)).unwrap();
-        assert!(matches!(store.get(&ck), Err(StorageError::NotFound { .. })));
+        assert!(matches!(
+            store.get(&ck),
+            Err(ptrack_repo::StorageError::NotFound { .. })
+        ));
         let cat = r.load().unwrap();
         assert_eq!(cat.backups.len(), 3);
         assert_eq!(cat.backups[..2], legacy.backups[..]);

@@ -11,7 +11,7 @@ use ptrack_repo::{Key, SeqReader, Storage, StorageError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Error, Result};
+use crate::{DocError, Error, Result};
 
 /// Encodes `value` as a `kind` document of format `version`.
 pub fn encode<T: Serialize>(kind: &str, version: u32, value: &T) -> Vec<u8> {
@@ -42,31 +42,37 @@ pub fn decode<T: DeserializeOwned>(
     version: u32,
     what: &str,
 ) -> Result<T> {
-    let bad = |why: String| Error::Corrupt(format!("{what}: {why}"));
+    let bad = |why: DocError| Error::Document {
+        object: what.to_string(),
+        why,
+    };
     let nl = bytes
         .iter()
         .take(200)
         .position(|&b| b == b'\n')
-        .ok_or_else(|| bad("not a ptrack document (no header line)".into()))?;
-    let Header { crc, len } = parse_header(&bytes[..nl], kind, version, what)?;
+        .ok_or_else(|| bad(DocError::NotADocument("no header line")))?;
+    let Header { crc, len } = parse_header(&bytes[..nl], kind, version).map_err(bad)?;
     let body = bytes
         .get(nl + 1..)
         .and_then(|b| b.get(..len))
-        .ok_or_else(|| bad(format!("truncated: body shorter than {len} bytes")))?;
-    let actual = crc32c::crc32c(body);
-    if actual != crc {
-        return Err(bad(format!(
-            "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
-        )));
+        .ok_or_else(|| bad(DocError::Truncated(len)))?;
+    let computed = crc32c::crc32c(body);
+    if computed != crc {
+        return Err(bad(DocError::Checksum {
+            stored: crc,
+            computed,
+        }));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        bad(format!(
-            "invalid content at line {} column {} ({:?} error)",
-            e.line(),
-            e.column(),
-            e.classify()
-        ))
-    })
+    serde_json::from_slice(body).map_err(|e| bad(content_error(&e)))
+}
+
+/// What serde_json found wrong with a body, without quoting it.
+pub(crate) fn content_error(e: &serde_json::Error) -> DocError {
+    DocError::Content {
+        line: e.line(),
+        column: e.column(),
+        class: format!("{:?}", e.classify()),
+    }
 }
 
 /// What a document's header line says about its body.
@@ -76,48 +82,49 @@ struct Header {
 }
 
 /// Checks a header line (without its newline): magic, kind, version, checksum and length.
-fn parse_header(line: &[u8], kind: &str, version: u32, what: &str) -> Result<Header> {
-    let bad = |why: String| Error::Corrupt(format!("{what}: {why}"));
-    let header = std::str::from_utf8(line)
-        .map_err(|_| bad("not a ptrack document (header is not text)".into()))?;
+fn parse_header(line: &[u8], kind: &str, version: u32) -> std::result::Result<Header, DocError> {
+    let header =
+        std::str::from_utf8(line).map_err(|_| DocError::NotADocument("header is not text"))?;
     let parts: Vec<&str> = header.split(' ').collect();
     let [magic, k, found, crc, len] = parts.as_slice() else {
-        return Err(bad("not a ptrack document (malformed header)".into()));
+        return Err(DocError::NotADocument("malformed header"));
     };
     if *magic != "PTRACK" {
-        return Err(bad("not a ptrack document (bad magic)".into()));
+        return Err(DocError::NotADocument("bad magic"));
     }
     if !KINDS.contains(k) {
-        return Err(bad("not a ptrack document (unknown kind)".into()));
+        return Err(DocError::NotADocument("unknown kind"));
     }
     if *k != kind {
-        return Err(bad(format!("is a {k} document, expected {kind}")));
+        return Err(DocError::WrongKind {
+            found: k.to_string(),
+            expected: kind.to_string(),
+        });
     }
     let found: u32 = found
         .parse()
-        .map_err(|_| bad("malformed header (version)".into()))?;
+        .map_err(|_| DocError::MalformedHeader("version"))?;
     let oldest = oldest_readable(kind, version);
     if found < oldest {
-        let reads = match oldest == version {
-            true => format!("version {version} only"),
-            false => format!("versions {oldest} to {version}"),
-        };
-        return Err(bad(format!(
-            "format version {found} was written by an older ptrack; this ptrack reads {reads}. {OLD_FORMAT}"
-        )));
+        return Err(DocError::OlderFormat {
+            found,
+            oldest,
+            newest: version,
+        });
     }
     if found > version {
-        return Err(bad(format!(
-            "format version {found} was written by a newer ptrack (this one reads version {version}); use that ptrack"
-        )));
+        return Err(DocError::NewerFormat {
+            found,
+            newest: version,
+        });
     }
     let crc = u32::from_str_radix(crc, 16)
         .ok()
         .filter(|c| format!("{c:08x}") == *crc)
-        .ok_or_else(|| bad("malformed header (checksum field)".into()))?;
+        .ok_or(DocError::MalformedHeader("checksum field"))?;
     let len: usize = len
         .parse()
-        .map_err(|_| bad("malformed header (length)".into()))?;
+        .map_err(|_| DocError::MalformedHeader("length"))?;
     Ok(Header { crc, len })
 }
 
@@ -178,10 +185,10 @@ pub const MAX_DOCUMENT_BYTES: u64 = 4 << 30;
 pub fn open_object(store: &dyn Storage, key: &Key) -> Result<SeqReader> {
     let r = SeqReader::new(store.open(key)?);
     if r.len() > MAX_DOCUMENT_BYTES {
-        return Err(Error::Corrupt(format!(
-            "\"{key}\" has {} bytes, more than any ptrack document",
-            r.len()
-        )));
+        return Err(Error::Document {
+            object: format!("\"{key}\""),
+            why: DocError::TooLarge(r.len()),
+        });
     }
     Ok(r)
 }

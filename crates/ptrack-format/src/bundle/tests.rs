@@ -26,20 +26,23 @@ fn large_files_are_stored_and_read_in_pieces() {
         assert_eq!(off, back.len() as u64);
         assert!(p.len() <= STREAM_PIECE);
         back.extend_from_slice(p);
-        Ok(())
+        Ok::<(), Error>(())
     })
     .unwrap();
     assert_eq!(back, data);
     assert_eq!(r.blob(s, s.len, Digest::of(&data)).unwrap(), data);
-    let wrong = r.blob_stream(s, s.len, Digest::of(b"x"), |_, _| Ok(()));
+    let wrong = r.blob_stream(s, s.len, Digest::of(b"x"), |_, _| Ok::<(), Error>(()));
     assert!(wrong.unwrap_err().to_string().contains("BLAKE3"));
     let outside = Stored {
         len: s.len + 1,
         ..s
     };
     assert!(
-        r.blob_stream(outside, outside.len, Digest::of(&data), |_, _| Ok(()))
-            .is_err()
+        r.blob_stream(outside, outside.len, Digest::of(&data), |_, _| Ok::<
+            (),
+            Error,
+        >(()))
+        .is_err()
     );
 }
 
@@ -183,17 +186,18 @@ fn trailing_zeros_are_not_stored_and_come_back() {
         r.blob_stream_zero_tail(s, size, tail, Digest::of(&data), |off, piece| {
             assert_eq!(off, back.len() as u64);
             back.extend_from_slice(piece);
-            Ok(())
+            Ok::<(), Error>(())
         })
         .unwrap();
         assert!(back == data, "restored as it was ({} bytes)", data.len());
         if tail > 0 {
             // A tail that does not add up to the size, or none where there is one.
-            let short =
-                r.blob_stream_zero_tail(s, size, tail - 1, Digest::of(&data), |_, _| Ok(()));
+            let short = r.blob_stream_zero_tail(s, size, tail - 1, Digest::of(&data), |_, _| {
+                Ok::<(), Error>(())
+            });
             assert!(short.unwrap_err().to_string().contains("zeros"));
             assert!(
-                r.blob_stream(s, size, Digest::of(&data), |_, _| Ok(()))
+                r.blob_stream(s, size, Digest::of(&data), |_, _| Ok::<(), Error>(()))
                     .is_err()
             );
         }

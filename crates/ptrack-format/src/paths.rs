@@ -1,11 +1,12 @@
 //! Names read from or written to a repository: [`RelPath`], a data-directory-relative path kept as
 //! bytes (PostgreSQL data directories may hold names that are not UTF-8), and [`Digest`], the
-//! BLAKE3 digest that identifies file contents and manifests.
+//! BLAKE3 digest that identifies file contents and manifests, and [`FileId`], which file of a data
+//! directory a path named when it was backed up.
 //!
 //! Every `RelPath` is checked when it is made or read back: not empty, not absolute, no empty,
 //! `.` or `..` component, no NUL byte. A manifest entry therefore cannot name anything outside
 //! the directory it is restored into (the restore side also opens every component without
-//! following links, see `crate::sandbox`). In JSON a path is a string when it is UTF-8 and
+//! following links, see `ptrack_durable::at`). In JSON a path is a string when it is UTF-8 and
 //! `{"hex": "…"}` otherwise.
 
 use std::ffi::OsStr;
@@ -201,6 +202,45 @@ impl<'de> Deserialize<'de> for Digest {
         let mut out = [0u8; 32];
         out.copy_from_slice(&b);
         Ok(Digest(out))
+    }
+}
+
+/// Which file a path names: its inode number and, where the filesystem records it, its birth
+/// time. A relation file that was removed and created again under the same name (a database
+/// dropped and re-created with the same OID, moved to another tablespace and back) has another
+/// identity, and its pages, copied with their old LSNs, cannot be picked by LSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileId {
+    /// `st_ino`.
+    pub ino: u64,
+    /// Birth time in nanoseconds since the epoch (`statx` `stx_btime`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub born_ns: Option<i64>,
+}
+
+impl FileId {
+    /// The identity of the file `m` describes.
+    pub fn of(m: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        let born_ns = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_nanos()).ok());
+        FileId {
+            ino: m.ino(),
+            born_ns,
+        }
+    }
+
+    /// Whether `self` and `other` may be the same file (birth times compared only when both
+    /// are known).
+    pub fn same_file(&self, other: &FileId) -> bool {
+        self.ino == other.ino
+            && match (self.born_ns, other.born_ns) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
     }
 }
 

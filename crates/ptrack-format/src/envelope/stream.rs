@@ -13,9 +13,9 @@ use ptrack_repo::{Key, Storage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Header, open_object, parse_header, storage_io};
+use super::{Header, content_error, open_object, parse_header, storage_io};
 use crate::paths::Digest;
-use crate::{Error, Result};
+use crate::{DocError, Error, Result};
 
 /// Counts bytes and their CRC-32C.
 #[derive(Default)]
@@ -174,13 +174,15 @@ fn decode_body<T: DeserializeOwned, R: Read>(
     version: u32,
     key: &Key,
 ) -> Result<T> {
-    let what = format!("\"{key}\"");
-    let bad = |why: String| Error::Corrupt(format!("{what}: {why}"));
+    let bad = |why: DocError| Error::Document {
+        object: format!("\"{key}\""),
+        why,
+    };
     let nl = head
         .iter()
         .position(|&b| b == b'\n')
-        .ok_or_else(|| bad("not a ptrack document (no header line)".into()))?;
-    let Header { crc, len } = parse_header(&head[..nl], kind, version, &what)?;
+        .ok_or_else(|| bad(DocError::NotADocument("no header line")))?;
+    let Header { crc, len } = parse_header(&head[..nl], kind, version).map_err(bad)?;
     let rest = head.get(nl + 1..).unwrap_or_default();
     let mut body = Body {
         inner: rest.chain(src).take(len as u64),
@@ -196,22 +198,15 @@ fn decode_body<T: DeserializeOwned, R: Read>(
     }
     io::copy(&mut body, &mut io::sink()).map_err(|e| storage_io(key, "read", e))?;
     if body.len < len {
-        return Err(bad(format!("truncated: body shorter than {len} bytes")));
+        return Err(bad(DocError::Truncated(len)));
     }
     if body.crc != crc {
-        return Err(bad(format!(
-            "checksum mismatch (stored {crc:08x}, computed {:08x})",
-            body.crc
-        )));
+        return Err(bad(DocError::Checksum {
+            stored: crc,
+            computed: body.crc,
+        }));
     }
-    parsed.map_err(|e| {
-        bad(format!(
-            "invalid content at line {} column {} ({:?} error)",
-            e.line(),
-            e.column(),
-            e.classify()
-        ))
-    })
+    parsed.map_err(|e| bad(content_error(&e)))
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ pub enum EntryKind {
         /// The file's identity when it was read: a later backup whose file has another one
         /// reads it whole.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        file_id: Option<crate::walk::FileId>,
+        file_id: Option<crate::paths::FileId>,
     },
 }
 

@@ -12,9 +12,9 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::manifest::{Entry, EntryKind, IndexRef, Stored, Tail};
+use crate::paths::FileId;
 use crate::paths::{Digest, RelPath};
 use crate::table::{Cursor, Table, TableFull, put_varint, rel_path};
-use crate::walk::FileId;
 
 const DIR: u8 = 0;
 const LINK: u8 = 1;
@@ -28,14 +28,14 @@ const HAS_ID: u8 = 4;
 const HAS_BORN: u8 = 8;
 
 /// Appends a [`Stored`] as three varints (also the result log's encoding, `take::compose`).
-pub(crate) fn put_stored(out: &mut Vec<u8>, s: &Stored) {
+pub fn put_stored(out: &mut Vec<u8>, s: &Stored) {
     put_varint(out, u64::from(s.bundle));
     put_varint(out, s.offset);
     put_varint(out, s.len);
 }
 
 /// Reads what [`put_stored`] wrote.
-pub(crate) fn stored(c: &mut Cursor) -> Stored {
+pub fn stored(c: &mut Cursor) -> Stored {
     Stored {
         bundle: c.u32(),
         offset: c.varint(),
