@@ -7,6 +7,7 @@
 //! selection of `src/backend/backup/basebackup.c` (what a base backup leaves out).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod archive;
 pub mod backup;
 pub mod chain;
 pub mod conn;

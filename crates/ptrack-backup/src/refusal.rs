@@ -390,6 +390,22 @@ pub enum Refusal {
         /// The system's error.
         cause: String,
     },
+    /// A file `archive-push` or `archive-get` is given that is not a WAL file name.
+    #[error(
+        "\"{0}\" is not the name of a WAL segment, .partial segment, timeline history or backup history file"
+    )]
+    NotAWalName(String),
+    /// A WAL file that is not what its name says (another cluster's, renamed, truncated).
+    #[error("refusing to archive \"{path}\": {why}")]
+    BadWalFile {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The archive holds other content under the name.
+    #[error("{0}")]
+    ArchivedOtherwise(ptrack_format::archived::Conflict),
     /// `PGPORT` that is not a port.
     #[error("invalid port {0:?} in environment variable PGPORT")]
     BadPort(String),

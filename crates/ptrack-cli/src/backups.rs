@@ -134,6 +134,16 @@ pub enum CompressArg {
     None,
 }
 
+impl From<CompressArg> for Compression {
+    fn from(c: CompressArg) -> Compression {
+        match c {
+            CompressArg::Zstd => Compression::Zstd,
+            CompressArg::Lz4 => Compression::Lz4,
+            CompressArg::None => Compression::None,
+        }
+    }
+}
+
 /// Options of `ptrack backup`.
 #[derive(Debug, Args)]
 #[command(disable_help_flag = true)]
@@ -400,11 +410,7 @@ pub fn backup(a: &BackupArgs) -> Result<u8> {
             ModeArg::Delta => Mode::Delta,
         },
         jobs: a.jobs as usize,
-        compression: match a.compress {
-            CompressArg::Zstd => Compression::Zstd,
-            CompressArg::Lz4 => Compression::Lz4,
-            CompressArg::None => Compression::None,
-        },
+        compression: a.compress.into(),
         allow_corruption: a.allow_corruption,
         conn: ConnOptions {
             host: a.conn.host.clone(),

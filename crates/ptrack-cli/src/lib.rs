@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod archive;
 mod backups;
 mod debug;
 mod keys;
@@ -56,6 +57,14 @@ enum Command {
     Validate(backups::ValidateArgs),
     /// List backups.
     Show(backups::ShowArgs),
+    /// Archive one WAL file (archive_command = 'ptrack archive-push -B REPO %p'): checked
+    /// (this cluster's, the segment its name says), compressed, durable before exit status 0.
+    /// A file archived already with the same content is success; other content is refused.
+    ArchivePush(archive::PushArgs),
+    /// Fetch one archived WAL file (restore_command = 'ptrack archive-get -B REPO %f %p'),
+    /// checked, written under a temporary name and renamed. Exit status: 0 written, 1 not in
+    /// the archive, 2 error.
+    ArchiveGet(archive::GetArgs),
     /// Keys of an encrypted repository: list, add (rotation), remove.
     #[command(subcommand)]
     Key(keys::KeyCommand),
@@ -106,6 +115,8 @@ where
         Command::Restore(a) => backups::restore(&a),
         Command::Validate(a) => backups::validate(&a),
         Command::Show(a) => backups::show(&a),
+        Command::ArchivePush(a) => archive::push(&a),
+        Command::ArchiveGet(a) => archive::get(&a),
         Command::Key(k) => keys::run(&k),
         Command::Wal(w) => wal::run(&w),
         Command::Debug(d) => debug::run(&d),

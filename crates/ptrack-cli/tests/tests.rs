@@ -1,6 +1,7 @@
 //! Integration tests of the `ptrack` binary against real PostgreSQL servers started through
 //! `ptrack-testkit` (one test target, modules per command, as ripgrep does).
 
+mod archive;
 mod backup;
 mod backup_attacks;
 mod backup_encrypted;

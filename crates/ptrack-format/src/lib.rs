@@ -2,7 +2,8 @@
 //! documents ([`envelope`]), the catalog as one write-once record per backup state
 //! ([`catalog`], [`records`]), manifests ([`manifest`], [`entries`], [`table`]), the bundles that
 //! hold stored pages and files ([`bundle`], [`stored`]), repository paths and digests
-//! ([`paths`]), and the repository itself: its marker, keyring, instances and lock ([`repo`]).
+//! ([`paths`]), the WAL archive's objects ([`archived`]), and the repository itself: its marker,
+//! keyring, instances and lock ([`repo`]).
 //!
 //! Nothing here talks to a database server or reads a data directory except through the bytes a
 //! caller hands over (ptrack-backup plans and runs backups, restores and validation on top);
@@ -10,6 +11,7 @@
 //! object at fault, and says what is wrong with it in a variant a caller can match.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+pub mod archived;
 pub mod bundle;
 pub mod catalog;
 pub mod entries;

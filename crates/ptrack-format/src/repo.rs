@@ -554,6 +554,11 @@ impl Instance {
         Ok(self.dir.join(id)?)
     }
 
+    /// The key prefix of this instance's objects.
+    pub fn dir(&self) -> &Key {
+        &self.dir
+    }
+
     /// Whether any object of backup `id` exists.
     pub fn backup_exists(&self, id: &str) -> Result<bool> {
         Ok(!self.store.list(Some(&self.backup_key(id)?))?.is_empty())

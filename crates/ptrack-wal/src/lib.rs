@@ -13,6 +13,7 @@ pub mod archive;
 mod buffer;
 pub mod builder;
 pub mod changes;
+pub mod check;
 pub mod consts;
 pub mod crc;
 pub mod decoder;

@@ -1,0 +1,172 @@
+//! Continuous WAL archiving (issue 13 §1): `ptrack archive-push` for `archive_command` and
+//! `ptrack archive-get` for `restore_command`. A segment is checked before it enters the archive
+//! (`ptrack_wal::check`: length, system identifier, every page's address and timeline), a
+//! history file is parsed; then it is stored compressed and durably
+//! (`ptrack_format::archived`) before the command exits 0. A file already archived with the
+//! same content is success (the archiver retries after a crash); other content is refused and
+//! never overwrites. `archive-get` writes the file through the durable path (a temporary name,
+//! fsync, rename), so recovery never sees a partial file; a file not in the archive exits 1.
+//!
+//! Both commands run in the cluster's data directory (PostgreSQL's archiver and startup
+//! process do), whose `global/pg_control` names the instance: the system identifier, the
+//! segment size and, for a cluster's first push, the facts its instance is created with.
+//! Mirrors `src/backend/postmaster/pgarch.c` (what `%p` and `%f` are, retries) and
+//! `src/backend/access/transam/xlogarchive.c: RestoreArchivedFile` (what a missing file means).
+
+use std::path::Path;
+
+use ptrack_format::archived::{self, PushError, Pushed, WalFile};
+use ptrack_format::repo::{Instance, InstanceInfo, Repository};
+use ptrack_format::stored::Compression;
+use ptrack_page::control::{ControlFile, read_control_file};
+use ptrack_wal::SegmentName;
+use ptrack_wal::archive::parse_history;
+use ptrack_wal::check::{SegmentFault, check_segment};
+
+use crate::{Error, Refusal, Result};
+
+/// What `archive-push` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReport {
+    /// The file's name in the archive.
+    pub name: String,
+    /// Stored now, or there already with the same content.
+    pub outcome: Pushed,
+    /// Its size.
+    pub size: u64,
+}
+
+/// `ptrack archive-push FILE`: archives the WAL file at `path` (as `%p` gives it) of the
+/// cluster in `pgdata`.
+pub fn push(
+    repo: &Repository,
+    pgdata: &Path,
+    path: &Path,
+    compression: Compression,
+) -> Result<PushReport> {
+    let control = control(pgdata)?;
+    let file = wal_file_of(path)?;
+    let bytes = read_limited(path, control.xlog_seg_size.bytes())?;
+    check_file(&file, &bytes, &control, path)?;
+    let inst = instance_for(repo, &control, pgdata)?;
+    let key = archived::wal_key(inst.dir(), &file)?;
+    let outcome = match archived::push(inst.store(), &key, &bytes, compression) {
+        Ok(o) => o,
+        Err(PushError::Conflict(c)) => return Err(Refusal::ArchivedOtherwise(c).into()),
+        Err(PushError::Repo(e)) => return Err(e.into()),
+    };
+    Ok(PushReport {
+        name: file.file_name(),
+        outcome,
+        size: bytes.len() as u64,
+    })
+}
+
+/// `ptrack archive-get NAME DEST`: writes archived file `name` (`%f`) to `dest` (`%p`) for
+/// the cluster in `pgdata`. `Ok(false)` when the archive does not hold it.
+pub fn get(repo: &Repository, pgdata: &Path, name: &str, dest: &Path) -> Result<bool> {
+    let control = control(pgdata)?;
+    let file = WalFile::parse(name).ok_or_else(|| Refusal::NotAWalName(name.to_string()))?;
+    let Some(inst) = repo.instance(control.system_identifier)? else {
+        return Ok(false);
+    };
+    let key = archived::wal_key(inst.dir(), &file)?;
+    let Some(bytes) = archived::fetch(inst.store(), &key)? else {
+        return Ok(false);
+    };
+    ptrack_durable::write_file(dest, &bytes).map_err(|e| Error::io(dest, "write", e))?;
+    Ok(true)
+}
+
+fn control(pgdata: &Path) -> Result<ControlFile> {
+    read_control_file(pgdata).map_err(|e| {
+        Refusal::NotADataDir {
+            pgdata: pgdata.display().to_string(),
+            cause: format!(
+                "{e} (archive-push and archive-get run in the data directory, or give --pgdata)"
+            ),
+        }
+        .into()
+    })
+}
+
+/// The archive name of the file at `path` (its last component, as `%p` ends in `%f`).
+fn wal_file_of(path: &Path) -> Result<WalFile> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    WalFile::parse(name).ok_or_else(|| Refusal::NotAWalName(path.display().to_string()).into())
+}
+
+/// Reads at most `limit` bytes of `path`: a longer file is refused (no segment is longer).
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    let mut out = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io(path, "read", e))?;
+    Ok(out)
+}
+
+/// A segment must be the one its name says, of this cluster; a timeline history file must
+/// parse; a backup history file must start as `pg_backup_stop` writes it.
+fn check_file(file: &WalFile, bytes: &[u8], c: &ControlFile, path: &Path) -> Result<()> {
+    let refuse = |why: String| -> Error {
+        Refusal::BadWalFile {
+            path: path.display().to_string(),
+            why,
+        }
+        .into()
+    };
+    match file {
+        WalFile::Segment { name, partial } => {
+            let seg = SegmentName::parse(name, c.xlog_seg_size).ok_or_else(|| {
+                refuse(format!(
+                    "\"{name}\" is not a segment name for this cluster's segment size"
+                ))
+            })?;
+            check_segment(
+                bytes,
+                seg,
+                c.xlog_seg_size,
+                Some(c.system_identifier),
+                *partial,
+            )
+            .map_err(|e: SegmentFault| refuse(e.to_string()))?;
+        }
+        WalFile::BackupHistory { .. } => {
+            let text = std::str::from_utf8(bytes).unwrap_or_default();
+            if !text.starts_with("START WAL LOCATION: ") {
+                return Err(refuse("not a backup history file".into()));
+            }
+        }
+        WalFile::History(tli) => {
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| refuse("a history file is text".into()))?;
+            if tli.0 < 2 || parse_history(text).is_none() {
+                return Err(refuse(format!(
+                    "not a timeline history file of timeline {tli}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cluster's instance, created from its `pg_control` when this is its first push (an
+/// archive is set up before the first backup).
+fn instance_for(repo: &Repository, c: &ControlFile, pgdata: &Path) -> Result<Instance> {
+    if let Some(i) = repo.instance(c.system_identifier)? {
+        return Ok(i);
+    }
+    Ok(repo.add_instance(InstanceInfo {
+        system_identifier: c.system_identifier,
+        pg_major: c.major,
+        blcksz: c.blcksz,
+        relseg_blocks: c.relseg_size,
+        wal_seg_size: c.xlog_seg_size,
+        pgdata: pgdata.display().to_string(),
+    })?)
+}

@@ -1,0 +1,80 @@
+//! `ptrack archive-push` and `ptrack archive-get`: the `archive_command` and `restore_command`
+//! of a cluster whose WAL is archived into a ptrack repository (`ptrack_backup::archive`).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use ptrack_format::archived::Pushed;
+
+use crate::backups::{CompressArg, RepoArgs, repo_owner};
+use crate::{EXIT_OK, EXIT_PROBLEMS};
+
+/// Options of `ptrack archive-push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// The cluster's data directory (default: the current directory, where the archiver runs
+    /// `archive_command`).
+    #[arg(
+        short = 'D',
+        long = "pgdata",
+        value_name = "PGDATA",
+        default_value = "."
+    )]
+    pgdata: PathBuf,
+    /// Compression of the archived file.
+    #[arg(long = "compress", value_enum, default_value_t = CompressArg::Lz4)]
+    compress: CompressArg,
+    /// The WAL file to archive (`%p`).
+    #[arg(value_name = "WALFILE")]
+    path: PathBuf,
+}
+
+/// Options of `ptrack archive-get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// The data directory being recovered (default: the current directory, where the startup
+    /// process runs `restore_command`).
+    #[arg(
+        short = 'D',
+        long = "pgdata",
+        value_name = "PGDATA",
+        default_value = "."
+    )]
+    pgdata: PathBuf,
+    /// The file PostgreSQL asks for (`%f`).
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// Where to write it (`%p`).
+    #[arg(value_name = "DEST")]
+    dest: PathBuf,
+}
+
+/// `ptrack archive-push`: exit 0 only once the file is durable in the repository.
+pub fn push(a: &PushArgs) -> Result<u8> {
+    repo_owner(&a.repo.repo)?;
+    let repo = a.repo.open()?;
+    let r = ptrack_backup::archive::push(&repo, &a.pgdata, &a.path, a.compress.into())?;
+    if r.outcome == Pushed::AlreadyThere {
+        eprintln!(
+            "ptrack: {} is archived already with the same content",
+            r.name
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+/// `ptrack archive-get`: exit 0 when the file was written, 1 when the archive does not hold it
+/// (recovery ends there or waits for it), 2 on an error.
+pub fn get(a: &GetArgs) -> Result<u8> {
+    repo_owner(&a.repo.repo)?;
+    let repo = a.repo.open()?;
+    match ptrack_backup::archive::get(&repo, &a.pgdata, &a.name, &a.dest)? {
+        true => Ok(EXIT_OK),
+        false => Ok(EXIT_PROBLEMS),
+    }
+}

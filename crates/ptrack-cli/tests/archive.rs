@@ -1,0 +1,253 @@
+//! `ptrack archive-push` as a real server's `archive_command` and `ptrack archive-get` as the
+//! `restore_command` of a restored cluster (issue 13 §1), on PG15 and PG18: every segment the
+//! server archives is in the repository; a foreign, renamed, truncated or altered segment is
+//! refused and nothing archived changes; pushing the same file again succeeds; a full backup
+//! restored with archive-get recovers to the end of the archive, and the result equals the
+//! source, quiescent, file by file and page by page and by pg_dumpall.
+
+use std::path::{Path, PathBuf};
+
+use ptrack_testkit::{ClusterConfig, PgCluster, PgInstall, StopMode, require_pg};
+
+use crate::backup_util::{
+    backup, chown_postgres, dumpall, instance_dir, new_repo, wait_recovery_end,
+};
+use crate::util::{Run, run};
+
+/// A started cluster archiving into `repo` through `ptrack archive-push`.
+fn archiving_cluster(install: &PgInstall, repo: &str) -> PgCluster {
+    let cmd = format!("{} archive-push -B {repo} %p", env!("CARGO_BIN_EXE_ptrack"));
+    let cfg = ClusterConfig::new(true)
+        .set("archive_mode", "on")
+        .set("archive_command", &cmd)
+        .set("wal_level", "replica")
+        .set("max_prepared_transactions", "5");
+    let mut c = PgCluster::init_with(install, &cfg);
+    c.start();
+    c
+}
+
+/// Switches to a new segment and waits until the server has archived the one it left (and
+/// none failed).
+fn switch_and_wait(c: &PgCluster) -> String {
+    let seg = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    c.execute("SELECT pg_switch_wal()");
+    let done = format!("SELECT last_archived_wal >= '{seg}' FROM pg_stat_archiver");
+    let t0 = std::time::Instant::now();
+    while c.query_one(&done) != "t" {
+        let log = c.log();
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "{seg} not archived within 60 s; server log:\n{}",
+            &log[log.len().saturating_sub(3000)..]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        c.query_one("SELECT failed_count FROM pg_stat_archiver"),
+        "0",
+        "archive_command failed: {}",
+        c.log()
+    );
+    seg
+}
+
+fn push(repo: &str, pgdata: &Path, file: &Path) -> Run {
+    run(&[
+        "archive-push",
+        "-B",
+        repo,
+        "-D",
+        &pgdata.display().to_string(),
+        &file.display().to_string(),
+    ])
+}
+
+/// A scratch directory the `postgres` user can read (ptrack works as the repository's owner).
+fn scratch() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    chown_postgres(d.path());
+    d
+}
+
+fn copy_as(src: &Path, dir: &Path, name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut b = std::fs::read(src).expect("read segment");
+    edit(&mut b);
+    let p = dir.join(name);
+    std::fs::write(&p, b).expect("write copy");
+    chown_postgres(&p);
+    p
+}
+
+/// The next segment's name (same timeline, 16 MB segments).
+fn next_name(seg: &str) -> String {
+    let n = u64::from_str_radix(&seg[8..], 16).expect("hex");
+    let (hi, lo) = (n >> 32, n & 0xFFFF_FFFF);
+    let (hi, lo) = if lo == 0xFF {
+        (hi + 1, 0)
+    } else {
+        (hi, lo + 1)
+    };
+    format!("{}{hi:08X}{lo:08X}", &seg[..8])
+}
+
+#[test]
+fn archive_push_and_get_recover_to_the_end_of_the_archive() {
+    for major in [15, 18] {
+        let Some(install) = require_pg(major) else {
+            continue;
+        };
+        one_major(&install);
+    }
+}
+
+fn one_major(install: &PgInstall) {
+    let (_d, repo) = new_repo();
+    let mut c = archiving_cluster(install, &repo);
+    // Archived before any backup: the first push creates the instance.
+    let first = switch_and_wait(&c);
+    let arch = instance_dir(&repo).join("wal");
+    assert!(arch.join(&first).is_file(), "{first} archived");
+    let full = backup(&c, &repo, "full");
+    c.execute(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g",
+    );
+    c.execute("BEGIN; CREATE TABLE rewritten (x int); PREPARE TRANSACTION 'px'");
+    c.execute("VACUUM FULL pg_class");
+    c.execute("UPDATE t SET v = 'changed' WHERE id % 10 = 0");
+    c.execute("COMMIT PREPARED 'px'");
+    c.execute("CHECKPOINT");
+    let last = switch_and_wait(&c);
+    let segs: Vec<String> = std::fs::read_dir(&arch)
+        .expect("archive dir")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(segs.contains(&last), "{last} in {segs:?}");
+    let archived = std::fs::read(arch.join(&last)).expect("object");
+    let seg_path = c.datadir().join("pg_wal").join(&last);
+
+    // Pushing the same segment again succeeds; every wrong one is refused, naming why.
+    let s = scratch();
+    let again = push(&repo, c.datadir(), &seg_path);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("archived already"),
+        "{}",
+        again.stderr
+    );
+    let renamed = copy_as(&seg_path, s.path(), &next_name(&last), |_| {});
+    let r = push(&repo, c.datadir(), &renamed);
+    assert_eq!(r.code, 2, "renamed: {}", r.stderr);
+    assert!(r.stderr.contains("another segment"), "{}", r.stderr);
+    let cut = copy_as(&seg_path, s.path(), &last, |b| b.truncate(b.len() / 2 + 1));
+    let r = push(&repo, c.datadir(), &cut);
+    assert_eq!(r.code, 2, "truncated: {}", r.stderr);
+    assert!(r.stderr.contains("bytes"), "{}", r.stderr);
+    let altered = copy_as(&seg_path, s.path(), &last, |b| b[100_000] ^= 0x01);
+    let r = push(&repo, c.datadir(), &altered);
+    assert_eq!(r.code, 2, "altered: {}", r.stderr);
+    assert!(r.stderr.contains("other content"), "{}", r.stderr);
+    let other = PgCluster::start_new(install, false);
+    let foreign_name = other.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    other.execute("SELECT pg_switch_wal()");
+    let foreign = copy_as(
+        &other.datadir().join("pg_wal").join(&foreign_name),
+        s.path(),
+        &foreign_name,
+        |_| {},
+    );
+    let r = push(&repo, c.datadir(), &foreign);
+    assert_eq!(r.code, 2, "foreign: {}", r.stderr);
+    assert!(r.stderr.contains("system identifier"), "{}", r.stderr);
+    for (name, bytes) in [("not-wal", b"x".as_slice()), ("00000002.history", b"junk")] {
+        let p = s.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        chown_postgres(&p);
+        let r = push(&repo, c.datadir(), &p);
+        assert_eq!(r.code, 2, "{name}: {}", r.stderr);
+    }
+    assert_eq!(
+        std::fs::read(arch.join(&last)).unwrap(),
+        archived,
+        "unchanged"
+    );
+
+    // archive-get: a missing file is exit 1 and no file; a present one is written whole.
+    let out = s.path().join("got");
+    let missing = "00000009000000000000000A";
+    let g = run(&[
+        "archive-get",
+        "-B",
+        &repo,
+        "-D",
+        &c.datadir().display().to_string(),
+        missing,
+        &out.display().to_string(),
+    ]);
+    assert_eq!(g.code, 1, "{}", g.stderr);
+    assert!(!out.exists());
+    let g = run(&[
+        "archive-get",
+        "-B",
+        &repo,
+        "-D",
+        &c.datadir().display().to_string(),
+        &last,
+        &out.display().to_string(),
+    ]);
+    assert_eq!(g.code, 0, "{}", g.stderr);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&seg_path).unwrap()
+    );
+
+    // The full backup recovered through archive-get to the end of the archive equals the
+    // source, stopped after its last archived segment.
+    // Quiescent from here: what reading the dump changes (pruning, hint bits) is archived too.
+    let want = dumpall(&c);
+    c.execute("CHECKPOINT");
+    switch_and_wait(&c);
+    c.stop(StopMode::Fast);
+    let base = PgCluster::new_cluster_dir();
+    let target = base.join("data");
+    let get = format!(
+        "{} archive-get -B {repo} %f %p",
+        env!("CARGO_BIN_EXE_ptrack")
+    );
+    let r = run(&[
+        "restore",
+        "-B",
+        &repo,
+        "-D",
+        &target.display().to_string(),
+        "-i",
+        &full,
+        "--restore-command",
+        &get,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut rc = PgCluster::adopt(install, base, &[]);
+    rc.start();
+    wait_recovery_end(&rc);
+    // Compared before anything reads the restored tables (a read may prune pages).
+    rc.stop(StopMode::Fast);
+    let diffs = ptrack_testkit::paranoia::compare(c.datadir(), rc.datadir(), 8192);
+    assert!(
+        diffs.is_empty(),
+        "PG{}: recovered through the archive, the data directory differs:\n  {}",
+        install.major,
+        diffs.join("\n  ")
+    );
+    rc.start();
+    assert_eq!(
+        rc.query_one("SELECT count(*) FROM t WHERE v = 'changed'"),
+        "2000"
+    );
+    assert_eq!(rc.query_one("SELECT count(*) FROM rewritten"), "0");
+    assert_eq!(
+        dumpall(&rc),
+        want,
+        "PG{}: dump after recovery",
+        install.major
+    );
+}

@@ -1,0 +1,351 @@
+//! Is this file the WAL segment its name says, of this cluster? The check `ptrack archive-push`
+//! makes before a segment enters the archive: the length is the segment size, the first page
+//! has a long header naming the cluster's system identifier, segment size and WAL page size,
+//! and every page's header names this page's own address, a known magic and a timeline no later
+//! than the file name's (the first segment of a new timeline starts with pages of its parent's,
+//! see `xlog.c: XLogInitNewTimeline`) that never goes back. A page of zeros is accepted (the
+//! space a tool zero-filled), anything else is refused with the offset where it is.
+//!
+//! Mirrors `src/backend/access/transam/xlogreader.c: XLogReaderValidatePageHeader`, applied to
+//! every page of a file rather than to the pages a reader happens to need.
+
+use ptrack_types::{PgMajorVersion, TimeLineId, WalSegSize};
+
+use crate::consts::{
+    SIZE_OF_XLOG_LONG_PHD, SIZE_OF_XLOG_SHORT_PHD, XLP_ALL_FLAGS, XLP_LONG_HEADER,
+};
+use crate::segment::SegmentName;
+
+/// The WAL page size every supported build uses (`XLOG_BLCKSZ`).
+pub const XLOG_BLCKSZ: u32 = 8192;
+
+/// What a segment that passed the check says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentFacts {
+    /// The cluster's system identifier (the first page's long header).
+    pub system_identifier: u64,
+    /// The major that wrote it (by page magic).
+    pub major: PgMajorVersion,
+    /// Pages with a valid header (the rest are zeros).
+    pub pages: u32,
+}
+
+/// Why a file is not the segment it claims to be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentFault {
+    /// Not a whole segment (a full segment, or for a `.partial` one a whole number of pages).
+    #[error("it has {found} bytes, not {expected} (a WAL segment of this cluster is that long)")]
+    Length {
+        /// Its length.
+        found: u64,
+        /// The segment size.
+        expected: u64,
+    },
+    /// The first page is not a segment's first page.
+    #[error("its first page has no long header (info {info:#06x}): not the start of a WAL segment")]
+    NoLongHeader {
+        /// `xlp_info` found.
+        info: u16,
+    },
+    /// Another cluster's segment.
+    #[error("it belongs to the cluster with system identifier {found}, not {expected}")]
+    OtherCluster {
+        /// The segment's.
+        found: u64,
+        /// The cluster's.
+        expected: u64,
+    },
+    /// Another segment or page size.
+    #[error(
+        "its header says segment size {seg_size} and page size {page_size}, expected {expected_seg} and {XLOG_BLCKSZ}"
+    )]
+    Sizes {
+        /// `xlp_seg_size`.
+        seg_size: u32,
+        /// `xlp_xlog_blcksz`.
+        page_size: u32,
+        /// The cluster's segment size.
+        expected_seg: u64,
+    },
+    /// A page whose header is not one PostgreSQL writes.
+    #[error(
+        "the page at offset {offset} has no valid WAL page header (magic {magic:#06x}, info {info:#06x})"
+    )]
+    BadHeader {
+        /// Offset in the file.
+        offset: u64,
+        /// `xlp_magic`.
+        magic: u16,
+        /// `xlp_info`.
+        info: u16,
+    },
+    /// A page of another major than the first page's.
+    #[error(
+        "the page at offset {offset} was written by another PostgreSQL major than the first page"
+    )]
+    MixedMajors {
+        /// Offset in the file.
+        offset: u64,
+    },
+    /// A page with another page's address: a renamed or recycled file.
+    #[error(
+        "the page at offset {offset} is page {found} of the WAL, not {expected}: the file holds another segment (renamed or recycled)"
+    )]
+    Address {
+        /// Offset in the file.
+        offset: u64,
+        /// `xlp_pageaddr`.
+        found: ptrack_types::Lsn,
+        /// This page's address.
+        expected: ptrack_types::Lsn,
+    },
+    /// A page of a later timeline than the file name's, or going back.
+    #[error("the page at offset {offset} is on timeline {found}, which {why}")]
+    Timeline {
+        /// Offset in the file.
+        offset: u64,
+        /// `xlp_tli`.
+        found: TimeLineId,
+        /// Why that is wrong.
+        why: String,
+    },
+}
+
+/// Checks that `bytes` is segment `name` of a cluster with segment size `seg` (and system
+/// identifier `sysid` when known). `partial`: the last segment of a timeline (`.partial`),
+/// which may be shorter, in whole pages.
+pub fn check_segment(
+    bytes: &[u8],
+    name: SegmentName,
+    seg: WalSegSize,
+    sysid: Option<u64>,
+    partial: bool,
+) -> Result<SegmentFacts, SegmentFault> {
+    let page = u64::from(XLOG_BLCKSZ);
+    let len = bytes.len() as u64;
+    let whole =
+        len == seg.bytes() || (partial && len > 0 && len < seg.bytes() && len.is_multiple_of(page));
+    if !whole {
+        return Err(SegmentFault::Length {
+            found: len,
+            expected: seg.bytes(),
+        });
+    }
+    let first = header(bytes, 0);
+    if first.info & XLP_LONG_HEADER == 0 {
+        return Err(SegmentFault::NoLongHeader { info: first.info });
+    }
+    let found_sysid = u64_at(bytes, 24);
+    if let Some(expected) = sysid
+        && expected != found_sysid
+    {
+        return Err(SegmentFault::OtherCluster {
+            found: found_sysid,
+            expected,
+        });
+    }
+    let (seg_size, page_size) = (u32_at(bytes, 32), u32_at(bytes, 36));
+    if u64::from(seg_size) != seg.bytes() || page_size != XLOG_BLCKSZ {
+        return Err(SegmentFault::Sizes {
+            seg_size,
+            page_size,
+            expected_seg: seg.bytes(),
+        });
+    }
+    let start = seg.start(name.segno).0;
+    let mut major = None;
+    let mut last_tli = 0u32;
+    let mut pages = 0u32;
+    for (i, p) in bytes.chunks(page as usize).enumerate() {
+        let offset = i as u64 * page;
+        if p.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let h = header(p, 0);
+        let m = PgMajorVersion::ALL
+            .into_iter()
+            .find(|m| m.xlog_page_magic() == h.magic);
+        let bad = SegmentFault::BadHeader {
+            offset,
+            magic: h.magic,
+            info: h.info,
+        };
+        let Some(m) = m else { return Err(bad) };
+        let long = h.info & XLP_LONG_HEADER != 0;
+        if h.info & !XLP_ALL_FLAGS != 0 || long != (i == 0) {
+            return Err(bad);
+        }
+        match major {
+            None => major = Some(m),
+            Some(first) if first != m => return Err(SegmentFault::MixedMajors { offset }),
+            Some(_) => {}
+        }
+        let expected = start + offset;
+        if h.pageaddr != expected {
+            return Err(SegmentFault::Address {
+                offset,
+                found: ptrack_types::Lsn(h.pageaddr),
+                expected: ptrack_types::Lsn(expected),
+            });
+        }
+        let why = match h.tli {
+            t if t > name.tli.0 => Some(format!("is later than the file name's {}", name.tli)),
+            t if t < last_tli => Some(format!("goes back from timeline {last_tli}")),
+            0 => Some("does not exist".into()),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(SegmentFault::Timeline {
+                offset,
+                found: TimeLineId(h.tli),
+                why,
+            });
+        }
+        last_tli = h.tli;
+        pages += 1;
+    }
+    Ok(SegmentFacts {
+        system_identifier: found_sysid,
+        // The first page has a long header, so it is not zeros: `major` is set.
+        major: major.unwrap_or(PgMajorVersion::V18),
+        pages,
+    })
+}
+
+struct Header {
+    magic: u16,
+    info: u16,
+    tli: u32,
+    pageaddr: u64,
+}
+
+/// The short header at `at` (the caller has checked that a page is there).
+fn header(b: &[u8], at: usize) -> Header {
+    debug_assert!(b.len() >= at + SIZE_OF_XLOG_SHORT_PHD as usize);
+    debug_assert!(SIZE_OF_XLOG_LONG_PHD <= u64::from(XLOG_BLCKSZ));
+    Header {
+        magic: u16::from_le_bytes([b[at], b[at + 1]]),
+        info: u16::from_le_bytes([b[at + 2], b[at + 3]]),
+        tli: u32_at(b, at + 4),
+        pageaddr: u64_at(b, at + 8),
+    }
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[o..o + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::WalBuilder;
+
+    fn seg() -> WalSegSize {
+        WalSegSize::new(1 << 20).unwrap()
+    }
+
+    /// Segment 7 (timeline 1 in every page) with a few records and a switch.
+    fn segment() -> (Vec<u8>, u64) {
+        let mut w = WalBuilder::new(PgMajorVersion::V16, seg().bytes(), 7);
+        for i in 0..200u32 {
+            w.record(
+                crate::consts::RM_HEAP_ID,
+                0,
+                &WalBuilder::block_body(i, i, 100),
+            );
+        }
+        w.switch();
+        (w.bytes().to_vec(), w.sysid)
+    }
+
+    /// Sets the timeline of the page at `page`.
+    fn set_tli(b: &mut [u8], page: usize, tli: u32) {
+        let at = page * XLOG_BLCKSZ as usize + 4;
+        b[at..at + 4].copy_from_slice(&tli.to_le_bytes());
+    }
+
+    #[test]
+    fn a_real_layout_passes_and_each_kind_of_damage_is_named() {
+        let (b, sysid) = segment();
+        assert_eq!(b.len() as u64, seg().bytes());
+        let name = SegmentName {
+            tli: TimeLineId(1),
+            segno: 7,
+        };
+        let f = check_segment(&b, name, seg(), Some(sysid), false).unwrap();
+        assert_eq!(f.system_identifier, sysid);
+        assert_eq!(f.major, PgMajorVersion::V16);
+        assert_eq!(f.pages as u64, seg().bytes() / u64::from(XLOG_BLCKSZ));
+        // Another cluster.
+        assert!(matches!(
+            check_segment(&b, name, seg(), Some(sysid + 1), false),
+            Err(SegmentFault::OtherCluster { .. })
+        ));
+        // Renamed: the name of the next segment.
+        let renamed = SegmentName { segno: 8, ..name };
+        assert!(matches!(
+            check_segment(&b, renamed, seg(), None, false),
+            Err(SegmentFault::Address { offset: 0, .. })
+        ));
+        // A later timeline in the name than in the pages is a new timeline's first segment.
+        let newer = SegmentName {
+            tli: TimeLineId(2),
+            ..name
+        };
+        assert!(check_segment(&b, newer, seg(), None, false).is_ok());
+        // Pages of a later timeline than the name's, or going back.
+        let mut later = b.clone();
+        set_tli(&mut later, 3, 2);
+        assert!(matches!(
+            check_segment(&later, name, seg(), None, false),
+            Err(SegmentFault::Timeline { offset, .. }) if offset == 3 * u64::from(XLOG_BLCKSZ)
+        ));
+        assert!(
+            check_segment(&later, newer, seg(), None, false).is_err(),
+            "back to 1 after 2"
+        );
+        // Truncated.
+        assert!(matches!(
+            check_segment(&b[..b.len() - 1], name, seg(), None, false),
+            Err(SegmentFault::Length { .. })
+        ));
+        // A partial segment in whole pages is accepted only as .partial.
+        let half = &b[..b.len() / 2];
+        assert!(check_segment(half, name, seg(), None, true).is_ok());
+        assert!(check_segment(half, name, seg(), None, false).is_err());
+        // A garbage page header in the middle, and zeros (accepted).
+        let mut g = b.clone();
+        let at = 5 * XLOG_BLCKSZ as usize;
+        g[at..at + 16].copy_from_slice(&[0xAB; 16]);
+        assert!(matches!(
+            check_segment(&g, name, seg(), None, false),
+            Err(SegmentFault::BadHeader { offset, .. }) if offset == at as u64
+        ));
+        g[at..at + XLOG_BLCKSZ as usize].fill(0);
+        assert!(check_segment(&g, name, seg(), None, false).is_ok());
+        // Another segment size.
+        let small = WalSegSize::new(1 << 21).unwrap();
+        assert!(check_segment(&b, name, small, None, true).is_err());
+    }
+
+    #[test]
+    fn never_panics_on_short_or_random_input() {
+        let name = SegmentName {
+            tli: TimeLineId(1),
+            segno: 1,
+        };
+        for n in [0usize, 1, 23, 24, 39, 40, 8191, 8192, 1 << 20] {
+            let v: Vec<u8> = (0..n).map(|i| (i * 7919 % 251) as u8).collect();
+            let _ = check_segment(&v, name, seg(), None, true);
+            let _ = check_segment(&v, name, seg(), None, false);
+        }
+    }
+}
