@@ -13,9 +13,11 @@
 //! Mirrors `src/backend/postmaster/pgarch.c` (what `%p` and `%f` are, retries) and
 //! `src/backend/access/transam/xlogarchive.c: RestoreArchivedFile` (what a missing file means).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use ptrack_format::archived::{self, PushError, Pushed, WalFile};
+use ptrack_format::catalog::BackupInfo;
 use ptrack_format::repo::{Instance, InstanceInfo, Repository};
 use ptrack_format::stored::Compression;
 use ptrack_page::control::{ControlFile, read_control_file};
@@ -23,6 +25,9 @@ use ptrack_wal::SegmentName;
 use ptrack_wal::archive::parse_history;
 use ptrack_wal::check::{SegmentFault, check_segment};
 
+use ptrack_types::{TimeLineId, WalSegSize};
+
+use crate::target::RecoveryTarget;
 use crate::{Error, Refusal, Result};
 
 /// What `archive-push` did.
@@ -169,4 +174,131 @@ fn instance_for(repo: &Repository, c: &ControlFile, pgdata: &Path) -> Result<Ins
         wal_seg_size: c.xlog_seg_size,
         pgdata: pgdata.display().to_string(),
     })?)
+}
+
+/// The archived segments of timeline `tli`, by segment number.
+pub fn timeline_segments(
+    list: &archived::Listing,
+    tli: TimeLineId,
+    seg: WalSegSize,
+) -> BTreeSet<u64> {
+    list.segments
+        .iter()
+        .filter_map(|n| SegmentName::parse(n, seg))
+        .filter(|s| s.tli == tli)
+        .map(|s| s.segno)
+        .collect()
+}
+
+/// Contiguous runs of segment numbers (first, last).
+pub fn runs(segnos: &BTreeSet<u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &n in segnos {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == n => *last = n,
+            _ => out.push((n, n)),
+        }
+    }
+    out
+}
+
+/// How a restore reaches WAL beyond the backup's own: the `restore_command` to write and
+/// notes for the user. `given` (`--restore-command`) is used as is. Otherwise, when the
+/// repository archives the backup's timeline, `offered` (`ptrack archive-get` of this
+/// repository, built by the caller) is used, and an LSN target the archive cannot reach is
+/// refused naming the first segment missing after the backup.
+pub fn recovery_command(
+    inst: &Instance,
+    backup: &BackupInfo,
+    target: Option<&RecoveryTarget>,
+    given: Option<&str>,
+    offered: Option<&str>,
+) -> Result<(Option<String>, Vec<String>)> {
+    if let Some(g) = given {
+        return Ok((Some(g.to_string()), Vec::new()));
+    }
+    let (Some(offered), Some(tli), Some(stop)) = (offered, backup.timeline, backup.stop_lsn) else {
+        return Ok((None, Vec::new()));
+    };
+    let seg = inst.info.wal_seg_size;
+    let list = archived::list(inst.store(), inst.dir())?;
+    let have = timeline_segments(&list, tli, seg);
+    if have.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let after = seg.segno(stop) + 1;
+    let name = |n: u64| SegmentName { tli, segno: n }.file_name(seg);
+    let first_gap = (after..).find(|n| !have.contains(n));
+    let last = have.last().copied().unwrap_or(0);
+    let mut notes = Vec::new();
+    if let Some(RecoveryTarget::Lsn(l)) = target
+        && *l > stop
+    {
+        let need = seg.segno(*l);
+        if let Some(g) = first_gap.filter(|&g| g <= need) {
+            return Err(Refusal::ArchiveCannotReach {
+                target: *l,
+                missing: name(g),
+                id: backup.id.clone(),
+            }
+            .into());
+        }
+    } else if let Some(g) = first_gap.filter(|&g| g <= last) {
+        notes.push(format!(
+            "the archive misses {} (it has later segments): recovery from backup {} cannot go past it",
+            name(g),
+            backup.id
+        ));
+    }
+    Ok((Some(offered.to_string()), notes))
+}
+
+/// One timeline of an archive, for `ptrack show --archive`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TimelineSummary {
+    /// The timeline.
+    pub timeline: TimeLineId,
+    /// Segments archived.
+    pub segments: usize,
+    /// Contiguous runs, first and last segment name.
+    pub runs: Vec<(String, String)>,
+    /// Whether its history file is archived (timeline 1 has none).
+    pub history: bool,
+    /// Its `.partial` segments.
+    pub partial: Vec<String>,
+}
+
+/// Per timeline: what the instance's archive holds, and where it has gaps (between runs).
+pub fn summary(inst: &Instance) -> Result<Vec<TimelineSummary>> {
+    let seg = inst.info.wal_seg_size;
+    let list = archived::list(inst.store(), inst.dir())?;
+    let mut tlis: BTreeSet<TimeLineId> = list.histories.clone();
+    let names = list.segments.iter().chain(list.partial.iter());
+    tlis.extend(
+        names
+            .filter_map(|n| SegmentName::parse(n, seg))
+            .map(|s| s.tli),
+    );
+    Ok(tlis
+        .into_iter()
+        .map(|tli| {
+            let have = timeline_segments(&list, tli, seg);
+            let name = |n: u64| SegmentName { tli, segno: n }.file_name(seg);
+            TimelineSummary {
+                timeline: tli,
+                segments: have.len(),
+                runs: runs(&have)
+                    .into_iter()
+                    .map(|(a, b)| (name(a), name(b)))
+                    .collect(),
+                history: list.histories.contains(&tli),
+                partial: list
+                    .partial
+                    .iter()
+                    .filter(|n| SegmentName::parse(n, seg).is_some_and(|s| s.tli == tli))
+                    .cloned()
+                    .collect(),
+            }
+        })
+        .collect())
 }

@@ -281,7 +281,7 @@ pub enum Refusal {
     /// A recovery target the backup's own WAL cannot reach.
     #[error(
         "without --restore-command the restored cluster has only the backup's own WAL, which ends where it becomes consistent: \
-         the only recovery target it can reach is `immediate`; give --restore-command to recover from a WAL archive"
+         the only recovery target it can reach is `immediate`; archive the cluster's WAL with `ptrack archive-push`, or give --restore-command for another archive"
     )]
     TargetNeedsArchive,
     /// The ptrack extension is not installed.
@@ -406,6 +406,18 @@ pub enum Refusal {
     /// The archive holds other content under the name.
     #[error("{0}")]
     ArchivedOtherwise(ptrack_format::archived::Conflict),
+    /// An LSN target past a segment the archive does not hold.
+    #[error(
+        "recovery target {target} cannot be reached from backup {id}: the archive does not hold {missing}"
+    )]
+    ArchiveCannotReach {
+        /// The target.
+        target: Lsn,
+        /// The first segment missing after the backup.
+        missing: String,
+        /// The backup.
+        id: String,
+    },
     /// `PGPORT` that is not a port.
     #[error("invalid port {0:?} in environment variable PGPORT")]
     BadPort(String),

@@ -46,6 +46,9 @@ pub struct RestoreOptions {
     pub recovery_target: Option<RecoveryTarget>,
     /// `restore_command` to reach a WAL archive beyond the stored WAL.
     pub restore_command: Option<String>,
+    /// The `restore_command` to write when none is given and the repository archives the
+    /// backup's timeline (`ptrack archive-get` of this repository, built by the caller).
+    pub archive_get: Option<String>,
     /// Parallel writers.
     pub jobs: usize,
     /// How the restored files are made durable before `pg_control` is written.
@@ -92,6 +95,8 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// For the user: newer backups passed over, and why.
     pub warnings: Vec<String>,
+    /// The `restore_command` written (given, or the archive's), if any.
+    pub restore_command: Option<String>,
 }
 
 /// Picks the backup: the one asked for, or the newest OK one whose consistency point lies
@@ -280,8 +285,8 @@ fn check_locations(spaces: &[Tablespace], opts: &RestoreOptions) -> Result<()> {
 
 /// Without a `restore_command` the restored cluster has only the backup's own WAL, which ends
 /// where it becomes consistent: `immediate` is the only target it can reach.
-fn check_reachable(opts: &RestoreOptions) -> Result<()> {
-    match (&opts.recovery_target, &opts.restore_command) {
+fn check_reachable(opts: &RestoreOptions, restore_command: Option<&str>) -> Result<()> {
+    match (&opts.recovery_target, restore_command) {
         (Some(t), None) if *t != RecoveryTarget::Immediate => {
             Err(Refusal::TargetNeedsArchive.into())
         }
@@ -456,7 +461,6 @@ pub fn run_restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    check_reachable(opts)?;
     let instance = repo.only_instance(opts.instance)?;
     // Every catalog read happens here, before the first file is written: nothing read from
     // the repository after pg_control lands can fail the restore of a startable directory.
@@ -467,8 +471,17 @@ pub fn run_restore(
         opts.backup_id.as_deref(),
         opts.recovery_target.as_ref(),
     )?;
+    let (restore_command, notes) = crate::archive::recovery_command(
+        &instance,
+        &backup,
+        opts.recovery_target.as_ref(),
+        opts.restore_command.as_deref(),
+        opts.archive_get.as_deref(),
+    )?;
+    check_reachable(opts, restore_command.as_deref())?;
     let chain = load_chain(&instance, &cat, &backup.id)?;
-    let warnings = passed_over(&cat, &backup);
+    let mut warnings = passed_over(&cat, &backup);
+    warnings.extend(notes);
     let target_m = &chain[0].manifest;
     let blcksz = u64::from(target_m.blcksz);
     if !is_empty_dir(&opts.target)? {
@@ -544,7 +557,7 @@ pub fn run_restore(
     jobs.sort_by_key(|j| std::cmp::Reverse(job_size(j, blcksz)));
     progress.start(jobs.iter().map(|j| job_size(j, blcksz)).sum());
     progress.step("restoring files");
-    let cut = opts.recovery_target.is_none() && opts.restore_command.is_none();
+    let cut = opts.recovery_target.is_none() && restore_command.is_none();
     let readers = |_| crate::chain::readers(&instance, &chain);
     let written = crate::parallel::run(
         opts.jobs,
@@ -569,7 +582,7 @@ pub fn run_restore(
     let old = std::fs::read(opts.target.join(auto.as_path())).unwrap_or_default();
     let settings = recovery_settings(
         opts.recovery_target.as_ref(),
-        opts.restore_command.as_deref(),
+        restore_command.as_deref(),
         &backup.id,
     );
     let text = auto_conf(&old, &settings);
@@ -599,6 +612,7 @@ pub fn run_restore(
         .map_err(|e| Error::io(&opts.target.join("global/pg_control"), "write", e))?;
     Ok(RestoreReport {
         warnings,
+        restore_command,
         chain: chain.iter().map(|l| l.info.id.clone()).collect(),
         backup,
         files: written.len() as u64 + 1,

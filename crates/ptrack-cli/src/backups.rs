@@ -268,6 +268,9 @@ pub struct ShowArgs {
     /// Print as JSON.
     #[arg(long)]
     json: bool,
+    /// Show the WAL archive instead: per timeline, the archived segments and the gaps.
+    #[arg(long)]
+    archive: bool,
 }
 
 fn parse_mapping(s: &str) -> Result<(String, String), String> {
@@ -474,6 +477,7 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
         tablespace_map: a.mapping.clone(),
         recovery_target: a.target_spec.clone(),
         restore_command: a.restore_command.clone(),
+        archive_get: Some(archive_get_command(&a.repo)?),
         jobs: a.jobs as usize,
         sync: match a.sync {
             SyncArg::Syncfs => SyncMethod::Syncfs,
@@ -503,13 +507,42 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
     );
     println!(
         "ptrack: started there, the server recovers from the backup's WAL{} and then ends recovery on a new timeline",
-        if a.restore_command.is_some() {
-            " and the archive"
-        } else {
-            ""
+        match &r.restore_command {
+            Some(c) => format!(" and the archive ({c})"),
+            None => String::new(),
         }
     );
     Ok(EXIT_OK)
+}
+
+/// The `restore_command` that reads this repository's archive: this program's `archive-get`,
+/// with the repository and the key file when one was given (a passphrase in the environment
+/// does not reach the server's restore_command: give --restore-command then).
+fn archive_get_command(repo: &RepoArgs) -> Result<String> {
+    let exe = std::env::current_exe()?;
+    let quote = |s: &str| {
+        let plain = s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._:-+=@,".contains(&b));
+        match plain {
+            true => s.to_string(),
+            false => format!("'{}'", s.replace('\'', "'\\''")),
+        }
+    };
+    let mut cmd = format!(
+        "{} archive-get -B {}",
+        quote(&exe.display().to_string()),
+        quote(&repo.repo.to_string())
+    );
+    if let Some(k) = &repo.key.key_file {
+        let k = std::fs::canonicalize(k).unwrap_or_else(|_| k.clone());
+        cmd.push_str(&format!(
+            " --encryption-key-file {}",
+            quote(&k.display().to_string())
+        ));
+    }
+    cmd.push_str(" %f %p");
+    Ok(cmd)
 }
 
 /// `ptrack validate`.
@@ -549,6 +582,49 @@ pub fn validate(a: &ValidateArgs) -> Result<u8> {
     Ok(if bad { EXIT_PROBLEMS } else { EXIT_OK })
 }
 
+/// `ptrack show --archive`.
+fn show_archive(repo: &Repository, ids: &[u64], json: bool) -> Result<u8> {
+    let mut all = Vec::new();
+    for &sysid in ids {
+        let inst = repo.only_instance(Some(sysid))?;
+        all.push((sysid, ptrack_backup::archive::summary(&inst)?));
+    }
+    if json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(i, t)| serde_json::json!({"instance": i, "timelines": t}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(EXIT_OK);
+    }
+    for (sysid, tls) in &all {
+        println!("Instance {sysid}: WAL archive");
+        if tls.is_empty() {
+            println!("  (empty)");
+        }
+        for t in tls {
+            let runs: Vec<String> = t.runs.iter().map(|(a, b)| format!("{a}..{b}")).collect();
+            println!(
+                "  timeline {}: {} segment(s) in {} run(s){}{}: {}",
+                t.timeline,
+                t.segments,
+                t.runs.len(),
+                if t.runs.len() > 1 {
+                    " (gaps between)"
+                } else {
+                    ""
+                },
+                if t.history { ", history file" } else { "" },
+                runs.join(", ")
+            );
+            for p in &t.partial {
+                println!("    {p}.partial");
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
 /// `ptrack show`.
 pub fn show(a: &ShowArgs) -> Result<u8> {
     repo_owner(&a.repo.repo)?;
@@ -557,6 +633,9 @@ pub fn show(a: &ShowArgs) -> Result<u8> {
         Some(i) => vec![i],
         None => repo.instances()?,
     };
+    if a.archive {
+        return show_archive(&repo, &ids, a.json);
+    }
     let mut all = Vec::new();
     for sysid in ids {
         let inst = repo.only_instance(Some(sysid))?;

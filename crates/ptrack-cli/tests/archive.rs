@@ -109,9 +109,14 @@ fn one_major(install: &PgInstall) {
     let arch = instance_dir(&repo).join("wal");
     assert!(arch.join(&first).is_file(), "{first} archived");
     let full = backup(&c, &repo, "full");
+    c.execute("SELECT pg_switch_wal()");
     c.execute(
         "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g",
     );
+    // A point in time: after t was created, before the catalog rewrite and the update.
+    c.execute("SELECT pg_create_restore_point('p1')");
+    let p1_lsn = c.query_one("SELECT pg_current_wal_lsn()");
+    let p1_seg = c.query_one(&format!("SELECT pg_walfile_name('{p1_lsn}')"));
     c.execute("BEGIN; CREATE TABLE rewritten (x int); PREPARE TRANSACTION 'px'");
     c.execute("VACUUM FULL pg_class");
     c.execute("UPDATE t SET v = 'changed' WHERE id % 10 = 0");
@@ -250,4 +255,64 @@ fn one_major(install: &PgInstall) {
         "PG{}: dump after recovery",
         install.major
     );
+    drop(rc);
+
+    // `show --archive`: one run from the first segment to the last.
+    let sh = run(&["show", "-B", &repo, "--archive", "--json"]);
+    assert_eq!(sh.code, 0, "{}", sh.stderr);
+    let tl = &sh.json()[0]["timelines"][0];
+    assert_eq!(tl["runs"].as_array().unwrap().len(), 1, "{tl}");
+    assert_eq!(tl["runs"][0][0], first.as_str(), "{tl}");
+
+    // Targets in the past, through the archive ptrack finds itself (no --restore-command).
+    for target in ["name:p1".to_string(), format!("lsn:{p1_lsn}")] {
+        let base = PgCluster::new_cluster_dir();
+        let d = base.join("data").display().to_string();
+        let r = run(&[
+            "restore",
+            "-B",
+            &repo,
+            "-D",
+            &d,
+            "--recovery-target",
+            &target,
+        ]);
+        assert_eq!(r.code, 0, "{target}: {}", r.stderr);
+        assert!(r.stdout.contains("archive-get"), "{}", r.stdout);
+        let mut p = PgCluster::adopt(install, base, &[]);
+        p.start();
+        wait_recovery_end(&p);
+        assert_eq!(p.query_one("SELECT count(*) FROM t"), "20000", "{target}");
+        assert_eq!(
+            p.query_one("SELECT count(*) FROM t WHERE v = 'changed'"),
+            "0",
+            "{target}"
+        );
+        assert_eq!(
+            p.query_one("SELECT to_regclass('rewritten') IS NULL"),
+            "t",
+            "{target}"
+        );
+        p.stop(StopMode::Fast);
+    }
+
+    // A segment missing between the backup and an LSN target: refused, naming it.
+    std::fs::remove_file(arch.join(&p1_seg)).expect("remove archived segment");
+    let base = PgCluster::new_cluster_dir();
+    let d = base.join("data").display().to_string();
+    let lsn_target = format!("lsn:{p1_lsn}");
+    let r = run(&[
+        "restore",
+        "-B",
+        &repo,
+        "-D",
+        &d,
+        "--recovery-target",
+        &lsn_target,
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains(&p1_seg), "{}", r.stderr);
+    assert!(!Path::new(&d).join("global/pg_control").exists());
+    let sh = run(&["show", "-B", &repo, "--archive"]);
+    assert!(sh.stdout.contains("gaps between"), "{}", sh.stdout);
 }

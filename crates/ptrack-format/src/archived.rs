@@ -318,6 +318,53 @@ pub enum PushError {
     Repo(#[from] Error),
 }
 
+/// What an instance's archive holds, by name (objects are not read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Segment names (24 digits) archived whole.
+    pub segments: std::collections::BTreeSet<String>,
+    /// `.partial` segments (24-digit names).
+    pub partial: std::collections::BTreeSet<String>,
+    /// Timeline history files.
+    pub histories: std::collections::BTreeSet<ptrack_types::TimeLineId>,
+    /// Backup history files.
+    pub backup_histories: usize,
+}
+
+/// Lists the archive of the instance under `dir`. An object whose name is not an archived
+/// file's is damage, named (never passed over).
+pub fn list(store: &dyn Storage, dir: &Key) -> Result<Listing> {
+    let prefix = archive_dir(dir)?;
+    let mut out = Listing::default();
+    for k in store.list(Some(&prefix))? {
+        let name = k.as_str().rsplit('/').next().unwrap_or_default();
+        match WalFile::parse(name) {
+            Some(WalFile::Segment {
+                name,
+                partial: false,
+            }) => out.segments.insert(name),
+            Some(WalFile::Segment {
+                name,
+                partial: true,
+            }) => out.partial.insert(name),
+            Some(WalFile::History(t)) => out.histories.insert(t),
+            Some(WalFile::BackupHistory { .. }) => {
+                out.backup_histories += 1;
+                true
+            }
+            None => {
+                return Err(Error::Document {
+                    object: format!("\"{k}\""),
+                    why: DocError::Invalid(
+                        "not an archived WAL file's name; move it out of the archive".into(),
+                    ),
+                });
+            }
+        };
+    }
+    Ok(out)
+}
+
 /// Reads archived `key`: the file's bytes, checked (`Ok(None)` when it is not archived).
 pub fn fetch(store: &dyn Storage, key: &Key) -> Result<Option<Vec<u8>>> {
     let b = match store.get(key) {
