@@ -316,3 +316,170 @@ fn one_major(install: &PgInstall) {
     let sh = run(&["show", "-B", &repo, "--archive"]);
     assert!(sh.stdout.contains("gaps between"), "{}", sh.stdout);
 }
+
+/// `archive-push` killed with SIGKILL at random points: the archived object is either absent or
+/// complete and verified (archive-get returns the segment's bytes), and the push run again (the
+/// archiver's retry) succeeds.
+#[test]
+fn archive_push_killed_at_random_points() {
+    let Some(install) = require_pg(18) else {
+        return;
+    };
+    let c = PgCluster::start_new(&install, true);
+    c.execute("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g");
+    let seg = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    c.execute("SELECT pg_switch_wal()");
+    let seg_path = c.datadir().join("pg_wal").join(&seg);
+    let want = std::fs::read(&seg_path).expect("segment");
+    let data = c.datadir().display().to_string();
+    let file = seg_path.display().to_string();
+    let args = |repo: &str| -> Vec<String> {
+        [
+            "archive-push",
+            "-B",
+            repo,
+            "-D",
+            &data,
+            "--compress",
+            "zstd",
+            &file,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // How long a push takes here (the faster of two), so that kills land inside one.
+    let mut took = std::time::Duration::MAX;
+    for _ in 0..2 {
+        let (_d, repo) = new_repo();
+        let t0 = std::time::Instant::now();
+        let st = crate::util::ptrack()
+            .args(args(&repo))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        took = took.min(t0.elapsed());
+    }
+    let mut rng = ptrack_testkit::TestRng::from_env("archive-push crash test");
+    let mut interrupted = 0;
+    for trial in 0..20 {
+        let (d, repo) = new_repo();
+        let mut child = crate::util::ptrack()
+            .args(args(&repo))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = rng.below(took.as_micros() as u64).max(1);
+        std::thread::sleep(std::time::Duration::from_micros(delay));
+        // SAFETY: kill on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let st = child.wait().unwrap();
+        let out = d.path().join("got");
+        let get = |out: &Path| {
+            run(&[
+                "archive-get",
+                "-B",
+                &repo,
+                "-D",
+                &data,
+                &seg,
+                &out.display().to_string(),
+            ])
+        };
+        let g = get(&out);
+        match g.code {
+            0 => assert!(
+                std::fs::read(&out).unwrap() == want,
+                "trial {trial}: a complete object"
+            ),
+            1 => {
+                assert!(!out.exists());
+                interrupted += 1;
+            }
+            _ => panic!("trial {trial} (seed {}): {}", rng.seed(), g.stderr),
+        }
+        assert!(
+            !st.success() || g.code == 0,
+            "a push that exited 0 left no object"
+        );
+        let again = run(&args(&repo).iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(again.code, 0, "trial {trial}: retry: {}", again.stderr);
+        let out2 = d.path().join("got2");
+        assert_eq!(get(&out2).code, 0);
+        assert!(std::fs::read(&out2).unwrap() == want, "trial {trial}");
+    }
+    assert!(
+        interrupted > 0,
+        "no kill landed inside a push (took {took:?})"
+    );
+}
+
+/// The same on S3 (Garage): a server archives through `archive-push` into an `s3://`
+/// repository (its credentials in a 0700 wrapper script, never on a command line), a full
+/// backup is restored to a named restore point through `archive-get`, and `show --archive`
+/// lists what the server archived.
+#[test]
+fn archive_on_s3_recovers_to_a_restore_point() {
+    let Some(install) = require_pg(18) else {
+        return;
+    };
+    let Some(bin) = ptrack_testkit::require_garage() else {
+        return;
+    };
+    let g = ptrack_testkit::Garage::start(&bin, 1);
+    let repo = crate::backup_util::new_s3_repo(&g, "arch");
+    let s = scratch();
+    let wrapper = s.path().join("ptrack-s3");
+    let mut script = String::from("#!/bin/sh\n");
+    for (k, v) in g.env() {
+        script.push_str(&format!("export {k}='{v}'\n"));
+    }
+    script.push_str(&format!("exec {} \"$@\"\n", env!("CARGO_BIN_EXE_ptrack")));
+    std::fs::write(&wrapper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown_postgres(&wrapper);
+    let cfg = ClusterConfig::new(true).set("archive_mode", "on").set(
+        "archive_command",
+        &format!("{} archive-push -B {repo} %p", wrapper.display()),
+    );
+    let mut c = PgCluster::init_with(&install, &cfg);
+    c.start();
+    let first = switch_and_wait(&c);
+    let full = backup(&c, &repo, "full");
+    c.execute("SELECT pg_switch_wal()");
+    c.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    c.execute("SELECT pg_create_restore_point('p1')");
+    c.execute("INSERT INTO t SELECT g FROM generate_series(1, 500) g");
+    let last = switch_and_wait(&c);
+    c.stop(StopMode::Fast);
+    let sh = run(&["show", "-B", &repo, "--archive", "--json"]);
+    assert_eq!(sh.code, 0, "{}", sh.stderr);
+    let tl = &sh.json()[0]["timelines"][0];
+    assert_eq!(tl["runs"][0][0], first.as_str(), "{tl}");
+    assert_eq!(tl["runs"][0][1], last.as_str(), "{tl}");
+    let base = PgCluster::new_cluster_dir();
+    let d = base.join("data").display().to_string();
+    let get = format!("{} archive-get -B {repo} %f %p", wrapper.display());
+    let r = run(&[
+        "restore",
+        "-B",
+        &repo,
+        "-D",
+        &d,
+        "-i",
+        &full,
+        "--recovery-target",
+        "name:p1",
+        "--restore-command",
+        &get,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut p = PgCluster::adopt(&install, base, &[]);
+    p.start();
+    wait_recovery_end(&p);
+    assert_eq!(p.query_one("SELECT count(*) FROM t"), "1000");
+    p.stop(StopMode::Fast);
+}
