@@ -302,3 +302,126 @@ pub fn summary(inst: &Instance) -> Result<Vec<TimelineSummary>> {
         })
         .collect())
 }
+
+/// What `ptrack validate --archive` found.
+#[derive(Debug, serde::Serialize)]
+pub struct ArchiveCheck {
+    /// Archived files read and checked.
+    pub files: usize,
+    /// Per OK backup, the span recovery from it can reach through the archive.
+    pub windows: Vec<Window>,
+    /// Everything wrong, each naming the object or segment.
+    pub problems: Vec<ArchiveProblem>,
+}
+
+/// From a backup's consistent point, as far as the archive holds WAL without a gap.
+#[derive(Debug, serde::Serialize)]
+pub struct Window {
+    /// The backup.
+    pub backup: String,
+    /// Its timeline.
+    pub timeline: TimeLineId,
+    /// Where it is consistent (its stop LSN).
+    pub from: ptrack_types::Lsn,
+    /// The end of the last archived segment reached without a gap.
+    pub to: ptrack_types::Lsn,
+}
+
+/// One thing wrong with an archive. In JSON, its message.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveProblem {
+    /// An archived object that cannot be read back or fails its checks.
+    #[error("{0}")]
+    Damaged(Box<ptrack_format::Error>),
+    /// An archived segment that is not what its name says.
+    #[error("archived \"{key}\": {fault}")]
+    Segment {
+        /// The object.
+        key: String,
+        /// What is wrong.
+        fault: SegmentFault,
+    },
+    /// A segment missing between a backup and later archived WAL of its timeline.
+    #[error(
+        "the archive misses {missing} (timeline {timeline}), needed to recover from backup {backup} past it"
+    )]
+    Gap {
+        /// The first missing segment.
+        missing: String,
+        /// Its timeline.
+        timeline: TimeLineId,
+        /// The backup whose recovery stops there.
+        backup: String,
+    },
+}
+
+impl serde::Serialize for ArchiveProblem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `ptrack validate --archive`: reads every archived file back (digest, and a segment's page
+/// checks against its name and the cluster), then, for every OK backup, how far its timeline's
+/// archive goes without a gap after it.
+pub fn check_archive(inst: &Instance, backups: &[BackupInfo]) -> Result<ArchiveCheck> {
+    let seg = inst.info.wal_seg_size;
+    let list = archived::list(inst.store(), inst.dir())?;
+    let mut out = ArchiveCheck {
+        files: 0,
+        windows: Vec::new(),
+        problems: Vec::new(),
+    };
+    let whole = list.segments.iter().map(|n| (n, false));
+    for (name, partial) in whole.chain(list.partial.iter().map(|n| (n, true))) {
+        let file = WalFile::Segment {
+            name: name.clone(),
+            partial,
+        };
+        let key = archived::wal_key(inst.dir(), &file)?;
+        out.files += 1;
+        let bytes = match archived::fetch(inst.store(), &key) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) if e.is_damage() => {
+                out.problems.push(ArchiveProblem::Damaged(Box::new(e)));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(sn) = SegmentName::parse(name, seg) else {
+            continue;
+        };
+        let sysid = Some(inst.info.system_identifier);
+        if let Err(fault) = check_segment(&bytes, sn, seg, sysid, partial) {
+            out.problems.push(ArchiveProblem::Segment {
+                key: key.to_string(),
+                fault,
+            });
+        }
+    }
+    for b in backups {
+        let (Some(tli), Some(stop)) = (b.timeline, b.stop_lsn) else {
+            continue;
+        };
+        let have = timeline_segments(&list, tli, seg);
+        let Some(&last) = have.last() else { continue };
+        let after = seg.segno(stop) + 1;
+        let reach = (after..=last).find(|n| !have.contains(n));
+        if let Some(g) = reach {
+            out.problems.push(ArchiveProblem::Gap {
+                missing: SegmentName { tli, segno: g }.file_name(seg),
+                timeline: tli,
+                backup: b.id.clone(),
+            });
+        }
+        let end = reach.unwrap_or(last + 1);
+        out.windows.push(Window {
+            backup: b.id.clone(),
+            timeline: tli,
+            from: stop,
+            to: seg.start(end).max(stop),
+        });
+    }
+    Ok(out)
+}

@@ -1,11 +1,13 @@
 //! `ptrack archive-push` and `ptrack archive-get`: the `archive_command` and `restore_command`
-//! of a cluster whose WAL is archived into a ptrack repository (`ptrack_backup::archive`).
+//! of a cluster whose WAL is archived into a ptrack repository (`ptrack_backup::archive`), and
+//! `show --archive` / `validate --archive`.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 use ptrack_format::archived::Pushed;
+use ptrack_format::repo::Repository;
 
 use crate::backups::{CompressArg, RepoArgs, repo_owner};
 use crate::{EXIT_OK, EXIT_PROBLEMS};
@@ -77,4 +79,82 @@ pub fn get(a: &GetArgs) -> Result<u8> {
         true => Ok(EXIT_OK),
         false => Ok(EXIT_PROBLEMS),
     }
+}
+
+/// `ptrack show --archive`.
+pub fn show(repo: &Repository, ids: &[u64], json: bool) -> Result<u8> {
+    let mut all = Vec::new();
+    for &sysid in ids {
+        let inst = repo.only_instance(Some(sysid))?;
+        all.push((sysid, ptrack_backup::archive::summary(&inst)?));
+    }
+    if json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(i, t)| serde_json::json!({"instance": i, "timelines": t}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(EXIT_OK);
+    }
+    for (sysid, tls) in &all {
+        println!("Instance {sysid}: WAL archive");
+        if tls.is_empty() {
+            println!("  (empty)");
+        }
+        for t in tls {
+            let runs: Vec<String> = t.runs.iter().map(|(a, b)| format!("{a}..{b}")).collect();
+            println!(
+                "  timeline {}: {} segment(s) in {} run(s){}{}: {}",
+                t.timeline,
+                t.segments,
+                t.runs.len(),
+                if t.runs.len() > 1 {
+                    " (gaps between)"
+                } else {
+                    ""
+                },
+                if t.history { ", history file" } else { "" },
+                runs.join(", ")
+            );
+            for p in &t.partial {
+                println!("    {p}.partial");
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `ptrack validate --archive`.
+pub fn validate(repo: &Repository, instance: Option<u64>, json: bool) -> Result<u8> {
+    let inst = repo.only_instance(instance)?;
+    let cat = inst.catalog()?;
+    let ok: Vec<_> = cat
+        .backups
+        .iter()
+        .filter(|b| b.status == ptrack_format::catalog::Status::Ok)
+        .cloned()
+        .collect();
+    let chk = ptrack_backup::archive::check_archive(&inst, &ok)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&chk)?);
+    } else {
+        println!(
+            "archive of instance {}: {} files checked",
+            inst.info.system_identifier, chk.files
+        );
+        for w in &chk.windows {
+            println!(
+                "  backup {} (timeline {}): recoverable from {} to {}",
+                w.backup, w.timeline, w.from, w.to
+            );
+        }
+        for p in &chk.problems {
+            println!("  {p}");
+        }
+    }
+    Ok(if chk.problems.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_PROBLEMS
+    })
 }

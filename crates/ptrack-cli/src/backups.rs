@@ -255,6 +255,11 @@ pub struct ValidateArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Validate the WAL archive instead: every archived file read back and checked, and for
+    /// every OK backup how far recovery from it reaches without a gap. Exit status 1 on any
+    /// damage or gap.
+    #[arg(long, conflicts_with = "id")]
+    archive: bool,
 }
 
 /// Options of `ptrack show`.
@@ -549,6 +554,9 @@ fn archive_get_command(repo: &RepoArgs) -> Result<String> {
 pub fn validate(a: &ValidateArgs) -> Result<u8> {
     repo_owner(&a.repo.repo)?;
     let repo = a.repo.open()?;
+    if a.archive {
+        return crate::archive::validate(&repo, a.instance, a.json);
+    }
     let checks = run_validate(&repo, a.instance, a.id.as_deref(), a.jobs as usize)?;
     let bad = checks.iter().any(|c| !c.problems.is_empty());
     if a.json {
@@ -582,49 +590,6 @@ pub fn validate(a: &ValidateArgs) -> Result<u8> {
     Ok(if bad { EXIT_PROBLEMS } else { EXIT_OK })
 }
 
-/// `ptrack show --archive`.
-fn show_archive(repo: &Repository, ids: &[u64], json: bool) -> Result<u8> {
-    let mut all = Vec::new();
-    for &sysid in ids {
-        let inst = repo.only_instance(Some(sysid))?;
-        all.push((sysid, ptrack_backup::archive::summary(&inst)?));
-    }
-    if json {
-        let v: Vec<_> = all
-            .iter()
-            .map(|(i, t)| serde_json::json!({"instance": i, "timelines": t}))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(EXIT_OK);
-    }
-    for (sysid, tls) in &all {
-        println!("Instance {sysid}: WAL archive");
-        if tls.is_empty() {
-            println!("  (empty)");
-        }
-        for t in tls {
-            let runs: Vec<String> = t.runs.iter().map(|(a, b)| format!("{a}..{b}")).collect();
-            println!(
-                "  timeline {}: {} segment(s) in {} run(s){}{}: {}",
-                t.timeline,
-                t.segments,
-                t.runs.len(),
-                if t.runs.len() > 1 {
-                    " (gaps between)"
-                } else {
-                    ""
-                },
-                if t.history { ", history file" } else { "" },
-                runs.join(", ")
-            );
-            for p in &t.partial {
-                println!("    {p}.partial");
-            }
-        }
-    }
-    Ok(EXIT_OK)
-}
-
 /// `ptrack show`.
 pub fn show(a: &ShowArgs) -> Result<u8> {
     repo_owner(&a.repo.repo)?;
@@ -634,7 +599,7 @@ pub fn show(a: &ShowArgs) -> Result<u8> {
         None => repo.instances()?,
     };
     if a.archive {
-        return show_archive(&repo, &ids, a.json);
+        return crate::archive::show(&repo, &ids, a.json);
     }
     let mut all = Vec::new();
     for sysid in ids {

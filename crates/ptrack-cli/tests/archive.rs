@@ -296,8 +296,28 @@ fn one_major(install: &PgInstall) {
         p.stop(StopMode::Fast);
     }
 
+    // validate --archive: every file checks out, and the full backup's window reaches the end.
+    let v = run(&["validate", "-B", &repo, "--archive", "--json"]);
+    assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
+    let j = v.json();
+    assert!(j["problems"].as_array().unwrap().is_empty(), "{j}");
+    assert_eq!(j["windows"][0]["backup"], full.as_str(), "{j}");
+
     // A segment missing between the backup and an LSN target: refused, naming it.
     std::fs::remove_file(arch.join(&p1_seg)).expect("remove archived segment");
+    let v = run(&["validate", "-B", &repo, "--archive"]);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(v.stdout.contains(&p1_seg), "{}", v.stdout);
+    // A flipped byte in an archived object: named by validate.
+    assert_ne!(first, p1_seg);
+    let obj = arch.join(&first);
+    let mut b = std::fs::read(&obj).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 0x20;
+    std::fs::write(&obj, &b).unwrap();
+    let v = run(&["validate", "-B", &repo, "--archive"]);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(v.stdout.contains(&first), "{}", v.stdout);
     let base = PgCluster::new_cluster_dir();
     let d = base.join("data").display().to_string();
     let lsn_target = format!("lsn:{p1_lsn}");
