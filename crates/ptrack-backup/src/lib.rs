@@ -38,17 +38,9 @@ use std::path::Path;
 /// Errors of the backup library. Every message names the file, backup, LSN or option at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O failure on a named file (the cause is part of the message, not a separate
-    /// source, so that it is printed once).
-    #[error("could not {op} \"{path}\": {cause}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: String,
-        /// The cause.
-        cause: std::io::Error,
-    },
+    /// An I/O failure on a named file.
+    #[error("{0}")]
+    Io(ptrack_format::IoFailure),
     /// The repository: its storage, its key, an object that fails its checks, or a request it
     /// refuses ([`ptrack_format::Error`]).
     #[error(transparent)]
@@ -113,11 +105,7 @@ impl From<ServerError> for Error {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: &Path, op: &'static str, source: std::io::Error) -> Error {
-        Error::Io {
-            op,
-            path: path.display().to_string(),
-            cause: source,
-        }
+        Error::Io(ptrack_format::IoFailure::new(path, op, source))
     }
 
     /// `fault` of backup `id`.

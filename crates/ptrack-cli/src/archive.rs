@@ -12,13 +12,13 @@ use ptrack_format::repo::Repository;
 use crate::backups::{CompressArg, RepoArgs, repo_owner};
 use crate::{EXIT_OK, EXIT_PROBLEMS};
 
-/// Options of `ptrack archive-push`.
+/// The repository and the cluster's data directory, as both archive commands take them.
 #[derive(Debug, Args)]
-pub struct PushArgs {
+pub struct Where {
     #[command(flatten)]
     repo: RepoArgs,
     /// The cluster's data directory (default: the current directory, where the archiver runs
-    /// `archive_command`).
+    /// `archive_command` and the startup process `restore_command`).
     #[arg(
         short = 'D',
         long = "pgdata",
@@ -26,6 +26,13 @@ pub struct PushArgs {
         default_value = "."
     )]
     pgdata: PathBuf,
+}
+
+/// Options of `ptrack archive-push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    at: Where,
     /// Compression of the archived file.
     #[arg(long = "compress", value_enum, default_value_t = CompressArg::Lz4)]
     compress: CompressArg,
@@ -38,16 +45,7 @@ pub struct PushArgs {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     #[command(flatten)]
-    repo: RepoArgs,
-    /// The data directory being recovered (default: the current directory, where the startup
-    /// process runs `restore_command`).
-    #[arg(
-        short = 'D',
-        long = "pgdata",
-        value_name = "PGDATA",
-        default_value = "."
-    )]
-    pgdata: PathBuf,
+    at: Where,
     /// The file PostgreSQL asks for (`%f`).
     #[arg(value_name = "NAME")]
     name: String,
@@ -58,9 +56,9 @@ pub struct GetArgs {
 
 /// `ptrack archive-push`: exit 0 only once the file is durable in the repository.
 pub fn push(a: &PushArgs) -> Result<u8> {
-    repo_owner(&a.repo.repo)?;
-    let repo = a.repo.open()?;
-    let r = ptrack_backup::archive::push(&repo, &a.pgdata, &a.path, a.compress.into())?;
+    repo_owner(&a.at.repo.repo)?;
+    let repo = a.at.repo.open()?;
+    let r = ptrack_backup::archive::push(&repo, &a.at.pgdata, &a.path, a.compress.into())?;
     if r.outcome == Pushed::AlreadyThere {
         eprintln!(
             "ptrack: {} is archived already with the same content",
@@ -73,9 +71,9 @@ pub fn push(a: &PushArgs) -> Result<u8> {
 /// `ptrack archive-get`: exit 0 when the file was written, 1 when the archive does not hold it
 /// (recovery ends there or waits for it), 2 on an error.
 pub fn get(a: &GetArgs) -> Result<u8> {
-    repo_owner(&a.repo.repo)?;
-    let repo = a.repo.open()?;
-    match ptrack_backup::archive::get(&repo, &a.pgdata, &a.name, &a.dest)? {
+    repo_owner(&a.at.repo.repo)?;
+    let repo = a.at.repo.open()?;
+    match ptrack_backup::archive::get(&repo, &a.at.pgdata, &a.name, &a.dest)? {
         true => Ok(EXIT_OK),
         false => Ok(EXIT_PROBLEMS),
     }

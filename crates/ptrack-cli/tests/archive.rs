@@ -52,6 +52,16 @@ fn switch_and_wait(c: &PgCluster) -> String {
     seg
 }
 
+/// `ptrack restore` of `repo` into a new cluster directory with `extra` options; the directory.
+fn restore_into(repo: &str, extra: &[&str]) -> (PathBuf, Run) {
+    let base = PgCluster::new_cluster_dir();
+    let d = base.join("data").display().to_string();
+    let mut args = vec!["restore", "-B", repo, "-D", &d];
+    args.extend_from_slice(extra);
+    let r = run(&args);
+    (base, r)
+}
+
 fn push(repo: &str, pgdata: &Path, file: &Path) -> Run {
     run(&[
         "archive-push",
@@ -213,23 +223,11 @@ fn one_major(install: &PgInstall) {
     c.execute("CHECKPOINT");
     switch_and_wait(&c);
     c.stop(StopMode::Fast);
-    let base = PgCluster::new_cluster_dir();
-    let target = base.join("data");
     let get = format!(
         "{} archive-get -B {repo} %f %p",
         env!("CARGO_BIN_EXE_ptrack")
     );
-    let r = run(&[
-        "restore",
-        "-B",
-        &repo,
-        "-D",
-        &target.display().to_string(),
-        "-i",
-        &full,
-        "--restore-command",
-        &get,
-    ]);
+    let (base, r) = restore_into(&repo, &["-i", &full, "--restore-command", &get]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut rc = PgCluster::adopt(install, base, &[]);
     rc.start();
@@ -266,17 +264,7 @@ fn one_major(install: &PgInstall) {
 
     // Targets in the past, through the archive ptrack finds itself (no --restore-command).
     for target in ["name:p1".to_string(), format!("lsn:{p1_lsn}")] {
-        let base = PgCluster::new_cluster_dir();
-        let d = base.join("data").display().to_string();
-        let r = run(&[
-            "restore",
-            "-B",
-            &repo,
-            "-D",
-            &d,
-            "--recovery-target",
-            &target,
-        ]);
+        let (base, r) = restore_into(&repo, &["--recovery-target", &target]);
         assert_eq!(r.code, 0, "{target}: {}", r.stderr);
         assert!(r.stdout.contains("archive-get"), "{}", r.stdout);
         let mut p = PgCluster::adopt(install, base, &[]);
@@ -318,21 +306,11 @@ fn one_major(install: &PgInstall) {
     let v = run(&["validate", "-B", &repo, "--archive"]);
     assert_eq!(v.code, 1, "{}", v.stdout);
     assert!(v.stdout.contains(&first), "{}", v.stdout);
-    let base = PgCluster::new_cluster_dir();
-    let d = base.join("data").display().to_string();
     let lsn_target = format!("lsn:{p1_lsn}");
-    let r = run(&[
-        "restore",
-        "-B",
-        &repo,
-        "-D",
-        &d,
-        "--recovery-target",
-        &lsn_target,
-    ]);
+    let (base, r) = restore_into(&repo, &["--recovery-target", &lsn_target]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains(&p1_seg), "{}", r.stderr);
-    assert!(!Path::new(&d).join("global/pg_control").exists());
+    assert!(!base.join("data/global/pg_control").exists());
     let sh = run(&["show", "-B", &repo, "--archive"]);
     assert!(sh.stdout.contains("gaps between"), "{}", sh.stdout);
 }
@@ -480,22 +458,18 @@ fn archive_on_s3_recovers_to_a_restore_point() {
     let tl = &sh.json()[0]["timelines"][0];
     assert_eq!(tl["runs"][0][0], first.as_str(), "{tl}");
     assert_eq!(tl["runs"][0][1], last.as_str(), "{tl}");
-    let base = PgCluster::new_cluster_dir();
-    let d = base.join("data").display().to_string();
     let get = format!("{} archive-get -B {repo} %f %p", wrapper.display());
-    let r = run(&[
-        "restore",
-        "-B",
+    let (base, r) = restore_into(
         &repo,
-        "-D",
-        &d,
-        "-i",
-        &full,
-        "--recovery-target",
-        "name:p1",
-        "--restore-command",
-        &get,
-    ]);
+        &[
+            "-i",
+            &full,
+            "--recovery-target",
+            "name:p1",
+            "--restore-command",
+            &get,
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut p = PgCluster::adopt(&install, base, &[]);
     p.start();

@@ -11,17 +11,9 @@ use ptrack_repo::keyring::KeyError;
 /// Errors of the repository's formats and layout.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O failure on a named local file (a data directory's file being stored). The cause is
-    /// part of the message, not a separate source, so that it is printed once.
-    #[error("could not {op} \"{path}\": {cause}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: String,
-        /// The cause.
-        cause: std::io::Error,
-    },
+    /// An I/O failure on a named local file (a data directory's file being stored).
+    #[error("{0}")]
+    Io(IoFailure),
     /// The repository's storage failed (the message names the object's key).
     #[error("repository object {0}")]
     Storage(StorageError),
@@ -48,6 +40,30 @@ pub enum Error {
     /// A request the repository cannot carry out as it stands.
     #[error("{0}")]
     Refused(Refusal),
+}
+
+/// An I/O failure on a named local file. The cause is part of the message, not a separate
+/// source, so that it is printed once.
+#[derive(Debug, thiserror::Error)]
+#[error("could not {op} \"{path}\": {cause}")]
+pub struct IoFailure {
+    /// What was being done.
+    pub op: &'static str,
+    /// The file.
+    pub path: String,
+    /// The cause.
+    pub cause: std::io::Error,
+}
+
+impl IoFailure {
+    /// `op` on `path` failed with `cause`.
+    pub fn new(path: &std::path::Path, op: &'static str, cause: std::io::Error) -> IoFailure {
+        IoFailure {
+            op,
+            path: path.display().to_string(),
+            cause,
+        }
+    }
 }
 
 /// Result alias.
@@ -95,11 +111,7 @@ impl From<Refusal> for Error {
 impl Error {
     /// An I/O error on local file `path`.
     pub fn io(path: &std::path::Path, op: &'static str, cause: std::io::Error) -> Error {
-        Error::Io {
-            op,
-            path: path.display().to_string(),
-            cause,
-        }
+        Error::Io(IoFailure::new(path, op, cause))
     }
 
     /// Whether the object asked for does not exist.

@@ -25,5 +25,7 @@ pub mod table;
 
 pub mod manifest;
 
-pub use error::{BundleError, CatalogError, DocError, Error, Refusal, RepoDamage, Result};
+pub use error::{
+    BundleError, CatalogError, DocError, Error, IoFailure, Refusal, RepoDamage, Result,
+};
 pub use paths::FileId;
