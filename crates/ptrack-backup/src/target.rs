@@ -16,6 +16,9 @@ use ptrack_format::catalog::BackupInfo;
 pub enum RecoveryTarget {
     /// As soon as the restored cluster is consistent (end of the backup).
     Immediate,
+    /// To the end of the archive, following the newest timeline (`recovery_target_timeline =
+    /// 'latest'`, no target).
+    Latest,
     /// At this LSN.
     Lsn(Lsn),
     /// At this time.
@@ -51,14 +54,16 @@ impl TargetTime {
     }
 }
 
-const SYNTAX: &str = "expected immediate, lsn:X/X, time:'YYYY-MM-DD[ HH:MM[:SS[.frac]]][ ZONE]' \
+const SYNTAX: &str = "expected immediate, latest, lsn:X/X, time:'YYYY-MM-DD[ HH:MM[:SS[.frac]]][ ZONE]' \
                       (ZONE: Z, UTC, +HH, +HH:MM or -HHMM), xid:N or name:NAME";
 
 impl FromStr for RecoveryTarget {
     type Err = String;
     fn from_str(s: &str) -> Result<RecoveryTarget, String> {
-        if s == "immediate" {
-            return Ok(RecoveryTarget::Immediate);
+        match s {
+            "immediate" => return Ok(RecoveryTarget::Immediate),
+            "latest" => return Ok(RecoveryTarget::Latest),
+            _ => {}
         }
         let (k, v) = s.split_once(':').ok_or_else(|| SYNTAX.to_string())?;
         match k {
@@ -217,6 +222,7 @@ impl RecoveryTarget {
         let q = conf_quote;
         match self {
             RecoveryTarget::Immediate => "recovery_target = 'immediate'".to_string(),
+            RecoveryTarget::Latest => "recovery_target_timeline = 'latest'".to_string(),
             RecoveryTarget::Lsn(l) => format!("recovery_target_lsn = '{l}'"),
             RecoveryTarget::Time(t) => format!("recovery_target_time = '{}'", q(&t.text)),
             RecoveryTarget::Xid(x) => format!("recovery_target_xid = '{x}'"),
@@ -297,6 +303,7 @@ mod tests {
     #[test]
     fn targets_parse_or_are_refused() {
         assert_eq!("immediate".parse(), Ok(RecoveryTarget::Immediate));
+        assert_eq!("latest".parse(), Ok(RecoveryTarget::Latest));
         assert!(matches!("lsn:0/1".parse(), Ok(RecoveryTarget::Lsn(_))));
         for bad in [
             "lsn:zz",

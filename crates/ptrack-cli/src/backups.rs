@@ -195,9 +195,10 @@ pub struct RestoreArgs {
     /// Relocate a tablespace: OLD=NEW (repeatable).
     #[arg(short = 'T', long = "tablespace-mapping", value_parser = parse_mapping)]
     mapping: Vec<(String, String)>,
-    /// Stop recovery at: immediate, lsn:X/X, time:'YYYY-MM-DD HH:MM:SS[+ZZ]', xid:XID, name:NAME.
-    /// Without it the server replays the backup's WAL (and what --restore-command finds), then
-    /// starts on a new timeline.
+    /// Stop recovery at: immediate, latest (the end of the archive), lsn:X/X,
+    /// time:'YYYY-MM-DD HH:MM:SS[+ZZ]', xid:XID, name:NAME. Without it the server replays the
+    /// backup's WAL (and what the archive or --restore-command holds), then starts on a new
+    /// timeline.
     #[arg(long = "recovery-target", value_parser = parse_target)]
     target_spec: Option<RecoveryTarget>,
     /// restore_command for a WAL archive (recovery beyond the backup's own WAL).

@@ -262,6 +262,20 @@ fn one_major(install: &PgInstall) {
     assert_eq!(tl["runs"].as_array().unwrap().len(), 1, "{tl}");
     assert_eq!(tl["runs"][0][0], first.as_str(), "{tl}");
 
+    // latest: to the end of the archive, with no restore command given. (Restored clusters
+    // archive into the same repository, on timelines of their own: `latest` then follows the
+    // newest, so this one comes first.)
+    let (base, r) = restore_into(&repo, &["--recovery-target", "latest"]);
+    assert_eq!(r.code, 0, "latest: {}", r.stderr);
+    let mut p = PgCluster::adopt(install, base, &[]);
+    p.start();
+    wait_recovery_end(&p);
+    assert_eq!(
+        p.query_one("SELECT count(*) FROM t WHERE v = 'changed'"),
+        "2000"
+    );
+    p.stop(StopMode::Fast);
+
     // Targets in the past, through the archive ptrack finds itself (no --restore-command).
     for target in ["name:p1".to_string(), format!("lsn:{p1_lsn}")] {
         let (base, r) = restore_into(&repo, &["--recovery-target", &target]);
@@ -283,6 +297,26 @@ fn one_major(install: &PgInstall) {
         );
         p.stop(StopMode::Fast);
     }
+
+    // Those restored clusters kept the source's archive_command: each archived its own new
+    // timeline into this repository (write-once: no file of the source's timeline was
+    // touched), and `latest` now follows the newest timeline, a branch at p1.
+    let (base, r) = restore_into(&repo, &["--recovery-target", "latest"]);
+    assert_eq!(r.code, 0, "latest: {}", r.stderr);
+    let mut p = PgCluster::adopt(install, base, &[]);
+    p.start();
+    wait_recovery_end(&p);
+    assert_eq!(
+        p.query_one("SELECT count(*) FROM t WHERE v = 'changed'"),
+        "0"
+    );
+    assert!(
+        p.query_one("SELECT timeline_id FROM pg_control_checkpoint()")
+            .parse::<u32>()
+            .unwrap()
+            > 2
+    );
+    p.stop(StopMode::Fast);
 
     // validate --archive: every file checks out, and the full backup's window reaches the end.
     let v = run(&["validate", "-B", &repo, "--archive", "--json"]);
