@@ -79,6 +79,9 @@ pub fn get(repo: &Repository, pgdata: &Path, name: &str, dest: &Path) -> Result<
     let Some(bytes) = archived::fetch(inst.store(), &key)? else {
         return Ok(false);
     };
+    // What recovery is handed must be the file asked for (a plain repository's object may have
+    // been copied over another's name), checked as archive-push checked it.
+    check_file(&file, &bytes, &control, Path::new(&key.to_string()))?;
     ptrack_durable::write_file(dest, &bytes).map_err(|e| Error::io(dest, "write", e))?;
     Ok(true)
 }
@@ -107,7 +110,22 @@ fn wal_file_of(path: &Path) -> Result<WalFile> {
 /// Reads at most `limit` bytes of `path`: a longer file is refused (no segment is longer).
 fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: a FIFO given as the file must not hang the archiver; only a regular file is
+    // read.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, "open", e))?;
+    let md = f.metadata().map_err(|e| Error::io(path, "stat", e))?;
+    if !md.is_file() {
+        return Err(Refusal::BadWalFile {
+            path: path.display().to_string(),
+            why: "not a regular file".into(),
+        }
+        .into());
+    }
     let mut out = Vec::new();
     f.take(limit + 1)
         .read_to_end(&mut out)
@@ -118,46 +136,67 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 /// A segment must be the one its name says, of this cluster; a timeline history file must
 /// parse; a backup history file must start as `pg_backup_stop` writes it.
 fn check_file(file: &WalFile, bytes: &[u8], c: &ControlFile, path: &Path) -> Result<()> {
-    let refuse = |why: String| -> Error {
+    check_content(file, bytes, c.xlog_seg_size, c.system_identifier).map_err(|why| {
         Refusal::BadWalFile {
             path: path.display().to_string(),
             why,
         }
         .into()
-    };
+    })
+}
+
+/// [`check_file`]'s rules for a cluster of segment size `seg` and system identifier `sysid`;
+/// the reason when they fail.
+fn check_content(
+    file: &WalFile,
+    bytes: &[u8],
+    seg: WalSegSize,
+    sysid: u64,
+) -> std::result::Result<(), String> {
     match file {
         WalFile::Segment { name, partial } => {
-            let seg = SegmentName::parse(name, c.xlog_seg_size).ok_or_else(|| {
-                refuse(format!(
-                    "\"{name}\" is not a segment name for this cluster's segment size"
-                ))
+            let sn = SegmentName::parse(name, seg).ok_or_else(|| {
+                format!("\"{name}\" is not a segment name for this cluster's segment size")
             })?;
-            check_segment(
-                bytes,
-                seg,
-                c.xlog_seg_size,
-                Some(c.system_identifier),
-                *partial,
-            )
-            .map_err(|e: SegmentFault| refuse(e.to_string()))?;
+            check_segment(bytes, sn, seg, Some(sysid), *partial)
+                .map(|_| ())
+                .map_err(|e: SegmentFault| e.to_string())
         }
-        WalFile::BackupHistory { .. } => {
+        WalFile::BackupHistory { segment, offset } => {
             let text = std::str::from_utf8(bytes).unwrap_or_default();
-            if !text.starts_with("START WAL LOCATION: ") {
-                return Err(refuse("not a backup history file".into()));
+            let want = format!("(file {segment})");
+            let start = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("START WAL LOCATION: "))
+                .and_then(|r| r.split_once(' '));
+            let ok = start.is_some_and(|(lsn, rest)| {
+                let at = lsn.parse::<ptrack_types::Lsn>().ok();
+                let off = u64::from_str_radix(offset, 16).ok();
+                rest.trim() == want && at.zip(off).is_some_and(|(a, o)| seg.offset(a) == o)
+            });
+            match ok {
+                true => Ok(()),
+                false => Err(format!(
+                    "not the backup history file its name says (its first line must be \"START WAL LOCATION: X/X {want}\" at offset {offset})"
+                )),
             }
         }
         WalFile::History(tli) => {
-            let text =
-                std::str::from_utf8(bytes).map_err(|_| refuse("a history file is text".into()))?;
-            if tli.0 < 2 || parse_history(text).is_none() {
-                return Err(refuse(format!(
-                    "not a timeline history file of timeline {tli}"
-                )));
+            let text = std::str::from_utf8(bytes).unwrap_or_default();
+            let entries = parse_history(text).unwrap_or_default();
+            // Parents in increasing order (parse_history), each before this timeline; their
+            // switch points need not increase (a branch from an earlier point of a parent's
+            // parent: PostgreSQL copies the parent's lines and appends its own).
+            let sane = tli.0 >= 2 && !entries.is_empty() && entries.iter().all(|e| e.tli < *tli);
+            match sane {
+                true => Ok(()),
+                false => Err(format!(
+                    "not a timeline history file of timeline {tli} (a line per earlier timeline, in increasing order)"
+                )),
             }
         }
     }
-    Ok(())
 }
 
 /// The cluster's instance, created from its `pg_control` when this is its first push (an
@@ -333,13 +372,13 @@ pub enum ArchiveProblem {
     /// An archived object that cannot be read back or fails its checks.
     #[error("{0}")]
     Damaged(Box<ptrack_format::Error>),
-    /// An archived segment that is not what its name says.
-    #[error("archived \"{key}\": {fault}")]
-    Segment {
+    /// An archived file that is not what its name says.
+    #[error("archived \"{key}\": {why}")]
+    Content {
         /// The object.
         key: String,
         /// What is wrong.
-        fault: SegmentFault,
+        why: String,
     },
     /// A segment missing between a backup and later archived WAL of its timeline.
     #[error(
@@ -361,6 +400,30 @@ impl serde::Serialize for ArchiveProblem {
     }
 }
 
+/// Every file of `list` (segments, `.partial` segments, timeline and backup history files).
+fn every_file(list: &archived::Listing) -> Vec<WalFile> {
+    let seg = |partial| {
+        move |n: &String| WalFile::Segment {
+            name: n.clone(),
+            partial,
+        }
+    };
+    let mut v: Vec<WalFile> = list.segments.iter().map(seg(false)).collect();
+    v.extend(list.partial.iter().map(seg(true)));
+    v.extend(list.histories.iter().map(|t| WalFile::History(*t)));
+    v.extend(list.backup_histories.iter().cloned());
+    v
+}
+
+/// The checks of [`check_file`] on an archived file of the instance `info` describes.
+fn check_object(
+    file: &WalFile,
+    bytes: &[u8],
+    info: &InstanceInfo,
+) -> std::result::Result<(), String> {
+    check_content(file, bytes, info.wal_seg_size, info.system_identifier).map_err(|e| e.to_string())
+}
+
 /// `ptrack validate --archive`: reads every archived file back (digest, and a segment's page
 /// checks against its name and the cluster), then, for every OK backup, how far its timeline's
 /// archive goes without a gap after it.
@@ -372,12 +435,7 @@ pub fn check_archive(inst: &Instance, backups: &[BackupInfo]) -> Result<ArchiveC
         windows: Vec::new(),
         problems: Vec::new(),
     };
-    let whole = list.segments.iter().map(|n| (n, false));
-    for (name, partial) in whole.chain(list.partial.iter().map(|n| (n, true))) {
-        let file = WalFile::Segment {
-            name: name.clone(),
-            partial,
-        };
+    for file in every_file(&list) {
         let key = archived::wal_key(inst.dir(), &file)?;
         out.files += 1;
         let bytes = match archived::fetch(inst.store(), &key) {
@@ -389,14 +447,10 @@ pub fn check_archive(inst: &Instance, backups: &[BackupInfo]) -> Result<ArchiveC
             }
             Err(e) => return Err(e.into()),
         };
-        let Some(sn) = SegmentName::parse(name, seg) else {
-            continue;
-        };
-        let sysid = Some(inst.info.system_identifier);
-        if let Err(fault) = check_segment(&bytes, sn, seg, sysid, partial) {
-            out.problems.push(ArchiveProblem::Segment {
+        if let Err(e) = check_object(&file, &bytes, &inst.info) {
+            out.problems.push(ArchiveProblem::Content {
                 key: key.to_string(),
-                fault,
+                why: e,
             });
         }
     }

@@ -396,7 +396,7 @@ pub enum Refusal {
     )]
     NotAWalName(String),
     /// A WAL file that is not what its name says (another cluster's, renamed, truncated).
-    #[error("refusing to archive \"{path}\": {why}")]
+    #[error("\"{path}\" is not the WAL file its name says: {why}")]
     BadWalFile {
         /// The file.
         path: String,

@@ -68,14 +68,31 @@ pub fn push(a: &PushArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// Exit status of `archive-get` on an error: above 125, so that PostgreSQL stops recovery
+/// (`xlogarchive.c: RestoreArchivedFile`) instead of taking the error for the end of the archive
+/// and ending recovery early, at a point nobody chose.
+pub const EXIT_GET_ERROR: u8 = 255;
+
 /// `ptrack archive-get`: exit 0 when the file was written, 1 when the archive does not hold it
-/// (recovery ends there or waits for it), 2 on an error.
+/// (recovery ends there or waits for it), [`EXIT_GET_ERROR`] on any error (an unreadable or
+/// damaged repository, a wrong key, a file that is not the one asked for).
 pub fn get(a: &GetArgs) -> Result<u8> {
-    repo_owner(&a.at.repo.repo)?;
-    let repo = a.at.repo.open()?;
-    match ptrack_backup::archive::get(&repo, &a.at.pgdata, &a.name, &a.dest)? {
-        true => Ok(EXIT_OK),
-        false => Ok(EXIT_PROBLEMS),
+    let got = repo_owner(&a.at.repo.repo).and_then(|()| {
+        let repo = a.at.repo.open()?;
+        Ok(ptrack_backup::archive::get(
+            &repo,
+            &a.at.pgdata,
+            &a.name,
+            &a.dest,
+        )?)
+    });
+    match got {
+        Ok(true) => Ok(EXIT_OK),
+        Ok(false) => Ok(EXIT_PROBLEMS),
+        Err(e) => {
+            eprintln!("ptrack: error: {e:#}");
+            Ok(EXIT_GET_ERROR)
+        }
     }
 }
 
@@ -102,7 +119,7 @@ pub fn show(repo: &Repository, ids: &[u64], json: bool) -> Result<u8> {
         for t in tls {
             let runs: Vec<String> = t.runs.iter().map(|(a, b)| format!("{a}..{b}")).collect();
             println!(
-                "  timeline {}: {} segment(s) in {} run(s){}{}: {}",
+                "  timeline {}: {} segment(s) in {} run(s){}{}{}",
                 t.timeline,
                 t.segments,
                 t.runs.len(),
@@ -112,7 +129,10 @@ pub fn show(repo: &Repository, ids: &[u64], json: bool) -> Result<u8> {
                     ""
                 },
                 if t.history { ", history file" } else { "" },
-                runs.join(", ")
+                match runs.is_empty() {
+                    true => String::new(),
+                    false => format!(": {}", runs.join(", ")),
+                }
             );
             for p in &t.partial {
                 println!("    {p}.partial");

@@ -535,13 +535,18 @@ fn archive_get_command(repo: &RepoArgs) -> Result<String> {
             false => format!("'{}'", s.replace('\'', "'\\''")),
         }
     };
+    // The server runs it in the restored data directory: a relative path would name nothing.
+    let address = match &repo.repo {
+        Location::Dir(d) => std::path::absolute(d)?.display().to_string(),
+        other => other.to_string(),
+    };
     let mut cmd = format!(
         "{} archive-get -B {}",
         quote(&exe.display().to_string()),
-        quote(&repo.repo.to_string())
+        quote(&address)
     );
     if let Some(k) = &repo.key.key_file {
-        let k = std::fs::canonicalize(k).unwrap_or_else(|_| k.clone());
+        let k = std::path::absolute(k)?;
         cmd.push_str(&format!(
             " --encryption-key-file {}",
             quote(&k.display().to_string())

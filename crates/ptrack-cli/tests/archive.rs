@@ -174,13 +174,38 @@ fn one_major(install: &PgInstall) {
     let r = push(&repo, c.datadir(), &foreign);
     assert_eq!(r.code, 2, "foreign: {}", r.stderr);
     assert!(r.stderr.contains("system identifier"), "{}", r.stderr);
-    for (name, bytes) in [("not-wal", b"x".as_slice()), ("00000002.history", b"junk")] {
+    let bad_files: [(&str, &[u8]); 6] = [
+        ("not-wal", b"x"),
+        ("00000002.history", b"junk"),
+        ("00000004.history", b""),
+        (
+            "00000005.history",
+            b"1\t0/9000000\tok\n7\t0/1000000\tlater than 5\n",
+        ),
+        (
+            "000000010000000000000009.00000028.backup",
+            b"START WAL LOCATION: junk\n",
+        ),
+        (
+            "000000010000000000000002.00000028.backup",
+            b"START WAL LOCATION: 0/2000028 (file 000000010000000000000003)\n",
+        ),
+    ];
+    for (name, bytes) in bad_files {
         let p = s.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         chown_postgres(&p);
         let r = push(&repo, c.datadir(), &p);
         assert_eq!(r.code, 2, "{name}: {}", r.stderr);
     }
+    // A FIFO named like a segment: refused at once, not waited on.
+    let fifo = s.path().join(next_name(&next_name(&last)));
+    let cpath = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: mkfifo on a path of our own.
+    assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o644) }, 0);
+    let r = push(&repo, c.datadir(), &fifo);
+    assert_eq!(r.code, 2, "fifo: {}", r.stderr);
+    assert!(r.stderr.contains("regular file"), "{}", r.stderr);
     assert_eq!(
         std::fs::read(arch.join(&last)).unwrap(),
         archived,
@@ -276,6 +301,33 @@ fn one_major(install: &PgInstall) {
     );
     p.stop(StopMode::Fast);
 
+    // A relative -B becomes an absolute path in the restore_command (the server runs it in
+    // the restored directory).
+    let parent = Path::new(&repo).parent().unwrap().to_path_buf();
+    let rel_base = PgCluster::new_cluster_dir();
+    let rel = crate::util::ptrack()
+        .current_dir(&parent)
+        .args([
+            "restore",
+            "-B",
+            "repo",
+            "-D",
+            &rel_base.join("data").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        rel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rel.stderr)
+    );
+    let conf = std::fs::read_to_string(rel_base.join("data/postgresql.auto.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("archive-get -B {repo} %f %p")),
+        "{conf}"
+    );
+    std::fs::remove_dir_all(&rel_base).unwrap();
+
     // Targets in the past, through the archive ptrack finds itself (no --restore-command).
     for target in ["name:p1".to_string(), format!("lsn:{p1_lsn}")] {
         let (base, r) = restore_into(&repo, &["--recovery-target", &target]);
@@ -340,6 +392,24 @@ fn one_major(install: &PgInstall) {
     let v = run(&["validate", "-B", &repo, "--archive"]);
     assert_eq!(v.code, 1, "{}", v.stdout);
     assert!(v.stdout.contains(&first), "{}", v.stdout);
+    // archive-get of that damaged object stops recovery (exit above 125), never "not archived".
+    let g = run(&[
+        "archive-get",
+        "-B",
+        &repo,
+        "-D",
+        &c.datadir().display().to_string(),
+        &first,
+        "/dev/null",
+    ]);
+    assert_eq!(g.code, 255, "{}", g.stderr);
+    // A damaged timeline history object (restored clusters archived theirs): named.
+    let hist = arch.join("00000002.history");
+    assert!(hist.is_file(), "the restores archived timeline 2's history");
+    std::fs::write(&hist, b"garbage").unwrap();
+    let v = run(&["validate", "-B", &repo, "--archive"]);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(v.stdout.contains("00000002.history"), "{}", v.stdout);
     let lsn_target = format!("lsn:{p1_lsn}");
     let (base, r) = restore_into(&repo, &["--recovery-target", &lsn_target]);
     assert_eq!(r.code, 2, "{}", r.stderr);
@@ -446,6 +516,7 @@ fn archive_push_killed_at_random_points() {
         interrupted > 0,
         "no kill landed inside a push (took {took:?})"
     );
+    after_the_crashes(&args, &seg, &data, &file);
 }
 
 /// The same on S3 (Garage): a server archives through `archive-push` into an `s3://`
@@ -510,4 +581,71 @@ fn archive_on_s3_recovers_to_a_restore_point() {
     wait_recovery_end(&p);
     assert_eq!(p.query_one("SELECT count(*) FROM t"), "1000");
     p.stop(StopMode::Fast);
+}
+
+/// After the crash trials: a push over a truncated object is refused naming it (never
+/// "archived already"); an object copied over another segment's name is refused by archive-get
+/// (exit 255, which stops recovery); on a full disk the push fails and leaves no temporary file.
+fn after_the_crashes(args: &dyn Fn(&str) -> Vec<String>, seg: &str, data: &str, file: &str) {
+    let push_all = |repo: &str| run(&args(repo).iter().map(String::as_str).collect::<Vec<_>>());
+    let (d, repo) = new_repo();
+    assert_eq!(push_all(&repo).code, 0);
+    let arch = instance_dir(&repo).join("wal");
+    let obj = arch.join(seg);
+    let full_obj = std::fs::read(&obj).unwrap();
+    std::fs::write(&obj, &full_obj[..1000]).unwrap();
+    let again = push_all(&repo);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("truncated"), "{}", again.stderr);
+    std::fs::write(&obj, &full_obj).unwrap();
+    let next = next_name(seg);
+    std::fs::copy(&obj, arch.join(&next)).unwrap();
+    let out = d.path().join("swapped");
+    let g = run(&[
+        "archive-get",
+        "-B",
+        &repo,
+        "-D",
+        data,
+        &next,
+        &out.display().to_string(),
+    ]);
+    assert_eq!(g.code, 255, "{}", g.stderr);
+    assert!(!out.exists());
+
+    let small = tempfile::tempdir().unwrap();
+    let mnt = small.path().display().to_string();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs", &mnt])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    chown_postgres(small.path());
+    let repo = format!("{mnt}/repo");
+    assert_eq!(run(&["init", "-B", &repo]).code, 0);
+    let full = run(&[
+        "archive-push",
+        "-B",
+        &repo,
+        "-D",
+        data,
+        "--compress",
+        "none",
+        file,
+    ]);
+    let mut left = Vec::new();
+    let mut stack = vec![PathBuf::from(&repo)];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy().ends_with(".tmp") {
+                left.push(e.path());
+            }
+        }
+    }
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert_eq!(full.code, 2, "{}", full.stderr);
+    assert!(full.stderr.contains("No space left"), "{}", full.stderr);
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -33,7 +33,7 @@ pub const HEADER: usize = 68;
 pub const MAX_FILE: u64 = 1 << 30;
 
 /// What an archived file is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum WalFile {
     /// A segment (`TTTTTTTTXXXXXXXXYYYYYYYY`), `partial` for `….partial`.
     Segment {
@@ -279,30 +279,23 @@ pub fn push(
     Ok(compare_existing(store, key, digest)?.unwrap_or(Pushed::Stored))
 }
 
-/// Compares an archived object's digest with `digest`: `None` when there is no object.
+/// Compares an archived object with `digest`: `None` when there is no object. The whole
+/// object is read and checked (a header alone says nothing of a truncated body): a damaged
+/// object is an error naming it, never "archived already", and it is not replaced.
 fn compare_existing(
     store: &dyn Storage,
     key: &Key,
     digest: Digest,
 ) -> std::result::Result<Option<Pushed>, PushError> {
-    let head = match store.get_range(key, 0, HEADER) {
-        Ok(b) => parse_head(&b, &format!("\"{key}\""))?,
-        Err(StorageError::NotFound { .. }) => return Ok(None),
-        // Shorter than a header: damage, reported by parse_head.
-        Err(e) => {
-            let whole = match store.get(key) {
-                Ok(b) => b,
-                Err(_) => return Err(Error::from(e).into()),
-            };
-            parse_head(&whole, &format!("\"{key}\""))?
-        }
+    let Some(bytes) = fetch(store, key)? else {
+        return Ok(None);
     };
-    if head.digest == digest {
+    if Digest::of(&bytes) == digest {
         return Ok(Some(Pushed::AlreadyThere));
     }
     Err(PushError::Conflict(Conflict {
         key: key.to_string(),
-        archived: head.digest.to_string(),
+        archived: Digest::of(&bytes).to_string(),
         pushed: digest.to_string(),
     }))
 }
@@ -328,7 +321,7 @@ pub struct Listing {
     /// Timeline history files.
     pub histories: std::collections::BTreeSet<ptrack_types::TimeLineId>,
     /// Backup history files.
-    pub backup_histories: usize,
+    pub backup_histories: std::collections::BTreeSet<WalFile>,
 }
 
 /// Lists the archive of the instance under `dir`. An object whose name is not an archived
@@ -348,10 +341,7 @@ pub fn list(store: &dyn Storage, dir: &Key) -> Result<Listing> {
                 partial: true,
             }) => out.partial.insert(name),
             Some(WalFile::History(t)) => out.histories.insert(t),
-            Some(WalFile::BackupHistory { .. }) => {
-                out.backup_histories += 1;
-                true
-            }
+            Some(f @ WalFile::BackupHistory { .. }) => out.backup_histories.insert(f),
             None => {
                 return Err(Error::Document {
                     object: format!("\"{k}\""),

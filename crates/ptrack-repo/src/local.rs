@@ -200,6 +200,30 @@ impl Held for FileLock {
 }
 
 /// `dir` and every directory below it, parents first (links are not followed).
+/// Writes `bytes` to a new file next to `path` named for this writer (`<name>.<pid>.<n>.<what>.tmp`,
+/// 0600, fsynced) and returns its path; on any failure the file is removed (a full disk leaves
+/// nothing behind).
+fn write_temp(path: &Path, what: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut t = path.as_os_str().to_owned();
+    t.push(format!(".{}.{n}.{what}.tmp", std::process::id()));
+    let tmp = PathBuf::from(t);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    match f.write_all(bytes).and_then(|()| f.sync_all()) {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            drop(f);
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
 fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(md) = std::fs::symlink_metadata(dir) else {
         return;
@@ -323,26 +347,23 @@ impl Storage for LocalFs {
 
     fn put(&self, key: &Key, bytes: &[u8]) -> Result<()> {
         self.make_parents(key)?;
-        ptrack_durable::write_file(&self.path(key), bytes)
-            .map_err(|e| StorageError::io(key, "put", e))
+        let path = self.path(key);
+        let io = |e| StorageError::io(key, "put", e);
+        // A temporary name of this writer's own: two processes putting one key (the first
+        // pushes of a new instance) never rename each other's half-written file into place.
+        let tmp = write_temp(&path, "put", bytes).map_err(io)?;
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        ptrack_durable::sync_dir(path.parent().unwrap_or(&self.root)).map_err(io)
     }
 
     fn put_if_absent(&self, key: &Key, bytes: &[u8]) -> Result<bool> {
         self.make_parents(key)?;
         let path = self.path(key);
-        let tmp = {
-            let mut t = path.as_os_str().to_owned();
-            t.push(format!(".{}.excl.tmp", std::process::id()));
-            PathBuf::from(t)
-        };
         let io = |e| StorageError::io(key, "put if absent", e);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+        let tmp = write_temp(&path, "excl", bytes).map_err(io)?;
         // link(2) fails with EEXIST when the name exists: the create-if-absent is atomic.
         let linked = std::fs::hard_link(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);

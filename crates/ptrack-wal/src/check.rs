@@ -99,6 +99,16 @@ pub enum SegmentFault {
         /// This page's address.
         expected: ptrack_types::Lsn,
     },
+    /// No page of the timeline the name says.
+    #[error(
+        "no page is on timeline {timeline}, as its name says (its pages are on timeline {found})"
+    )]
+    NotOnTimeline {
+        /// The name's timeline.
+        timeline: TimeLineId,
+        /// The pages' last timeline.
+        found: TimeLineId,
+    },
     /// A page of a later timeline than the file name's, or going back.
     #[error("the page at offset {offset} is on timeline {found}, which {why}")]
     Timeline {
@@ -156,10 +166,17 @@ pub fn check_segment(
     let mut major = None;
     let mut last_tli = 0u32;
     let mut pages = 0u32;
+    let mut on_name_tli = false;
     for (i, p) in bytes.chunks(page as usize).enumerate() {
         let offset = i as u64 * page;
         if p.iter().all(|&b| b == 0) {
             continue;
+        }
+        // A .partial segment (a promoted standby's last one) holds WAL up to where it was
+        // received, then whatever the recycled file held: its pages are checked to the first
+        // one that is not this segment's.
+        if partial && i > 0 && !page_of(p, start + offset) {
+            break;
         }
         let h = header(p, 0);
         let m = PgMajorVersion::ALL
@@ -202,7 +219,16 @@ pub fn check_segment(
             });
         }
         last_tli = h.tli;
+        on_name_tli |= h.tli == name.tli.0;
         pages += 1;
+    }
+    // Every segment has pages of the timeline its name says (the first segment of a new
+    // timeline starts with its parent's pages, then its own).
+    if !on_name_tli {
+        return Err(SegmentFault::NotOnTimeline {
+            timeline: name.tli,
+            found: TimeLineId(last_tli),
+        });
     }
     Ok(SegmentFacts {
         system_identifier: found_sysid,
@@ -210,6 +236,15 @@ pub fn check_segment(
         major: major.unwrap_or(PgMajorVersion::V18),
         pages,
     })
+}
+
+/// Whether `p` has a valid page header for the page at `addr`.
+fn page_of(p: &[u8], addr: u64) -> bool {
+    let h = header(p, 0);
+    let known = PgMajorVersion::ALL
+        .into_iter()
+        .any(|m| m.xlog_page_magic() == h.magic);
+    known && h.info & !XLP_ALL_FLAGS == 0 && h.pageaddr == addr
 }
 
 struct Header {
@@ -254,7 +289,12 @@ mod tests {
 
     /// Segment 7 (timeline 1 in every page) with a few records and a switch.
     fn segment() -> (Vec<u8>, u64) {
-        let mut w = WalBuilder::new(PgMajorVersion::V16, seg().bytes(), 7);
+        let w = builder(7);
+        (w.bytes().to_vec(), w.sysid)
+    }
+
+    fn builder(segno: u64) -> WalBuilder {
+        let mut w = WalBuilder::new(PgMajorVersion::V16, seg().bytes(), segno);
         for i in 0..200u32 {
             w.record(
                 crate::consts::RM_HEAP_ID,
@@ -263,7 +303,7 @@ mod tests {
             );
         }
         w.switch();
-        (w.bytes().to_vec(), w.sysid)
+        w
     }
 
     /// Sets the timeline of the page at `page`.
@@ -295,12 +335,22 @@ mod tests {
             check_segment(&b, renamed, seg(), None, false),
             Err(SegmentFault::Address { offset: 0, .. })
         ));
-        // A later timeline in the name than in the pages is a new timeline's first segment.
+        // A later timeline in the name than in the pages: the first segment of a new timeline
+        // starts with its parent's pages, but has pages of its own too.
         let newer = SegmentName {
             tli: TimeLineId(2),
             ..name
         };
-        assert!(check_segment(&b, newer, seg(), None, false).is_ok());
+        assert!(matches!(
+            check_segment(&b, newer, seg(), None, false),
+            Err(SegmentFault::NotOnTimeline { .. })
+        ));
+        let mut branched = b.clone();
+        for p in 100..(b.len() / XLOG_BLCKSZ as usize) {
+            set_tli(&mut branched, p, 2);
+        }
+        assert!(check_segment(&branched, newer, seg(), None, false).is_ok());
+        assert!(check_segment(&branched, name, seg(), None, false).is_err());
         // Pages of a later timeline than the name's, or going back.
         let mut later = b.clone();
         set_tli(&mut later, 3, 2);
@@ -312,6 +362,17 @@ mod tests {
             check_segment(&later, newer, seg(), None, false).is_err(),
             "back to 1 after 2"
         );
+        // A .partial segment with a recycled file's stale pages after its WAL: accepted, the
+        // same bytes as a whole segment are not.
+        let mut stale = b.clone();
+        let other = builder(9).bytes().to_vec();
+        let at = 40 * XLOG_BLCKSZ as usize;
+        stale[at..].copy_from_slice(&other[at..]);
+        assert!(check_segment(&stale, name, seg(), None, true).is_ok());
+        assert!(matches!(
+            check_segment(&stale, name, seg(), None, false),
+            Err(SegmentFault::Address { .. })
+        ));
         // Truncated.
         assert!(matches!(
             check_segment(&b[..b.len() - 1], name, seg(), None, false),
