@@ -285,13 +285,21 @@ mod tests {
         hinted[8] = 0x55; // checksum
         assert_ne!(page, hinted);
         assert_eq!(masked(&page), masked(&hinted));
+        let mut cid = page.clone();
+        cid[8000 + 8] = 7; // t_cid: replay writes FirstCommandId
+        assert_eq!(masked(&page), masked(&cid));
         let mut changed = page.clone();
-        changed[8010] = 1; // tuple data
+        changed[8030] = 1; // tuple data
         assert_ne!(masked(&page), masked(&changed));
+        let mut xmax = page.clone();
+        xmax[8000 + 4] = 1; // t_xmax is WAL-logged: compared
+        assert_ne!(masked(&page), masked(&xmax));
         let mut special = page.clone();
         special[16..18].copy_from_slice(&8176u16.to_le_bytes());
         assert_ne!(masked(&page), masked(&special));
         assert!(skipped("pg_wal/000000010000000000000001") && !skipped("pg_walx"));
         assert!(skipped("base/5/pg_internal.init") && !skipped("global/pg_filenode.map"));
+        assert!(is_fsm("base/5/16384_fsm") && is_fsm("base/5/16384_fsm.1"));
+        assert!(!is_fsm("base/5/16384") && !is_fsm("base/5/16384_vm"));
     }
 }
