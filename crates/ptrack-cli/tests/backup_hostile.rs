@@ -426,7 +426,7 @@ fn bad_recovery_targets_write_nothing() {
         ("time:garbage", &[][..], "bad recovery target time"),
         ("xid:abc", &[], "bad recovery target transaction ID"),
         (
-            "lsn:0/1",
+            "lsn:FF/0",
             &[],
             "the only recovery target it can reach is `immediate`",
         ),
