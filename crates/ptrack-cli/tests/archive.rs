@@ -52,6 +52,18 @@ fn switch_and_wait(c: &PgCluster) -> String {
     seg
 }
 
+/// `ptrack restore` of `repo` with `extra` options into a new cluster, started and recovered
+/// (through the archive: the restore says it wrote archive-get or was given a command).
+fn restored(install: &PgInstall, repo: &str, extra: &[&str]) -> PgCluster {
+    let (base, r) = restore_into(repo, extra);
+    assert_eq!(r.code, 0, "{extra:?}: {}", r.stderr);
+    assert!(r.stdout.contains("and the archive"), "{}", r.stdout);
+    let mut p = PgCluster::adopt(install, base, &[]);
+    p.start();
+    wait_recovery_end(&p);
+    p
+}
+
 /// `ptrack restore` of `repo` into a new cluster directory with `extra` options; the directory.
 fn restore_into(repo: &str, extra: &[&str]) -> (PathBuf, Run) {
     let base = PgCluster::new_cluster_dir();
@@ -290,11 +302,7 @@ fn one_major(install: &PgInstall) {
     // latest: to the end of the archive, with no restore command given. (Restored clusters
     // archive into the same repository, on timelines of their own: `latest` then follows the
     // newest, so this one comes first.)
-    let (base, r) = restore_into(&repo, &["--recovery-target", "latest"]);
-    assert_eq!(r.code, 0, "latest: {}", r.stderr);
-    let mut p = PgCluster::adopt(install, base, &[]);
-    p.start();
-    wait_recovery_end(&p);
+    let mut p = restored(install, &repo, &["--recovery-target", "latest"]);
     assert_eq!(
         p.query_one("SELECT count(*) FROM t WHERE v = 'changed'"),
         "2000"
@@ -330,12 +338,7 @@ fn one_major(install: &PgInstall) {
 
     // Targets in the past, through the archive ptrack finds itself (no --restore-command).
     for target in ["name:p1".to_string(), format!("lsn:{p1_lsn}")] {
-        let (base, r) = restore_into(&repo, &["--recovery-target", &target]);
-        assert_eq!(r.code, 0, "{target}: {}", r.stderr);
-        assert!(r.stdout.contains("archive-get"), "{}", r.stdout);
-        let mut p = PgCluster::adopt(install, base, &[]);
-        p.start();
-        wait_recovery_end(&p);
+        let mut p = restored(install, &repo, &["--recovery-target", &target]);
         assert_eq!(p.query_one("SELECT count(*) FROM t"), "20000", "{target}");
         assert_eq!(
             p.query_one("SELECT count(*) FROM t WHERE v = 'changed'"),
@@ -353,11 +356,7 @@ fn one_major(install: &PgInstall) {
     // Those restored clusters kept the source's archive_command: each archived its own new
     // timeline into this repository (write-once: no file of the source's timeline was
     // touched), and `latest` now follows the newest timeline, a branch at p1.
-    let (base, r) = restore_into(&repo, &["--recovery-target", "latest"]);
-    assert_eq!(r.code, 0, "latest: {}", r.stderr);
-    let mut p = PgCluster::adopt(install, base, &[]);
-    p.start();
-    wait_recovery_end(&p);
+    let mut p = restored(install, &repo, &["--recovery-target", "latest"]);
     assert_eq!(
         p.query_one("SELECT count(*) FROM t WHERE v = 'changed'"),
         "0"
