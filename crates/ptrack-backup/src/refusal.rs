@@ -418,6 +418,9 @@ pub enum Refusal {
         /// The backup.
         id: String,
     },
+    /// A `--recovery-target-timeline` PostgreSQL does not take.
+    #[error("bad recovery target timeline {0:?}: expected current, latest or a timeline number")]
+    BadTimeline(String),
     /// `PGPORT` that is not a port.
     #[error("invalid port {0:?} in environment variable PGPORT")]
     BadPort(String),

@@ -46,6 +46,9 @@ pub struct RestoreOptions {
     pub recovery_target: Option<RecoveryTarget>,
     /// `restore_command` to reach a WAL archive beyond the stored WAL.
     pub restore_command: Option<String>,
+    /// `recovery_target_timeline` (`current`, `latest` or a number; checked by
+    /// [`crate::target::target_timeline_setting`]); PostgreSQL's default (`latest`) when `None`.
+    pub target_timeline: Option<String>,
     /// The `restore_command` to write when none is given and the repository archives the
     /// backup's timeline (`ptrack archive-get` of this repository, built by the caller).
     pub archive_get: Option<String>,
@@ -585,6 +588,13 @@ pub fn run_restore(
         restore_command.as_deref(),
         &backup.id,
     );
+    let mut settings = settings;
+    if let Some(t) = &opts.target_timeline {
+        settings.push_str(
+            &crate::target::target_timeline_setting(t)
+                .map_err(|_| Error::from(Refusal::BadTimeline(t.clone())))?,
+        );
+    }
     let text = auto_conf(&old, &settings);
     root.write_file(auto.as_bytes(), &text)
         .map_err(|e| Error::io(&opts.target.join("postgresql.auto.conf"), "write", e))?;

@@ -273,6 +273,18 @@ pub fn auto_conf(old: &[u8], settings: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// A `--recovery-target-timeline` value as PostgreSQL reads it: `current`, `latest` or a
+/// timeline number; the setting's line.
+pub fn target_timeline_setting(v: &str) -> Result<String, String> {
+    let ok = v == "current" || v == "latest" || v.parse::<u32>().is_ok_and(|t| t >= 1);
+    match ok {
+        true => Ok(format!("recovery_target_timeline = '{v}'\n")),
+        false => Err(format!(
+            "bad recovery target timeline {v:?}: expected current, latest or a timeline number"
+        )),
+    }
+}
+
 /// The settings appended to the restored cluster's `postgresql.auto.conf`: archive recovery
 /// always (with `recovery.signal`), so the restored cluster ends recovery on a new timeline and
 /// its later backups are told apart from the original's; a `restore_command` (one that finds
@@ -304,6 +316,14 @@ mod tests {
     fn targets_parse_or_are_refused() {
         assert_eq!("immediate".parse(), Ok(RecoveryTarget::Immediate));
         assert_eq!("latest".parse(), Ok(RecoveryTarget::Latest));
+        assert!(target_timeline_setting("current").is_ok());
+        assert_eq!(
+            target_timeline_setting("3").unwrap(),
+            "recovery_target_timeline = '3'\n"
+        );
+        for bad in ["0", "x", "", "1'; x", "-1"] {
+            assert!(target_timeline_setting(bad).is_err(), "{bad}");
+        }
         assert!(matches!("lsn:0/1".parse(), Ok(RecoveryTarget::Lsn(_))));
         for bad in [
             "lsn:zz",

@@ -201,6 +201,10 @@ pub struct RestoreArgs {
     /// timeline.
     #[arg(long = "recovery-target", value_parser = parse_target)]
     target_spec: Option<RecoveryTarget>,
+    /// The timeline to recover along: current (the backup's), latest (the newest the archive
+    /// holds, PostgreSQL's default) or a timeline number.
+    #[arg(long = "recovery-target-timeline", value_name = "TLI", value_parser = parse_timeline)]
+    target_timeline: Option<String>,
     /// restore_command for a WAL archive (recovery beyond the backup's own WAL).
     #[arg(long)]
     restore_command: Option<String>,
@@ -285,6 +289,10 @@ fn parse_mapping(s: &str) -> Result<(String, String), String> {
         return Err("expected OLD=NEW with both directories given".into());
     }
     Ok((a.to_string(), b.to_string()))
+}
+
+fn parse_timeline(s: &str) -> Result<String, String> {
+    ptrack_backup::target::target_timeline_setting(s).map(|_| s.to_string())
 }
 
 fn parse_target(s: &str) -> Result<RecoveryTarget, String> {
@@ -484,6 +492,7 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
         recovery_target: a.target_spec.clone(),
         restore_command: a.restore_command.clone(),
         archive_get: Some(archive_get_command(&a.repo)?),
+        target_timeline: a.target_timeline.clone(),
         jobs: a.jobs as usize,
         sync: match a.sync {
             SyncArg::Syncfs => SyncMethod::Syncfs,

@@ -368,6 +368,22 @@ fn one_major(install: &PgInstall) {
             > 2
     );
     p.stop(StopMode::Fast);
+    // Unless told which timeline: the source's own, to its end.
+    let mut p = restored(
+        install,
+        &repo,
+        &[
+            "--recovery-target",
+            "latest",
+            "--recovery-target-timeline",
+            "1",
+        ],
+    );
+    assert_eq!(
+        p.query_one("SELECT count(*) FROM t WHERE v = 'changed'"),
+        "2000"
+    );
+    p.stop(StopMode::Fast);
 
     // validate --archive: every file checks out, and the full backup's window reaches the end.
     let v = run(&["validate", "-B", &repo, "--archive", "--json"]);

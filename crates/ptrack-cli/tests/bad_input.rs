@@ -37,6 +37,35 @@ fn not_a_data_directory_exit_2() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     let r = run(&["verify"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
+
+    // Bad archive and recovery options: an error naming the value, before anything is opened
+    // (archive-get's errors exit 255, which stops a recovery).
+    let bad_timeline = ["--recovery-target-timeline", "0"];
+    let bad_target = ["--recovery-target", "soon"];
+    let cases: [(Vec<&str>, i32, &str); 4] = [
+        (
+            [&["restore", "-B", &p, "-D", &missing][..], &bad_timeline].concat(),
+            2,
+            "timeline",
+        ),
+        (
+            [&["restore", "-B", &p, "-D", &missing][..], &bad_target].concat(),
+            2,
+            "soon",
+        ),
+        (
+            vec!["archive-get", "-B", &p, "../x", "/tmp/x"],
+            255,
+            "error",
+        ),
+        (vec!["archive-push", "-B", &p], 2, "WALFILE"),
+    ];
+    for (args, code, needle) in cases {
+        let r = run(&args);
+        assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
 }
 
 /// A stopped PG18 cluster with some data, or `None` when PG18 is missing (skips loudly).
