@@ -74,6 +74,11 @@ fn restore_into(repo: &str, extra: &[&str]) -> (PathBuf, Run) {
     (base, r)
 }
 
+fn get(repo: &str, pgdata: &Path, name: &str, dest: &str) -> Run {
+    let d = pgdata.display().to_string();
+    run(&["archive-get", "-B", repo, "-D", &d, name, dest])
+}
+
 fn push(repo: &str, pgdata: &Path, file: &Path) -> Run {
     run(&[
         "archive-push",
@@ -227,26 +232,10 @@ fn one_major(install: &PgInstall) {
     // archive-get: a missing file is exit 1 and no file; a present one is written whole.
     let out = s.path().join("got");
     let missing = "00000009000000000000000A";
-    let g = run(&[
-        "archive-get",
-        "-B",
-        &repo,
-        "-D",
-        &c.datadir().display().to_string(),
-        missing,
-        &out.display().to_string(),
-    ]);
+    let g = get(&repo, c.datadir(), missing, &out.display().to_string());
     assert_eq!(g.code, 1, "{}", g.stderr);
     assert!(!out.exists());
-    let g = run(&[
-        "archive-get",
-        "-B",
-        &repo,
-        "-D",
-        &c.datadir().display().to_string(),
-        &last,
-        &out.display().to_string(),
-    ]);
+    let g = get(&repo, c.datadir(), &last, &out.display().to_string());
     assert_eq!(g.code, 0, "{}", g.stderr);
     assert_eq!(
         std::fs::read(&out).unwrap(),
@@ -260,11 +249,11 @@ fn one_major(install: &PgInstall) {
     c.execute("CHECKPOINT");
     switch_and_wait(&c);
     c.stop(StopMode::Fast);
-    let get = format!(
+    let get_cmd = format!(
         "{} archive-get -B {repo} %f %p",
         env!("CARGO_BIN_EXE_ptrack")
     );
-    let (base, r) = restore_into(&repo, &["-i", &full, "--restore-command", &get]);
+    let (base, r) = restore_into(&repo, &["-i", &full, "--restore-command", &get_cmd]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mut rc = PgCluster::adopt(install, base, &[]);
     rc.start();
@@ -408,15 +397,7 @@ fn one_major(install: &PgInstall) {
     assert_eq!(v.code, 1, "{}", v.stdout);
     assert!(v.stdout.contains(&first), "{}", v.stdout);
     // archive-get of that damaged object stops recovery (exit above 125), never "not archived".
-    let g = run(&[
-        "archive-get",
-        "-B",
-        &repo,
-        "-D",
-        &c.datadir().display().to_string(),
-        &first,
-        "/dev/null",
-    ]);
+    let g = get(&repo, c.datadir(), &first, "/dev/null");
     assert_eq!(g.code, 255, "{}", g.stderr);
     // A damaged timeline history object (restored clusters archived theirs): named.
     let hist = arch.join("00000002.history");
