@@ -50,10 +50,20 @@ pub fn push(
     compression: Compression,
 ) -> Result<PushReport> {
     let control = control(pgdata)?;
+    let inst = instance_for(repo, &control, pgdata)?;
+    push_to(&inst, &control, path, compression)
+}
+
+/// [`push`] into the cluster's instance `inst`, whose `pg_control` is `control`.
+pub(crate) fn push_to(
+    inst: &Instance,
+    control: &ControlFile,
+    path: &Path,
+    compression: Compression,
+) -> Result<PushReport> {
     let file = wal_file_of(path)?;
     let bytes = read_limited(path, control.xlog_seg_size.bytes())?;
-    check_file(&file, &bytes, &control, path)?;
-    let inst = instance_for(repo, &control, pgdata)?;
+    check_file(&file, &bytes, control, path)?;
     let key = archived::wal_key(inst.dir(), &file)?;
     let outcome = match archived::push(inst.store(), &key, &bytes, compression) {
         Ok(o) => o,
@@ -75,18 +85,30 @@ pub fn get(repo: &Repository, pgdata: &Path, name: &str, dest: &Path) -> Result<
     let Some(inst) = repo.instance(control.system_identifier)? else {
         return Ok(false);
     };
-    let key = archived::wal_key(inst.dir(), &file)?;
-    let Some(bytes) = archived::fetch(inst.store(), &key)? else {
+    let Some(bytes) = fetch_checked(&inst, &control, &file)? else {
         return Ok(false);
     };
-    // What recovery is handed must be the file asked for (a plain repository's object may have
-    // been copied over another's name), checked as archive-push checked it.
-    check_file(&file, &bytes, &control, Path::new(&key.to_string()))?;
     ptrack_durable::write_file(dest, &bytes).map_err(|e| Error::io(dest, "write", e))?;
     Ok(true)
 }
 
-fn control(pgdata: &Path) -> Result<ControlFile> {
+/// Archived `file` of `inst`, checked as archive-push checked it (a plain repository's object
+/// may have been copied over another's name): what recovery is handed must be the file asked
+/// for. `None` when the archive does not hold it.
+pub(crate) fn fetch_checked(
+    inst: &Instance,
+    control: &ControlFile,
+    file: &WalFile,
+) -> Result<Option<Vec<u8>>> {
+    let key = archived::wal_key(inst.dir(), file)?;
+    let Some(bytes) = archived::fetch(inst.store(), &key)? else {
+        return Ok(None);
+    };
+    check_file(file, &bytes, control, Path::new(&key.to_string()))?;
+    Ok(Some(bytes))
+}
+
+pub(crate) fn control(pgdata: &Path) -> Result<ControlFile> {
     read_control_file(pgdata).map_err(|e| {
         Refusal::NotADataDir {
             pgdata: pgdata.display().to_string(),
@@ -135,7 +157,7 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 
 /// A segment must be the one its name says, of this cluster; a timeline history file must
 /// parse; a backup history file must start as `pg_backup_stop` writes it.
-fn check_file(file: &WalFile, bytes: &[u8], c: &ControlFile, path: &Path) -> Result<()> {
+pub(crate) fn check_file(file: &WalFile, bytes: &[u8], c: &ControlFile, path: &Path) -> Result<()> {
     check_content(file, bytes, c.xlog_seg_size, c.system_identifier).map_err(|why| {
         Refusal::BadWalFile {
             path: path.display().to_string(),
@@ -201,7 +223,7 @@ fn check_content(
 
 /// The cluster's instance, created from its `pg_control` when this is its first push (an
 /// archive is set up before the first backup).
-fn instance_for(repo: &Repository, c: &ControlFile, pgdata: &Path) -> Result<Instance> {
+pub(crate) fn instance_for(repo: &Repository, c: &ControlFile, pgdata: &Path) -> Result<Instance> {
     if let Some(i) = repo.instance(c.system_identifier)? {
         return Ok(i);
     }

@@ -21,6 +21,7 @@ pub mod phases;
 mod refusal;
 pub mod restore;
 pub mod server;
+pub mod spool;
 pub mod take;
 pub mod target;
 pub mod validate;

@@ -208,6 +208,14 @@ pub struct RestoreArgs {
     /// restore_command for a WAL archive (recovery beyond the backup's own WAL).
     #[arg(long)]
     restore_command: Option<String>,
+    /// Segments the written restore_command (ptrack archive-get) fetches ahead of recovery,
+    /// into --archive-spool (0: none).
+    #[arg(long = "prefetch", value_name = "N", default_value_t = 0, requires = "archive_spool",
+          value_parser = clap::value_parser!(u32).range(0..=1024))]
+    prefetch: u32,
+    /// Spool directory of the prefetching archive-get (outside the data directory).
+    #[arg(long = "archive-spool", value_name = "DIR")]
+    archive_spool: Option<PathBuf>,
     /// Parallel writers.
     #[arg(short = 'j', long = "jobs", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     jobs: u32,
@@ -491,7 +499,11 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
         tablespace_map: a.mapping.clone(),
         recovery_target: a.target_spec.clone(),
         restore_command: a.restore_command.clone(),
-        archive_get: Some(archive_get_command(&a.repo)?),
+        archive_get: Some(archive_get_command(
+            &a.repo,
+            a.archive_spool.as_deref().filter(|_| a.prefetch > 0),
+            a.prefetch,
+        )?),
         target_timeline: a.target_timeline.clone(),
         jobs: a.jobs as usize,
         sync: match a.sync {
@@ -532,8 +544,13 @@ pub fn restore(a: &RestoreArgs) -> Result<u8> {
 
 /// The `restore_command` that reads this repository's archive: this program's `archive-get`,
 /// with the repository and the key file when one was given (a passphrase in the environment
-/// does not reach the server's restore_command: give --restore-command then).
-fn archive_get_command(repo: &RepoArgs) -> Result<String> {
+/// does not reach the server's restore_command: give --restore-command then), prefetching
+/// `prefetch` segments into `spool` when given.
+fn archive_get_command(
+    repo: &RepoArgs,
+    spool: Option<&std::path::Path>,
+    prefetch: u32,
+) -> Result<String> {
     let exe = std::env::current_exe()?;
     let quote = |s: &str| {
         let plain = s
@@ -544,15 +561,10 @@ fn archive_get_command(repo: &RepoArgs) -> Result<String> {
             false => format!("'{}'", s.replace('\'', "'\\''")),
         }
     };
-    // The server runs it in the restored data directory: a relative path would name nothing.
-    let address = match &repo.repo {
-        Location::Dir(d) => std::path::absolute(d)?.display().to_string(),
-        other => other.to_string(),
-    };
     let mut cmd = format!(
         "{} archive-get -B {}",
         quote(&exe.display().to_string()),
-        quote(&address)
+        quote(&repo_address(repo)?)
     );
     if let Some(k) = &repo.key.key_file {
         let k = std::path::absolute(k)?;
@@ -561,8 +573,24 @@ fn archive_get_command(repo: &RepoArgs) -> Result<String> {
             quote(&k.display().to_string())
         ));
     }
+    if let Some(sp) = spool {
+        let sp = std::path::absolute(sp)?;
+        cmd.push_str(&format!(
+            " --spool {} --prefetch {prefetch}",
+            quote(&sp.display().to_string())
+        ));
+    }
     cmd.push_str(" %f %p");
     Ok(cmd)
+}
+
+/// The repository's address as an absolute one: the server runs archive and restore commands
+/// in the data directory, where a relative path would name nothing.
+pub fn repo_address(repo: &RepoArgs) -> Result<String> {
+    Ok(match &repo.repo {
+        Location::Dir(d) => std::path::absolute(d)?.display().to_string(),
+        other => other.to_string(),
+    })
 }
 
 /// `ptrack validate`.

@@ -111,10 +111,44 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Takes an exclusive `flock(2)` on `path` (created 0600 when missing) without waiting: `None`
+/// when another open file description holds it. Released when the file is closed or the
+/// process dies (a killed holder never leaves a stale lock).
+pub fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
+    use std::os::fd::AsRawFd;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(Some(file));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        true => Ok(None),
+        false => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_file_lock_excludes_a_second_holder_until_released() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l");
+        let held = try_lock_file(&p).unwrap().expect("first lock");
+        assert!(try_lock_file(&p).unwrap().is_none());
+        drop(held);
+        assert!(try_lock_file(&p).unwrap().is_some());
+        assert!(try_lock_file(&d.path().join("missing/l")).is_err());
+    }
 
     #[test]
     fn writes_replaces_and_leaves_no_temp_file() {
