@@ -10,6 +10,7 @@
 //! first, then by name), pushes a batch ahead with `jobs` threads, writes each file's marker as
 //! soon as it is stored, and exits when nothing is left or after a failure: the foreground
 //! reports it, PostgreSQL retries, the retry starts a new pusher (the archiver's own backoff).
+//! An attempt ignores an error marker left by an earlier one: its outcome is its own.
 //!
 //! **What is guaranteed.** `archive-push --async` exits 0 only for a file whose `.ok` marker the
 //! pusher wrote after the repository returned it durable, and whose identity (device, inode,
@@ -259,6 +260,9 @@ pub fn await_pushed(
         .and_then(|n| n.to_str())
         .filter(|n| WalFile::parse(n).is_some())
         .ok_or_else(|| Refusal::NotAWalName(path.display().to_string()))?;
+    // An error marker already there is an earlier attempt's (a batch fails as a whole when the
+    // repository is away): this attempt pushes the file again and waits for its own outcome.
+    remove(&spool.marker(name, false))?;
     let deadline = Instant::now() + timeout;
     let mut child: Option<Child> = None;
     let mut starts = 0;
@@ -616,6 +620,16 @@ mod tests {
         };
         let w = await_pushed(&sp, &path, "/repo", Duration::from_secs(30), &mut start).unwrap();
         assert_eq!((w, starts), (Waited::Archived, 1));
+        // An error marker of an earlier attempt is not this one's outcome.
+        std::fs::write(sp.marker(A, false), b"earlier outage").unwrap();
+        let mut starts = 0;
+        let mut start = || {
+            starts += 1;
+            std::fs::write(sp.marker(A, false), b"now").unwrap();
+            true_()
+        };
+        let w = await_pushed(&sp, &path, "/repo", Duration::from_secs(30), &mut start).unwrap();
+        assert_eq!((w, starts), (Waited::Failed("now".into()), 1));
         // One that exits without a marker, three times: the file is reported not archived.
         let mut starts = 0;
         let mut start = || {

@@ -2,6 +2,7 @@
 //! `ptrack-testkit` (one test target, modules per command, as ripgrep does).
 
 mod archive;
+mod archive_async;
 mod backup;
 mod backup_attacks;
 mod backup_encrypted;
