@@ -23,7 +23,7 @@ use ptrack_format::stored::Compression;
 use ptrack_page::control::{ControlFile, read_control_file};
 use ptrack_wal::SegmentName;
 use ptrack_wal::archive::parse_history;
-use ptrack_wal::check::{SegmentFault, check_segment};
+use ptrack_wal::check::{SegmentFault, check_records, check_segment};
 
 use ptrack_types::{TimeLineId, WalSegSize};
 
@@ -437,17 +437,57 @@ fn every_file(list: &archived::Listing) -> Vec<WalFile> {
     v
 }
 
-/// The checks of [`check_file`] on an archived file of the instance `info` describes.
+/// Whether `b` is the whole segment right after whole segment `a` on its timeline.
+fn follows(a: &WalFile, b: &WalFile, seg: WalSegSize) -> bool {
+    let name = |f: &WalFile| match f {
+        WalFile::Segment {
+            name,
+            partial: false,
+        } => SegmentName::parse(name, seg),
+        _ => None,
+    };
+    matches!((name(a), name(b)), (Some(x), Some(y)) if x.tli == y.tli && x.segno + 1 == y.segno)
+}
+
+/// [`check_object`], a failure recorded in `out` under `key`.
+fn check_into(
+    out: &mut ArchiveCheck,
+    file: &WalFile,
+    key: String,
+    bytes: &[u8],
+    next: Option<&[u8]>,
+    info: &InstanceInfo,
+) {
+    if let Err(why) = check_object(file, bytes, next, info) {
+        out.problems.push(ArchiveProblem::Content { key, why });
+    }
+}
+
+/// The checks of [`check_file`] on an archived file of the instance `info` describes, and for
+/// a segment its records (header, back link, CRC-32C: `ptrack_wal::check::check_records`; the
+/// last one finished with `next`, the following segment, when archived).
 fn check_object(
     file: &WalFile,
     bytes: &[u8],
+    next: Option<&[u8]>,
     info: &InstanceInfo,
 ) -> std::result::Result<(), String> {
-    check_content(file, bytes, info.wal_seg_size, info.system_identifier).map_err(|e| e.to_string())
+    let seg = info.wal_seg_size;
+    check_content(file, bytes, seg, info.system_identifier)?;
+    let WalFile::Segment { name, partial } = file else {
+        return Ok(());
+    };
+    let Some(sn) = SegmentName::parse(name, seg) else {
+        return Ok(());
+    };
+    let sysid = Some(info.system_identifier);
+    check_records(bytes, next, sn, seg, info.blcksz, sysid, *partial)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
-/// `ptrack validate --archive`: reads every archived file back (digest, and a segment's page
-/// checks against its name and the cluster), then, for every OK backup, how far its timeline's
+/// `ptrack validate --archive`: reads every archived file back (digest, a segment's page
+/// checks against its name and the cluster, and its records), then, for every OK backup, how far its timeline's
 /// archive goes without a gap after it.
 pub fn check_archive(inst: &Instance, backups: &[BackupInfo]) -> Result<ArchiveCheck> {
     let seg = inst.info.wal_seg_size;
@@ -457,6 +497,9 @@ pub fn check_archive(inst: &Instance, backups: &[BackupInfo]) -> Result<ArchiveC
         windows: Vec::new(),
         problems: Vec::new(),
     };
+    // A whole segment's last record may continue into the next one: its record check waits for
+    // the next file (`held`), which finishes it when it is the following segment.
+    let mut held: Option<(WalFile, String, Vec<u8>)> = None;
     for file in every_file(&list) {
         let key = archived::wal_key(inst.dir(), &file)?;
         out.files += 1;
@@ -469,12 +512,19 @@ pub fn check_archive(inst: &Instance, backups: &[BackupInfo]) -> Result<ArchiveC
             }
             Err(e) => return Err(e.into()),
         };
-        if let Err(e) = check_object(&file, &bytes, &inst.info) {
-            out.problems.push(ArchiveProblem::Content {
-                key: key.to_string(),
-                why: e,
-            });
+        if let Some((f, k, b)) = held.take() {
+            let next = follows(&f, &file, seg).then_some(bytes.as_slice());
+            check_into(&mut out, &f, k, &b, next, &inst.info);
         }
+        match file {
+            WalFile::Segment { partial: false, .. } => {
+                held = Some((file, key.to_string(), bytes));
+            }
+            _ => check_into(&mut out, &file, key.to_string(), &bytes, None, &inst.info),
+        }
+    }
+    if let Some((f, k, b)) = held.take() {
+        check_into(&mut out, &f, k, &b, None, &inst.info);
     }
     for b in backups {
         let (Some(tli), Some(stop)) = (b.timeline, b.stop_lsn) else {

@@ -298,19 +298,26 @@ pub fn await_pushed(
     }
 }
 
-/// What a pusher is told.
+/// Where a background worker works: its spool, the cluster, the repository, its threads.
 #[derive(Debug, Clone)]
-pub struct Pusher<'a> {
+pub struct Site<'a> {
     /// Its spool.
     pub spool: &'a Spool,
     /// The cluster's data directory.
     pub pgdata: &'a Path,
-    /// The repository's address, as markers record it.
+    /// The repository's address, as markers and prefetch directories name it.
     pub repository: &'a str,
-    /// Compression of archived files.
-    pub compression: Compression,
     /// Threads.
     pub jobs: usize,
+}
+
+/// What a pusher is told.
+#[derive(Debug, Clone)]
+pub struct Pusher<'a> {
+    /// Where.
+    pub site: Site<'a>,
+    /// Compression of archived files.
+    pub compression: Compression,
     /// Files taken per pass (pushed ahead of the archiver).
     pub batch: usize,
 }
@@ -334,21 +341,23 @@ pub fn run_pusher(
     repo: std::result::Result<Repository, String>,
 ) -> Result<PushedCount> {
     let mut count = PushedCount::default();
-    let Some(_lock) = p.spool.try_lock(Worker::Push)? else {
+    let Some(_lock) = p.site.spool.try_lock(Worker::Push)? else {
         count.other_running = true;
         return Ok(count);
     };
     let setup = repo.and_then(|r| {
-        let c = control(p.pgdata).map_err(|e| e.to_string())?;
-        let i = instance_for(&r, &c, p.pgdata).map_err(|e| e.to_string())?;
+        let c = control(p.site.pgdata).map_err(|e| e.to_string())?;
+        let i = instance_for(&r, &c, p.site.pgdata).map_err(|e| e.to_string())?;
         Ok((c, i))
     });
     loop {
-        let ready = ready_files(p.pgdata)?;
-        p.spool.forget_markers(&ready.iter().cloned().collect())?;
+        let ready = ready_files(p.site.pgdata)?;
+        p.site
+            .spool
+            .forget_markers(&ready.iter().cloned().collect())?;
         let todo: Vec<&String> = ready
             .iter()
-            .filter(|n| !p.spool.has_marker(n))
+            .filter(|n| !p.site.spool.has_marker(n))
             .take(p.batch.max(1))
             .collect();
         if todo.is_empty() {
@@ -358,14 +367,16 @@ pub fn run_pusher(
             Ok(s) => s,
             Err(why) => {
                 for n in &todo {
-                    p.spool.write(&p.spool.marker(n, false), why.as_bytes())?;
+                    p.site
+                        .spool
+                        .write(&p.site.spool.marker(n, false), why.as_bytes())?;
                 }
                 count.failed += todo.len();
                 return Ok(count);
             }
         };
         let done = parallel::run(
-            p.jobs,
+            p.site.jobs,
             todo.len(),
             |_| Ok(()),
             |_, i| push_one(p, inst, control, todo[i]),
@@ -387,7 +398,7 @@ fn push_one(
     control: &ptrack_page::control::ControlFile,
     name: &str,
 ) -> Result<bool> {
-    let path = p.pgdata.join("pg_wal").join(name);
+    let path = p.site.pgdata.join("pg_wal").join(name);
     let pushed = (|| {
         let before = Identity::of(&path).map_err(|e| Error::io(&path, "stat", e))?;
         push_to(inst, control, &path, p.compression)?;
@@ -403,17 +414,20 @@ fn push_one(
     match pushed {
         Ok(identity) => {
             let done = Done {
-                repository: p.repository.to_string(),
+                repository: p.site.repository.to_string(),
                 identity,
             };
             let json = serde_json::to_vec(&done).unwrap_or_default();
-            p.spool.write(&p.spool.marker(name, true), &json)?;
+            p.site
+                .spool
+                .write(&p.site.spool.marker(name, true), &json)?;
             Ok(true)
         }
         Err(e) => {
             let msg = e.to_string();
-            p.spool
-                .write(&p.spool.marker(name, false), msg.as_bytes())?;
+            p.site
+                .spool
+                .write(&p.site.spool.marker(name, false), msg.as_bytes())?;
             Ok(false)
         }
     }
@@ -428,16 +442,10 @@ fn in_dir(spool: &Spool, repository: &str, sysid: u64) -> PathBuf {
 /// What `archive-get` with prefetch is told.
 #[derive(Debug, Clone)]
 pub struct Prefetch<'a> {
-    /// Its spool.
-    pub spool: &'a Spool,
-    /// The cluster's data directory.
-    pub pgdata: &'a Path,
-    /// The repository's address.
-    pub repository: &'a str,
+    /// Where.
+    pub site: Site<'a>,
     /// Segments fetched ahead.
     pub count: usize,
-    /// Threads.
-    pub jobs: usize,
 }
 
 /// Hands recovery segment `name` at `dest` from the prefetch directory: `Ok(false)` when it is
@@ -446,8 +454,8 @@ pub fn take_prefetched(p: &Prefetch<'_>, name: &str, dest: &Path) -> Result<bool
     let Some(file @ WalFile::Segment { partial: false, .. }) = WalFile::parse(name) else {
         return Ok(false);
     };
-    let control = control(p.pgdata)?;
-    let src = in_dir(p.spool, p.repository, control.system_identifier).join(name);
+    let control = control(p.site.pgdata)?;
+    let src = in_dir(p.site.spool, p.site.repository, control.system_identifier).join(name);
     let Some(bytes) = read_if_there(&src)? else {
         return Ok(false);
     };
@@ -469,10 +477,10 @@ pub fn take_prefetched(p: &Prefetch<'_>, name: &str, dest: &Path) -> Result<bool
 /// fetched yet, after removing the fetched files before it. Returns how many it fetched; 0
 /// when another prefetcher runs.
 pub fn run_prefetcher(p: &Prefetch<'_>, repo: &Repository, after: &str) -> Result<usize> {
-    let Some(_lock) = p.spool.try_lock(Worker::Get)? else {
+    let Some(_lock) = p.site.spool.try_lock(Worker::Get)? else {
         return Ok(0);
     };
-    let control = control(p.pgdata)?;
+    let control = control(p.site.pgdata)?;
     let seg = control.xlog_seg_size;
     let Some(from) = SegmentName::parse(after, seg) else {
         return Ok(0);
@@ -480,7 +488,7 @@ pub fn run_prefetcher(p: &Prefetch<'_>, repo: &Repository, after: &str) -> Resul
     let Some(inst) = repo.instance(control.system_identifier)? else {
         return Ok(0);
     };
-    let dir = in_dir(p.spool, p.repository, control.system_identifier);
+    let dir = in_dir(p.site.spool, p.site.repository, control.system_identifier);
     ptrack_durable::create_private_dir(&dir).map_err(|e| Error::io(&dir, "create", e))?;
     for n in list_names(&dir)? {
         if n.as_str() <= after || n.ends_with(".tmp") {
@@ -498,7 +506,7 @@ pub fn run_prefetcher(p: &Prefetch<'_>, repo: &Repository, after: &str) -> Resul
         .filter(|n| !dir.join(n).exists())
         .collect();
     let got = parallel::run(
-        p.jobs,
+        p.site.jobs,
         want.len(),
         |_| Ok(()),
         |_, i| {
@@ -507,7 +515,7 @@ pub fn run_prefetcher(p: &Prefetch<'_>, repo: &Repository, after: &str) -> Resul
                 partial: false,
             };
             match fetch_checked(&inst, &control, &file)? {
-                Some(b) => p.spool.write(&dir.join(&want[i]), &b).map(|()| true),
+                Some(b) => p.site.spool.write(&dir.join(&want[i]), &b).map(|()| true),
                 None => Ok(false),
             }
         },

@@ -14,7 +14,7 @@ use clap::Args;
 use ptrack_format::archived::Pushed;
 use ptrack_format::repo::Repository;
 
-use ptrack_backup::spool::{self, Prefetch, Pusher, Spool, Waited, Worker};
+use ptrack_backup::spool::{self, Prefetch, Pusher, Site, Spool, Waited, Worker};
 
 use crate::backups::{CompressArg, RepoArgs, repo_address, repo_owner};
 use crate::{EXIT_OK, EXIT_PROBLEMS};
@@ -120,11 +120,13 @@ fn push_async(a: &PushArgs, sp: &Spool) -> Result<u8> {
     let address = repo_address(&a.at.repo)?;
     if a.daemon {
         let p = Pusher {
-            spool: sp,
-            pgdata: &a.at.pgdata,
-            repository: &address,
+            site: Site {
+                spool: sp,
+                pgdata: &a.at.pgdata,
+                repository: &address,
+                jobs: a.jobs.into(),
+            },
             compression: a.compress.into(),
-            jobs: a.jobs.into(),
             batch: 4 * usize::from(a.jobs),
         };
         let repo = a.at.repo.open().map_err(|e| format!("{e:#}"));
@@ -225,11 +227,13 @@ fn get_one(a: &GetArgs) -> Result<bool> {
     };
     let address = repo_address(&a.at.repo)?;
     let pf = sp.as_ref().map(|sp| Prefetch {
-        spool: sp,
-        pgdata: &a.at.pgdata,
-        repository: &address,
+        site: Site {
+            spool: sp,
+            pgdata: &a.at.pgdata,
+            repository: &address,
+            jobs: a.jobs.into(),
+        },
         count: a.prefetch as usize,
-        jobs: a.jobs.into(),
     });
     if let Some(pf) = pf.as_ref().filter(|_| a.daemon) {
         let n = spool::run_prefetcher(pf, &a.at.repo.open()?, &a.name)?;

@@ -381,6 +381,26 @@ fn one_major(install: &PgInstall) {
     assert!(j["problems"].as_array().unwrap().is_empty(), "{j}");
     assert_eq!(j["windows"][0]["backup"], full.as_str(), "{j}");
 
+    // A record damaged and the object sealed again (digest and CRC recomputed, as anyone can):
+    // the page checks pass, the record check (CRC-32C of each record) names it.
+    let obj = arch.join(&first);
+    let orig = std::fs::read(&obj).unwrap();
+    let mut plain = ptrack_format::archived::decode(&orig, "test").unwrap();
+    for b in &mut plain[3 * 8192 + 100..3 * 8192 + 164] {
+        *b ^= 0xFF;
+    }
+    let resealed =
+        ptrack_format::archived::encode(&plain, ptrack_format::stored::Compression::None);
+    std::fs::write(&obj, resealed).unwrap();
+    let v = run(&["validate", "-B", &repo, "--archive"]);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(
+        v.stdout.contains(&first) && v.stdout.contains("inside the segment, on a bad record"),
+        "{}",
+        v.stdout
+    );
+    std::fs::write(&obj, &orig).unwrap();
+
     // A segment missing between the backup and an LSN target: refused, naming it.
     std::fs::remove_file(arch.join(&p1_seg)).expect("remove archived segment");
     let v = run(&["validate", "-B", &repo, "--archive"]);

@@ -278,6 +278,74 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// Why a segment's records fail [`check_records`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordFault {
+    /// Valid WAL ends inside a whole segment (a record's CRC, length, back link or resource
+    /// manager is wrong there): recovery would stop at `lsn`.
+    #[error("its WAL ends at {lsn}, inside the segment, on a bad record ({reason})")]
+    EndsEarly {
+        /// Where decoding stopped.
+        lsn: ptrack_types::Lsn,
+        /// Why (the decoder's reason).
+        reason: String,
+    },
+    /// Bytes that are not WAL of this cluster.
+    #[error("{0}")]
+    Bad(crate::WalError),
+}
+
+/// Decodes every record that begins in `bytes`, segment `name` (which passed
+/// [`check_segment`]), checking each one's header, back link and CRC-32C as recovery does. A
+/// whole segment's records must run to its end or to an `XLOG_SWITCH`; the last one may
+/// continue into the next segment, whose bytes `next` (when archived) finish and check it. A
+/// `.partial` one's may end anywhere. Returns how many records begin in it.
+pub fn check_records(
+    bytes: &[u8],
+    next: Option<&[u8]>,
+    name: SegmentName,
+    seg: WalSegSize,
+    blcksz: u32,
+    sysid: Option<u64>,
+    partial: bool,
+) -> Result<u64, RecordFault> {
+    use crate::{DecoderConfig, Poll, Start, WalDecoder};
+    let start = seg.start(name.segno);
+    let cfg = DecoderConfig {
+        seg_size: seg,
+        xlog_blcksz: XLOG_BLCKSZ,
+        blcksz,
+        system_identifier: sysid,
+        major: None,
+    };
+    let end = ptrack_types::Lsn(start.0 + seg.bytes());
+    let mut d = WalDecoder::new(cfg, start, Start::FirstOnPage(start));
+    d.feed(bytes);
+    let mut next = next.filter(|_| !partial);
+    let mut records = 0;
+    loop {
+        if d.position() >= end {
+            return Ok(records);
+        }
+        match d.poll().map_err(RecordFault::Bad)? {
+            Poll::Record(r) if r.lsn < end => records += 1,
+            Poll::Record(_) => return Ok(records),
+            Poll::Abandoned { .. } => {}
+            Poll::NeedMore => match next.take() {
+                Some(n) => d.feed(n),
+                None => return Ok(records),
+            },
+            Poll::End(e) if partial || e.lsn >= end => return Ok(records),
+            Poll::End(e) => {
+                return Err(RecordFault::EndsEarly {
+                    lsn: e.lsn,
+                    reason: format!("{:?}", e.reason),
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +466,61 @@ mod tests {
     }
 
     #[test]
+    fn records_are_decoded_to_the_end_and_a_damaged_one_is_named() {
+        let (b, sysid) = segment();
+        let name = SegmentName {
+            tli: TimeLineId(1),
+            segno: 7,
+        };
+        let n = check_records(&b, None, name, seg(), 8192, Some(sysid), false).unwrap();
+        assert_eq!(n, 201, "200 records and the switch");
+        // A flipped byte in a record's body: its CRC fails, recovery would stop there.
+        let mut d = b.clone();
+        d[XLOG_BLCKSZ as usize * 3 + 500] ^= 0x40;
+        let e = check_records(&d, None, name, seg(), 8192, Some(sysid), false).unwrap_err();
+        assert!(matches!(e, RecordFault::EndsEarly { .. }), "{e}");
+        // In a .partial segment WAL may end anywhere, but not on another cluster's page.
+        let mut z = b.clone();
+        z[XLOG_BLCKSZ as usize * 3..].fill(0);
+        assert!(check_records(&z, None, name, seg(), 8192, Some(sysid), true).is_ok());
+        assert!(check_records(&z, None, name, seg(), 8192, Some(sysid), false).is_err());
+        assert!(check_records(&b, None, name, seg(), 8192, Some(sysid + 1), true).is_err());
+    }
+
+    #[test]
+    fn a_record_continued_into_the_next_segment_is_checked_with_it() {
+        let mut w = WalBuilder::new(PgMajorVersion::V16, seg().bytes(), 7);
+        let one = seg().bytes() as usize;
+        let mut i = 0;
+        while w.bytes().len() < one + 2 * XLOG_BLCKSZ as usize {
+            w.record(
+                crate::consts::RM_HEAP_ID,
+                0,
+                &WalBuilder::block_body(i, i, 3000),
+            );
+            i += 1;
+        }
+        let all = w.bytes().to_vec();
+        let (a, b) = all.split_at(one);
+        let rem_len = u32_at(b, 16);
+        assert!(
+            rem_len > 16,
+            "the first record of segment 7 continues into 8 ({rem_len})"
+        );
+        let name = SegmentName {
+            tli: TimeLineId(1),
+            segno: 7,
+        };
+        let sysid = Some(w.sysid);
+        assert!(check_records(a, Some(b), name, seg(), 8192, sysid, false).is_ok());
+        let mut d = b.to_vec();
+        d[SIZE_OF_XLOG_LONG_PHD as usize + 8] ^= 0x10;
+        assert!(check_records(a, None, name, seg(), 8192, sysid, false).is_ok());
+        let e = check_records(a, Some(&d), name, seg(), 8192, sysid, false).unwrap_err();
+        assert!(matches!(e, RecordFault::EndsEarly { .. }), "{e}");
+    }
+
+    #[test]
     fn never_panics_on_short_or_random_input() {
         let name = SegmentName {
             tli: TimeLineId(1),
@@ -407,6 +530,7 @@ mod tests {
             let v: Vec<u8> = (0..n).map(|i| (i * 7919 % 251) as u8).collect();
             let _ = check_segment(&v, name, seg(), None, true);
             let _ = check_segment(&v, name, seg(), None, false);
+            let _ = check_records(&v, None, name, seg(), 8192, None, true);
         }
     }
 }
