@@ -535,9 +535,9 @@ fn archive_push_killed_at_random_points() {
     after_the_crashes(&args, &seg, &data, &file);
 }
 
-/// The same on S3 (Garage): a server archives through `archive-push` into an `s3://`
+/// The same on S3 (Garage): a server archives through `archive-push --async` into an `s3://`
 /// repository (its credentials in a 0700 wrapper script, never on a command line), a full
-/// backup is restored to a named restore point through `archive-get`, and `show --archive`
+/// backup is restored to a named restore point through a prefetching `archive-get`, and `show --archive`
 /// lists what the server archived.
 #[test]
 fn archive_on_s3_recovers_to_a_restore_point() {
@@ -560,9 +560,15 @@ fn archive_on_s3_recovers_to_a_restore_point() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700)).unwrap();
     chown_postgres(&wrapper);
+    // Asynchronous push and prefetching get: their workers inherit the wrapper's environment.
+    let (push_spool, get_spool) = (scratch(), scratch());
     let cfg = ClusterConfig::new(true).set("archive_mode", "on").set(
         "archive_command",
-        &format!("{} archive-push -B {repo} %p", wrapper.display()),
+        &format!(
+            "{} archive-push -B {repo} --async --spool {} %p",
+            wrapper.display(),
+            push_spool.path().display()
+        ),
     );
     let mut c = PgCluster::init_with(&install, &cfg);
     c.start();
@@ -579,7 +585,12 @@ fn archive_on_s3_recovers_to_a_restore_point() {
     let tl = &sh.json()[0]["timelines"][0];
     assert_eq!(tl["runs"][0][0], first.as_str(), "{tl}");
     assert_eq!(tl["runs"][0][1], last.as_str(), "{tl}");
-    let get = format!("{} archive-get -B {repo} %f %p", wrapper.display());
+    crate::archive_async::wait_workers_gone(push_spool.path());
+    let get = format!(
+        "{} archive-get -B {repo} --spool {} --prefetch 4 %f %p",
+        wrapper.display(),
+        get_spool.path().display()
+    );
     let (base, r) = restore_into(
         &repo,
         &[
@@ -597,6 +608,13 @@ fn archive_on_s3_recovers_to_a_restore_point() {
     wait_recovery_end(&p);
     assert_eq!(p.query_one("SELECT count(*) FROM t"), "1000");
     p.stop(StopMode::Fast);
+    crate::archive_async::wait_workers_gone(get_spool.path());
+    let log = std::fs::read_to_string(get_spool.path().join("get.log")).unwrap_or_default();
+    assert!(
+        log.contains("prefetcher after"),
+        "no prefetcher ran:\n{log}"
+    );
+    assert!(!log.contains("error"), "{log}");
 }
 
 /// After the crash trials: a push over a truncated object is refused naming it (never

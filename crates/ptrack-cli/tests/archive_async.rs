@@ -86,7 +86,7 @@ fn switch_and_archive(c: &PgCluster) -> String {
 }
 
 /// Waits until no worker of `spool` holds its lock (the test stops what it started).
-fn wait_workers_gone(spool: &Path) {
+pub fn wait_workers_gone(spool: &Path) {
     for w in ["push", "get"] {
         let p = spool.join(format!("{w}.lock"));
         let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) else {
