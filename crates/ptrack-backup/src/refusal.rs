@@ -403,6 +403,16 @@ pub enum Refusal {
         /// What is wrong with it.
         why: String,
     },
+    /// A spool directory inside the data directory.
+    #[error(
+        "the spool \"{spool}\" is inside the data directory \"{pgdata}\": give a directory outside it (a backup would copy it; its locks and markers are this host's, not the cluster's)"
+    )]
+    SpoolInDataDir {
+        /// The spool.
+        spool: String,
+        /// The data directory.
+        pgdata: String,
+    },
     /// The archive holds other content under the name.
     #[error("{0}")]
     ArchivedOtherwise(ptrack_format::archived::Conflict),

@@ -84,6 +84,30 @@ impl Spool {
         })
     }
 
+    /// Opens (creating) the spool at `root` for the cluster in `pgdata`: refused inside the
+    /// data directory (a base backup would copy it, and its locks and markers are this host's
+    /// runtime state, not the cluster's).
+    pub fn open_for(root: &Path, pgdata: &Path) -> Result<Spool> {
+        // Resolved through links; a spool not made yet through its parent's.
+        let abs = |p: &Path| {
+            let a = std::path::absolute(p).map_err(|e| Error::io(p, "resolve", e))?;
+            let via_parent = || {
+                let (parent, name) = (a.parent()?, a.file_name()?);
+                Some(parent.canonicalize().ok()?.join(name))
+            };
+            Ok::<_, Error>(a.canonicalize().ok().or_else(via_parent).unwrap_or(a))
+        };
+        let (r, d) = (abs(root)?, abs(pgdata)?);
+        if r.starts_with(&d) {
+            return Err(Refusal::SpoolInDataDir {
+                spool: root.display().to_string(),
+                pgdata: pgdata.display().to_string(),
+            }
+            .into());
+        }
+        Spool::open(root)
+    }
+
     /// Where worker `w` logs (its standard output and error).
     pub fn log(&self, w: Worker) -> PathBuf {
         self.root.join(format!("{}.log", w.name()))
@@ -587,6 +611,19 @@ mod tests {
             sp.take_marker(A, &path, "/repo").unwrap(),
             Some(Err("disk full".into()))
         );
+    }
+
+    #[test]
+    fn a_spool_inside_the_data_directory_is_refused() {
+        let d = pgdata_with_ready(&[]);
+        let e = Spool::open_for(&d.path().join("pg_wal/spool"), d.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("is inside the data directory"),
+            "{e}"
+        );
+        assert!(!d.path().join("pg_wal/spool").exists());
+        let s = tempfile::tempdir().unwrap();
+        assert!(Spool::open_for(&s.path().join("sp"), d.path()).is_ok());
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub struct GetArgs {
 pub fn push(a: &PushArgs) -> Result<u8> {
     repo_owner(&a.at.repo.repo)?;
     match (&a.spool, a.asynchronous || a.daemon) {
-        (Some(dir), true) => return push_async(a, &Spool::open(dir)?),
+        (Some(dir), true) => return push_async(a, &Spool::open_for(dir, &a.at.pgdata)?),
         (None, true) => anyhow::bail!("--async needs --spool DIR"),
         _ => {}
     }
@@ -221,7 +221,7 @@ pub fn get(a: &GetArgs) -> Result<u8> {
 /// the prefetcher is started for the segments after it when none runs.
 fn get_one(a: &GetArgs) -> Result<bool> {
     let sp = match (&a.spool, a.prefetch > 0 || a.daemon) {
-        (Some(dir), true) => Some(Spool::open(dir)?),
+        (Some(dir), true) => Some(Spool::open_for(dir, &a.at.pgdata)?),
         (None, true) => anyhow::bail!("--prefetch needs --spool DIR"),
         _ => None,
     };
