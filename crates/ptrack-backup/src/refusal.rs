@@ -413,6 +413,18 @@ pub enum Refusal {
         /// The data directory.
         pgdata: String,
     },
+    /// A spool directory another cluster uses.
+    #[error(
+        "\"{spool}\" is the spool of the cluster in \"{other}\", not of \"{pgdata}\": give each cluster a spool of its own"
+    )]
+    SpoolOfAnotherCluster {
+        /// The spool.
+        spool: String,
+        /// The data directory it belongs to.
+        other: String,
+        /// The one asking.
+        pgdata: String,
+    },
     /// The archive holds other content under the name.
     #[error("{0}")]
     ArchivedOtherwise(ptrack_format::archived::Conflict),

@@ -105,7 +105,27 @@ impl Spool {
             }
             .into());
         }
-        Spool::open(root)
+        let spool = Spool::open(root)?;
+        spool.claim(&d)?;
+        Ok(spool)
+    }
+
+    /// Records `pgdata` as the spool's cluster (`<spool>/cluster`), or refuses when it is
+    /// another's: one pusher per spool scans one data directory, so a shared spool would
+    /// starve the other cluster's files, and their markers would be confused.
+    fn claim(&self, pgdata: &Path) -> Result<()> {
+        let p = self.root.join("cluster");
+        let want = pgdata.display().to_string();
+        match read_if_there(&p)? {
+            Some(b) if b == want.as_bytes() => Ok(()),
+            Some(b) => Err(Refusal::SpoolOfAnotherCluster {
+                spool: self.root.display().to_string(),
+                other: String::from_utf8_lossy(&b).into_owned(),
+                pgdata: want,
+            }
+            .into()),
+            None => self.write(&p, want.as_bytes()),
+        }
     }
 
     /// Where worker `w` logs (its standard output and error).
@@ -624,6 +644,14 @@ mod tests {
         assert!(!d.path().join("pg_wal/spool").exists());
         let s = tempfile::tempdir().unwrap();
         assert!(Spool::open_for(&s.path().join("sp"), d.path()).is_ok());
+        assert!(
+            Spool::open_for(&s.path().join("sp"), d.path()).is_ok(),
+            "again"
+        );
+        // Another cluster's spool: refused, naming both.
+        let other = pgdata_with_ready(&[]);
+        let e = Spool::open_for(&s.path().join("sp"), other.path()).unwrap_err();
+        assert!(e.to_string().contains("spool of the cluster in"), "{e}");
     }
 
     #[test]
