@@ -120,12 +120,7 @@ fn next_name(seg: &str) -> String {
 
 #[test]
 fn archive_push_and_get_recover_to_the_end_of_the_archive() {
-    for major in [15, 18] {
-        let Some(install) = require_pg(major) else {
-            continue;
-        };
-        one_major(&install);
-    }
+    crate::backup_util::each_major(&[15, 18], one_major);
 }
 
 fn one_major(install: &PgInstall) {

@@ -119,12 +119,7 @@ fn archive_is_one_run(repo: &str) -> serde_json::Value {
 
 #[test]
 fn async_push_keeps_up_under_load_and_a_prefetching_restore_equals_the_source() {
-    for major in [15, 18] {
-        let Some(install) = require_pg(major) else {
-            continue;
-        };
-        under_load(&install);
-    }
+    crate::backup_util::each_major(&[15, 18], under_load);
 }
 
 fn under_load(install: &PgInstall) {

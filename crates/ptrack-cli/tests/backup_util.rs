@@ -451,3 +451,13 @@ pub fn edit_catalog(repo: &str, edit: impl FnOnce(&mut Value)) {
     }
     let _ = std::fs::remove_file(inst.join("index"));
 }
+
+/// Runs `f` on each of `majors` that is installed (each missing one skips loudly, or fails
+/// under CI, as `require_pg` does).
+pub fn each_major(majors: &[u32], f: impl Fn(&ptrack_testkit::PgInstall)) {
+    for &m in majors {
+        if let Some(install) = ptrack_testkit::require_pg(m) {
+            f(&install);
+        }
+    }
+}
