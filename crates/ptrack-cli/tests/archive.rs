@@ -17,9 +17,14 @@ use crate::util::{Run, run};
 /// A started cluster archiving into `repo` through `ptrack archive-push`.
 fn archiving_cluster(install: &PgInstall, repo: &str) -> PgCluster {
     let cmd = format!("{} archive-push -B {repo} %p", env!("CARGO_BIN_EXE_ptrack"));
+    cluster_archiving_with(install, &cmd)
+}
+
+/// A started cluster (replica WAL, prepared transactions) whose `archive_command` is `cmd`.
+pub fn cluster_archiving_with(install: &PgInstall, cmd: &str) -> PgCluster {
     let cfg = ClusterConfig::new(true)
         .set("archive_mode", "on")
-        .set("archive_command", &cmd)
+        .set("archive_command", cmd)
         .set("wal_level", "replica")
         .set("max_prepared_transactions", "5");
     let mut c = PgCluster::init_with(install, &cfg);

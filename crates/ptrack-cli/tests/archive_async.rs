@@ -28,14 +28,7 @@ fn async_cluster(install: &PgInstall, repo: &str, spool: &Path, extra: &str) -> 
         "{EXE} archive-push -B {repo} --async --spool {} -j 2 {extra} %p",
         spool.display()
     );
-    let cfg = ClusterConfig::new(true)
-        .set("archive_mode", "on")
-        .set("archive_command", &cmd)
-        .set("wal_level", "replica")
-        .set("max_prepared_transactions", "5");
-    let mut c = PgCluster::init_with(install, &cfg);
-    c.start();
-    c
+    crate::archive::cluster_archiving_with(install, &cmd)
 }
 
 /// A directory owned by `postgres` (the server's commands write there).
