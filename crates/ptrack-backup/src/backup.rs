@@ -281,6 +281,7 @@ pub fn run_backup(
         dir: &dir,
         parent: parent.as_ref(),
         ptrack: ptrack.as_ref(),
+        history: history.as_ref(),
         timeline: position.timeline,
         progress,
     };

@@ -26,6 +26,7 @@ pub mod take;
 pub mod target;
 pub mod validate;
 pub mod vm;
+mod wal_mode;
 pub mod walk;
 
 #[cfg(test)]

@@ -440,6 +440,20 @@ pub enum Refusal {
         /// The backup.
         id: String,
     },
+    /// A wal-mode backup whose WAL since the parent cannot be read or trusted.
+    #[error(
+        "a wal backup reads the WAL from its parent {parent}'s start {from} to its own start {to}, and cannot: {why}; take a delta or full backup"
+    )]
+    WalModeCannot {
+        /// The parent.
+        parent: String,
+        /// The parent's start LSN.
+        from: Lsn,
+        /// This backup's start LSN.
+        to: Lsn,
+        /// Why.
+        why: String,
+    },
     /// A `--recovery-target-timeline` PostgreSQL does not take.
     #[error("bad recovery target timeline {0:?}: expected current, latest or a timeline number")]
     BadTimeline(String),

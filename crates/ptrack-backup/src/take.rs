@@ -55,6 +55,8 @@ pub struct TakeContext<'a> {
     pub parent: Option<&'a Parent>,
     /// The ptrack extension, for ptrack mode.
     pub ptrack: Option<&'a PtrackExt>,
+    /// The server's timeline history, for incrementals.
+    pub history: Option<&'a crate::parent::History>,
     /// The server's timeline when the parent was chosen.
     pub timeline: TimeLineId,
     /// The data directory's lineage (`crate::lineage`).
@@ -125,7 +127,7 @@ fn take_started(
     clock: &mut Clock,
 ) -> Result<BackupReport> {
     let parent = ctx.parent.map(|p| &p.chain[0]);
-    let pagemap = changed_pages(session, ctx)?;
+    let mut pagemap = changed_pages(session, ctx)?;
     let tsdir = format!(
         "PG_{}_{}",
         ctx.control.major.number(),
@@ -133,6 +135,17 @@ fn take_started(
     );
     clock.lap("pagemap");
     let listing = walk(&ctx.opts.pgdata, &tsdir)?;
+    if let (Mode::Wal, Some(p), Some(h)) = (ctx.opts.mode, parent, ctx.history) {
+        ctx.progress.step("reading the WAL since the parent backup");
+        let set = crate::wal_mode::changes(ctx, h, &p.info, start_lsn)?;
+        pagemap = Some(crate::wal_mode::pagemap(
+            &set,
+            &listing,
+            ctx.control.blcksz,
+            ctx.control.relseg_size,
+        ));
+        clock.lap("WAL since the parent");
+    }
     let blcksz = ctx.control.blcksz as usize;
     // Whether hints were WAL-logged all the time since the parent cannot be known (wal_log_hints
     // and pg_checksums may have been switched meanwhile): the visibility maps are always compared.

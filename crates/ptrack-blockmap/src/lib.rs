@@ -24,9 +24,11 @@ use serde::Serialize;
 
 mod builder;
 pub mod format;
+pub mod scan;
 
 pub use builder::ChangeSetBuilder;
 pub use format::FormatError;
+pub use scan::{Summary, apply_record, summarize};
 
 /// Changes of one fork.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,15 +40,21 @@ pub struct ForkChanges {
 }
 
 /// Why a range cannot be used for an incremental backup.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, thiserror::Error)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Unsafe {
     /// WAL was written at `wal_level = minimal`: some changes were not logged.
+    #[error(
+        "the record at {lsn} shows WAL written with wal_level = minimal, which leaves changes unlogged"
+    )]
     WalLevelMinimal {
         /// Record that showed it.
         lsn: Lsn,
     },
     /// A record changes relation files in a way ptrack does not understand.
+    #[error(
+        "the record at {lsn} (rmgr {rmid}, info 0x{info:02X}) changes relation files in a way ptrack cannot follow"
+    )]
     UnknownSpecialUpdate {
         /// Record.
         lsn: Lsn,
@@ -56,6 +64,7 @@ pub enum Unsafe {
         info: u8,
     },
     /// A record ptrack must understand could not be parsed.
+    #[error("the record at {lsn} (rmgr {rmid}, info 0x{info:02X}) could not be parsed")]
     Unparsable {
         /// Record.
         lsn: Lsn,

@@ -121,6 +121,8 @@ pub enum ModeArg {
     Ptrack,
     /// Every page read, pages changed since the parent backup kept.
     Delta,
+    /// Pages the archived WAL (`ptrack archive-push`) references since the parent backup.
+    Wal,
 }
 
 /// Compression choice.
@@ -156,7 +158,7 @@ pub struct BackupArgs {
     /// Data directory of the running cluster to back up.
     #[arg(short = 'D', long = "pgdata", env = "PGDATA")]
     pgdata: PathBuf,
-    /// Backup mode; ptrack and delta backups are incremental to the newest OK backup.
+    /// Backup mode; ptrack, delta and wal backups are incremental to the newest OK backup.
     #[arg(short = 'b', long = "mode", value_enum)]
     mode: ModeArg,
     /// Parallel readers.
@@ -168,6 +170,7 @@ pub struct BackupArgs {
     /// Record damaged pages in the manifest and finish the backup instead of failing.
     #[arg(long)]
     allow_corruption: bool,
+
     /// Show progress on standard error (default when it is a terminal).
     #[arg(long)]
     progress: bool,
@@ -433,7 +436,9 @@ pub fn backup(a: &BackupArgs) -> Result<u8> {
             ModeArg::Full => Mode::Full,
             ModeArg::Ptrack => Mode::Ptrack,
             ModeArg::Delta => Mode::Delta,
+            ModeArg::Wal => Mode::Wal,
         },
+
         jobs: a.jobs as usize,
         compression: a.compress.into(),
         allow_corruption: a.allow_corruption,

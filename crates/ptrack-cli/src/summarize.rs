@@ -6,9 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use ptrack_blockmap::{ChangeSet, ChangeSetBuilder};
 use ptrack_types::Lsn;
-use ptrack_wal::{DecoderConfig, WalDir, scan_dir, scan_dir_parallel, special_changes_into};
+use ptrack_wal::{DecoderConfig, WalDir, scan_dir};
 use serde_json::json;
 
 use crate::{EXIT_OK, EXIT_PROBLEMS};
@@ -26,44 +25,13 @@ pub(crate) fn summarize(
         bail!("--to {to} must be after --from {from}");
     }
     let wal = WalDir::open(dir).with_context(|| format!("open WAL directory {}", dir.display()))?;
-    let cfg = DecoderConfig {
-        blcksz,
-        ..DecoderConfig::default()
-    };
-    let (parts, end, abandoned) = scan_dir_parallel(
-        &wal,
-        cfg,
-        from,
-        to,
-        jobs,
-        |start| {
-            let set = ChangeSetBuilder::new(wal.system_identifier, start);
-            (set, Vec::new(), 0u64)
-        },
-        |(set, changes, n), r| {
-            *n += 1;
-            for b in &r.blocks {
-                set.mark(b.locator, b.fork, b.block);
-            }
-            changes.clear();
-            special_changes_into(r, wal.major, blcksz, changes);
-            for c in changes.iter() {
-                set.apply(r.lsn, c);
-            }
-        },
-    )?;
-    let mut records = 0u64;
-    let mut set: Option<ChangeSet> = None;
-    for ((part, _, n), range_end) in parts {
-        records += n;
-        let mut part = part.finish();
-        part.end = range_end;
-        match &mut set {
-            None => set = Some(part),
-            Some(s) => s.merge(&part)?,
-        }
-    }
-    let mut set = set.unwrap_or_else(|| ChangeSet::new(wal.system_identifier, from));
+    let ptrack_blockmap::Summary {
+        mut set,
+        end,
+        abandoned,
+        records,
+    } = ptrack_blockmap::summarize(&wal, blcksz, from, to, jobs)
+        .with_context(|| format!("read WAL in {}", dir.display()))?;
     if !end.covers(to) {
         bail!(
             "WAL in {} does not reach {to}: {}; the range cannot be summarised",

@@ -34,7 +34,7 @@ pub fn cluster_archiving_with(install: &PgInstall, cmd: &str) -> PgCluster {
 
 /// Switches to a new segment and waits until the server has archived the one it left (and
 /// none failed).
-fn switch_and_wait(c: &PgCluster) -> String {
+pub fn switch_and_wait(c: &PgCluster) -> String {
     let seg = c.query_one("SELECT pg_walfile_name(pg_current_wal_lsn())");
     c.execute("SELECT pg_switch_wal()");
     let done = format!("SELECT last_archived_wal >= '{seg}' FROM pg_stat_archiver");

@@ -11,6 +11,7 @@ mod backup_hostile;
 mod backup_loss;
 mod backup_s3;
 mod backup_util;
+mod backup_wal;
 mod bad_input;
 mod control;
 mod storage_faults;

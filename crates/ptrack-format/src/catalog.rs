@@ -50,6 +50,8 @@ pub enum Mode {
     Ptrack,
     /// Every page read; kept when its LSN is at or after the parent's start LSN.
     Delta,
+    /// Pages the archived WAL since the parent's start LSN references.
+    Wal,
 }
 
 impl std::fmt::Display for Mode {
@@ -58,6 +60,7 @@ impl std::fmt::Display for Mode {
             Mode::Full => "FULL",
             Mode::Ptrack => "PTRACK",
             Mode::Delta => "DELTA",
+            Mode::Wal => "WAL",
         })
     }
 }
@@ -167,7 +170,7 @@ impl Catalog {
             out.push(b);
             match (&b.parent, b.mode) {
                 (None, Mode::Full) => return Ok(out),
-                (Some(p), Mode::Ptrack | Mode::Delta) => cur = p.clone(),
+                (Some(p), Mode::Ptrack | Mode::Delta | Mode::Wal) => cur = p.clone(),
                 _ => return Err(CatalogError::InconsistentLink(b.id.clone())),
             }
         }

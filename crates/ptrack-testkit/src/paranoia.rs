@@ -26,7 +26,10 @@
 //! hint bit logs a full-page image, `XLOG_FPI_FOR_HINT`, which advances the page's LSN: the
 //! first connections to a restored cluster set hint bits on catalog pages). Free space map forks
 //! are maintained without WAL (`freespace.c`) and are not compared, and one only in the restored
-//! directory is no difference (replay creates them). Everything else must be equal.
+//! directory is no difference (replay creates them). Neither are the forks of an unlogged
+//! relation other than its init fork: a backup leaves them out (`basebackup.c`) and the end of
+//! recovery resets them from the init fork (`ResetUnloggedRelations`), while the source keeps
+//! its rows. Everything else must be equal.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -183,11 +186,37 @@ fn is_fsm(rel: &str) -> bool {
     base.ends_with("_fsm")
 }
 
+/// The paths of `files` that are forks of unlogged relations other than their init forks
+/// (relation files of a relation that has an `_init` fork), to be left out.
+fn unlogged_forks(files: &BTreeMap<String, Vec<u8>>) -> std::collections::BTreeSet<String> {
+    let seg = |k: &str| match classify_path(k) {
+        PathKind::Relation(s) => Some(s),
+        _ => None,
+    };
+    let with_init: std::collections::BTreeSet<_> = files
+        .keys()
+        .filter_map(|k| seg(k))
+        .filter(|s| s.fork == ptrack_types::ForkNumber::Init)
+        .map(|s| s.locator)
+        .collect();
+    files
+        .keys()
+        .filter(|k| {
+            seg(k).is_some_and(|s| {
+                s.fork != ptrack_types::ForkNumber::Init && with_init.contains(&s.locator)
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 /// Compares `restored` with `source`; returns every difference (empty: identical under the
 /// rules above). `blcksz` is the clusters' block size.
 pub fn compare(source: &Path, restored: &Path, blcksz: usize) -> Vec<String> {
-    let a = files(source);
-    let b = files(restored);
+    let (mut a, mut b) = (files(source), files(restored));
+    let unlogged = unlogged_forks(&a);
+    a.retain(|k, _| !unlogged.contains(k.as_str()));
+    b.retain(|k, _| !unlogged.contains(k.as_str()));
     let mut diffs = Vec::new();
     for k in a.keys().filter(|k| !b.contains_key(*k)) {
         diffs.push(format!("{k}: missing from the restored directory"));
@@ -265,6 +294,23 @@ pub fn compare(source: &Path, restored: &Path, blcksz: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unlogged_forks_but_their_init_fork_are_left_out() {
+        let files: BTreeMap<String, Vec<u8>> = [
+            "base/5/100",
+            "base/5/100_init",
+            "base/5/100_fsm",
+            "base/5/100.1",
+            "base/5/200",
+            "base/6/100",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), Vec::new()))
+        .collect();
+        let got: Vec<String> = unlogged_forks(&files).into_iter().collect();
+        assert_eq!(got, ["base/5/100", "base/5/100.1", "base/5/100_fsm"]);
+    }
 
     #[test]
     fn masks_only_hints() {

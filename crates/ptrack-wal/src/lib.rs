@@ -28,6 +28,6 @@ pub use changes::{
 pub use decoder::{DecoderConfig, EndOfWal, EndReason, Poll, Polled, Start, WalDecoder, WalError};
 pub use record::{BlockRef, ImageInfo, Record, RecordError};
 pub use segment::{
-    ParallelScan, ReadError, ScanEnd, SegmentName, WalDir, parallel_ranges, scan_dir,
-    scan_dir_parallel, scan_dir_ranges,
+    ParallelScan, ReadError, ScanEnd, SegmentName, SegmentSource, SourceFacts, WalDir,
+    parallel_ranges, scan_dir, scan_dir_parallel, scan_dir_ranges, scan_source,
 };

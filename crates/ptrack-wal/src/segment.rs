@@ -339,6 +339,59 @@ impl WalDir {
     }
 }
 
+/// What every segment of a [`SegmentSource`] agrees with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceFacts {
+    /// Segment size.
+    pub seg_size: WalSegSize,
+    /// WAL page size.
+    pub xlog_blcksz: u32,
+    /// System identifier.
+    pub system_identifier: u64,
+    /// The major version.
+    pub major: PgMajorVersion,
+}
+
+/// Where a scan reads whole segments from: a directory ([`WalDir`]), or a repository's archive
+/// (`ptrack-backup`).
+pub trait SegmentSource: Sync {
+    /// The facts the decoder checks every page against.
+    fn facts(&self) -> SourceFacts;
+    /// Segment `segno`, checked to be whole; `None` when the source does not hold it.
+    fn segment(&self, segno: u64) -> Result<Option<SegmentData>, ReadError>;
+    /// The file name of segment `segno` on the timeline followed (for a missing one).
+    fn name(&self, segno: u64) -> String;
+    /// Where segment `segno` is read from (for errors).
+    fn location(&self, segno: u64) -> String;
+}
+
+impl SegmentSource for WalDir {
+    fn facts(&self) -> SourceFacts {
+        SourceFacts {
+            seg_size: self.seg_size,
+            xlog_blcksz: self.xlog_blcksz,
+            system_identifier: self.system_identifier,
+            major: self.major,
+        }
+    }
+    fn segment(&self, segno: u64) -> Result<Option<SegmentData>, ReadError> {
+        self.read_segment(segno)
+    }
+    fn name(&self, segno: u64) -> String {
+        SegmentName {
+            tli: self.timeline,
+            segno,
+        }
+        .file_name(self.seg_size)
+    }
+    fn location(&self, segno: u64) -> String {
+        self.segments.get(&segno).map_or_else(
+            || self.dir.display().to_string(),
+            |f| f.path.display().to_string(),
+        )
+    }
+}
+
 /// How a scan ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanEnd {
@@ -391,27 +444,44 @@ pub fn scan_dir(
     on_record: &mut dyn FnMut(&Record),
     on_abandoned: &mut dyn FnMut(Lsn, Lsn),
 ) -> Result<ScanEnd, ReadError> {
-    let seg = wal.seg_size;
+    let from = match from {
+        Some(l) => l,
+        None => {
+            let first = wal
+                .segments
+                .keys()
+                .next()
+                .ok_or_else(|| ReadError::NoSegments {
+                    dir: wal.dir.display().to_string(),
+                })?;
+            wal.seg_size.start(*first)
+        }
+    };
+    scan_source(wal, base, from, to, on_record, on_abandoned)
+}
+
+/// [`scan_dir`] over any [`SegmentSource`], from the first record at or after `from`.
+pub fn scan_source(
+    wal: &dyn SegmentSource,
+    base: DecoderConfig,
+    from: Lsn,
+    to: Option<Lsn>,
+    on_record: &mut dyn FnMut(&Record),
+    on_abandoned: &mut dyn FnMut(Lsn, Lsn),
+) -> Result<ScanEnd, ReadError> {
+    let facts = wal.facts();
+    let seg = facts.seg_size;
     let cfg = DecoderConfig {
         seg_size: seg,
-        xlog_blcksz: wal.xlog_blcksz,
-        system_identifier: Some(wal.system_identifier),
-        major: Some(wal.major),
+        xlog_blcksz: facts.xlog_blcksz,
+        system_identifier: Some(facts.system_identifier),
+        major: Some(facts.major),
         ..base
     };
-    let first_seg = match from {
-        Some(l) => seg.segno(l),
-        None => *wal
-            .segments
-            .keys()
-            .next()
-            .ok_or_else(|| ReadError::NoSegments {
-                dir: wal.dir.display().to_string(),
-            })?,
-    };
-    let psize = u64::from(wal.xlog_blcksz);
+    let first_seg = seg.segno(from);
+    let psize = u64::from(facts.xlog_blcksz);
     let stream_start = seg.start(first_seg);
-    let start_page = from.map_or(stream_start, |l| Lsn(l.0 - l.0 % psize));
+    let start_page = Lsn(from.0 - from.0 % psize);
     let mut dec = WalDecoder::new(cfg, stream_start, Start::FirstOnPage(start_page));
     let mut segno = first_seg;
     // One record buffer for the whole scan: no allocation per record.
@@ -420,20 +490,15 @@ pub fn scan_dir(
         // Feed the next segment when the decoder needs more.
         let poll = loop {
             let p = dec.poll_into(&mut r).map_err(|source| ReadError::Wal {
-                path: segment_path(wal, segno.saturating_sub(1)),
+                path: wal.location(segno.saturating_sub(1)),
                 source,
             })?;
             if p != Polled::NeedMore {
                 break p;
             }
-            let Some(bytes) = wal.read_segment(segno)? else {
-                let name = SegmentName {
-                    tli: wal.timeline,
-                    segno,
-                }
-                .file_name(seg);
+            let Some(bytes) = wal.segment(segno)? else {
                 return Ok(ScanEnd::MissingSegment {
-                    name,
+                    name: wal.name(segno),
                     at: dec.position(),
                 });
             };
@@ -445,7 +510,7 @@ pub fn scan_dir(
                 if to.is_some_and(|t| r.lsn >= t) {
                     return Ok(ScanEnd::ReachedTo);
                 }
-                if from.is_none_or(|f| r.lsn >= f) {
+                if r.lsn >= from {
                     on_record(&r);
                 }
             }
@@ -454,13 +519,6 @@ pub fn scan_dir(
             Polled::NeedMore => {}
         }
     }
-}
-
-fn segment_path(wal: &WalDir, segno: u64) -> String {
-    wal.segments.get(&segno).map_or_else(
-        || wal.dir.display().to_string(),
-        |f| f.path.display().to_string(),
-    )
 }
 
 /// One part of a parallel scan: what its fold produced and how its records link to the part
@@ -497,7 +555,7 @@ pub fn parallel_ranges(nseg: u64, threads: usize) -> usize {
 /// sequential read makes; if a range ends early (end of valid WAL, missing segment), the later
 /// ranges are discarded (and those not started yet are not decoded).
 pub fn scan_dir_parallel<T, I, F>(
-    wal: &WalDir,
+    wal: &dyn SegmentSource,
     base: DecoderConfig,
     from: Lsn,
     to: Lsn,
@@ -510,7 +568,7 @@ where
     I: Fn(Lsn) -> T + Sync,
     F: Fn(&mut T, &Record) + Sync,
 {
-    let seg = wal.seg_size;
+    let seg = wal.facts().seg_size;
     let nseg = seg.prev_segno(to).saturating_sub(seg.segno(from)) + 1;
     let ranges = parallel_ranges(nseg, threads);
     scan_dir_ranges(wal, base, from, to, threads, ranges, init, fold)
@@ -519,7 +577,7 @@ where
 /// [`scan_dir_parallel`] with the number of ranges given (tests try every split).
 #[allow(clippy::too_many_arguments)]
 pub fn scan_dir_ranges<T, I, F>(
-    wal: &WalDir,
+    wal: &dyn SegmentSource,
     base: DecoderConfig,
     from: Lsn,
     to: Lsn,
@@ -533,7 +591,7 @@ where
     I: Fn(Lsn) -> T + Sync,
     F: Fn(&mut T, &Record) + Sync,
 {
-    let seg = wal.seg_size;
+    let seg = wal.facts().seg_size;
     let first_seg = seg.segno(from);
     let last_seg = seg.prev_segno(to);
     let nseg = last_seg.saturating_sub(first_seg) + 1;
@@ -554,10 +612,10 @@ where
         let mut first = None;
         let mut last = None;
         let mut abandoned = Vec::new();
-        let end_reason = scan_dir(
+        let end_reason = scan_source(
             wal,
             base,
-            Some(start),
+            start,
             Some(end),
             &mut |r| {
                 first.get_or_insert((r.lsn, r.prev));

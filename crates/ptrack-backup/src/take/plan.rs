@@ -113,7 +113,7 @@ pub struct Planner<'a> {
     pub blcksz: u32,
     /// `RELSEG_SIZE`.
     pub relseg: u32,
-    /// Ptrack mode: path → changed blocks of the segment (sorted).
+    /// Ptrack and wal modes: path → changed blocks of the segment (sorted).
     pub pagemap: Option<&'a HashMap<String, Vec<u32>>>,
     /// Delta mode: heap pages whose all-visible bit was set since the parent.
     pub also: &'a HashMap<RelPath, Vec<u32>>,
@@ -244,7 +244,7 @@ fn select(
             new_from: pb,
             also: Vec::new(),
         },
-        (Mode::Ptrack, Some((p, pb))) => {
+        (Mode::Ptrack | Mode::Wal, Some((p, pb))) => {
             let mut list = listed.cloned().unwrap_or_default();
             list.retain(|&b| b < pb.min(blocks));
             list.extend(pb..blocks);
