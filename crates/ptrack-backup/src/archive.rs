@@ -28,6 +28,7 @@ use ptrack_wal::check::{SegmentFault, check_records, check_segment};
 use ptrack_types::{TimeLineId, WalSegSize};
 
 use crate::target::RecoveryTarget;
+use crate::timelines::TimelinePath;
 use crate::{Error, Refusal, Result};
 
 /// What `archive-push` did.
@@ -263,17 +264,30 @@ pub fn runs(segnos: &BTreeSet<u64>) -> Vec<(u64, u64)> {
     out
 }
 
+/// The segment numbers of `list` archived on `path` (each on the timeline the path reads it
+/// on).
+fn path_segments(list: &archived::Listing, path: &TimelinePath, seg: WalSegSize) -> BTreeSet<u64> {
+    list.segments
+        .iter()
+        .filter_map(|n| SegmentName::parse(n, seg))
+        .filter(|s| path.segment_timeline(s.segno, seg) == s.tli)
+        .map(|s| s.segno)
+        .collect()
+}
+
 /// How a restore reaches WAL beyond the backup's own: the `restore_command` to write and
 /// notes for the user. `given` (`--restore-command`) is used as is. Otherwise, when the
-/// repository archives the backup's timeline, `offered` (`ptrack archive-get` of this
+/// archive `list` of the repository holds WAL on the way recovery goes (`path`, the target
+/// timeline's; the backup's own timeline when `None`), `offered` (`ptrack archive-get` of this
 /// repository, built by the caller) is used, and an LSN target the archive cannot reach is
 /// refused naming the first segment missing after the backup.
 pub fn recovery_command(
     inst: &Instance,
     backup: &BackupInfo,
     target: Option<&RecoveryTarget>,
-    given: Option<&str>,
-    offered: Option<&str>,
+    (given, offered): (Option<&str>, Option<&str>),
+    list: &archived::Listing,
+    path: Option<&TimelinePath>,
 ) -> Result<(Option<String>, Vec<String>)> {
     if let Some(g) = given {
         return Ok((Some(g.to_string()), Vec::new()));
@@ -282,13 +296,14 @@ pub fn recovery_command(
         return Ok((None, Vec::new()));
     };
     let seg = inst.info.wal_seg_size;
-    let list = archived::list(inst.store(), inst.dir())?;
-    let have = timeline_segments(&list, tli, seg);
+    let own = TimelinePath::new(tli, &[]);
+    let path = path.unwrap_or(&own);
+    let have = path_segments(list, path, seg);
     if have.is_empty() {
         return Ok((None, Vec::new()));
     }
     let after = seg.segno(stop) + 1;
-    let name = |n: u64| SegmentName { tli, segno: n }.file_name(seg);
+    let name = |n: u64| path.segment_name(n, seg);
     let first_gap = (after..).find(|n| !have.contains(n));
     let last = have.last().copied().unwrap_or(0);
     let mut notes = Vec::new();

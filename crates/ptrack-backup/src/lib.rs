@@ -24,6 +24,7 @@ pub mod server;
 pub mod spool;
 pub mod take;
 pub mod target;
+pub mod timelines;
 pub mod validate;
 pub mod vm;
 mod wal_mode;

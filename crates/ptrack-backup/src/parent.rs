@@ -64,13 +64,7 @@ impl History {
     /// Where timeline `tli` ends in this history: `Some(Some(switchpoint))` for a parent
     /// timeline, `Some(None)` for the current one, `None` when it is not in the history.
     fn end_of(&self, tli: TimeLineId) -> Option<Option<Lsn>> {
-        if tli == self.position.timeline {
-            return Some(None);
-        }
-        self.parents
-            .iter()
-            .find(|e| e.tli == tli)
-            .map(|e| Some(e.switchpoint))
+        crate::timelines::TimelinePath::new(self.position.timeline, &self.parents).end_of(tli)
     }
 
     /// Why the backup described by `m` is not an ancestor of this history (`None`: it is).

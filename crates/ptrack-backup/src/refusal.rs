@@ -454,6 +454,21 @@ pub enum Refusal {
         /// Why.
         why: String,
     },
+    /// The backup asked for cannot reach the target timeline.
+    #[error(
+        "{0}; give --recovery-target-timeline current (or its timeline) to recover along the backup's own"
+    )]
+    OffTargetTimeline(String),
+    /// The target timeline's history is not in the archive.
+    #[error(
+        "the archive does not hold the history of timeline {timeline} (\"{key}\"): which backups lie on it cannot be told, and recovery could not follow it"
+    )]
+    NoArchivedHistory {
+        /// The timeline.
+        timeline: TimeLineId,
+        /// The object looked for.
+        key: String,
+    },
     /// A `--recovery-target-timeline` PostgreSQL does not take.
     #[error("bad recovery target timeline {0:?}: expected current, latest or a timeline number")]
     BadTimeline(String),

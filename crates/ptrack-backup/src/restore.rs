@@ -21,14 +21,19 @@ use ptrack_durable::direct::DirectWriter;
 use crate::backup::Progress;
 use crate::chain::{Link, PagePick, load_chain};
 use ptrack_format::bundle::BundleReader;
-use ptrack_format::catalog::{BackupInfo, Catalog, Status};
+use ptrack_format::catalog::BackupInfo;
 use ptrack_format::manifest::{Entry, EntryKind};
 
+mod choose;
 mod wal;
 use crate::target::{RecoveryTarget, auto_conf, recovery_settings};
+use crate::timelines::archived_path;
 use crate::{Error, Fault, Refusal, Result};
+pub use choose::choose_backup;
+use choose::passed_over;
+use ptrack_format::archived;
 use ptrack_format::paths::RelPath;
-use ptrack_format::repo::{Instance, Repository};
+use ptrack_format::repo::Repository;
 use wal::write_wal;
 
 /// What to restore and where.
@@ -100,78 +105,6 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
     /// The `restore_command` written (given, or the archive's), if any.
     pub restore_command: Option<String>,
-}
-
-/// Picks the backup: the one asked for, or the newest OK one whose consistency point lies
-/// before the recovery target. It must be OK and able to reach the target.
-pub fn choose_backup(
-    instance: &Instance,
-    cat: &Catalog,
-    id: Option<&str>,
-    target: Option<&RecoveryTarget>,
-) -> Result<BackupInfo> {
-    let sysid = instance.info.system_identifier;
-    let b = match id {
-        Some(id) => cat.get(id).cloned().ok_or_else(|| {
-            Error::from(Refusal::NoSuchBackup {
-                id: id.to_string(),
-                sysid,
-            })
-        })?,
-        None => {
-            let mut ok = cat
-                .backups
-                .iter()
-                .rev()
-                .filter(|b| b.status == Status::Ok)
-                .peekable();
-            if ok.peek().is_none() {
-                return Err(Refusal::NoOkBackup(sysid).into());
-            }
-            let mut ok: Vec<&BackupInfo> = ok.collect();
-            let first = ok[0].clone();
-            ok.retain(|b| target.is_none_or(|t| t.before_consistency(b).is_none()));
-            ok.first().map(|b| (*b).clone()).ok_or_else(|| {
-                Error::from(Refusal::NoneBeforeTarget {
-                    sysid,
-                    why: target
-                        .and_then(|t| t.before_consistency(&first))
-                        .unwrap_or_default(),
-                })
-            })?
-        }
-    };
-    if b.status != Status::Ok {
-        return Err(Refusal::NotRestorable {
-            id: b.id.clone(),
-            status: b.status,
-            error: b.error.clone(),
-        }
-        .into());
-    }
-    if let Some(why) = target.and_then(|t| t.before_consistency(&b)) {
-        return Err(Refusal::AfterTarget(why).into());
-    }
-    Ok(b)
-}
-
-/// Backups newer than the one restored, with their status when it is not OK.
-fn passed_over(cat: &Catalog, b: &BackupInfo) -> Vec<String> {
-    cat.backups
-        .iter()
-        .filter(|x| x.id > b.id)
-        .map(|x| {
-            format!(
-                "newer backup {} ({}) was not restored{}",
-                x.id,
-                x.status,
-                x.error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect()
 }
 
 fn is_empty_dir(p: &Path) -> Result<bool> {
@@ -468,18 +401,28 @@ pub fn run_restore(
     // Every catalog read happens here, before the first file is written: nothing read from
     // the repository after pg_control lands can fail the restore of a startable directory.
     let cat = instance.catalog()?;
+    // The target timeline's history decides which backups can reach it, when recovery reads
+    // this repository's archive.
+    let ours = opts.restore_command.is_none() && opts.archive_get.is_some();
+    let list = match ours {
+        true => archived::list(instance.store(), instance.dir())?,
+        false => archived::Listing::default(),
+    };
+    let path = archived_path(&instance, &list, opts.target_timeline.as_deref())?;
     let backup = choose_backup(
         &instance,
         &cat,
         opts.backup_id.as_deref(),
         opts.recovery_target.as_ref(),
+        path.as_ref(),
     )?;
     let (restore_command, notes) = crate::archive::recovery_command(
         &instance,
         &backup,
         opts.recovery_target.as_ref(),
-        opts.restore_command.as_deref(),
-        opts.archive_get.as_deref(),
+        (opts.restore_command.as_deref(), opts.archive_get.as_deref()),
+        &list,
+        path.as_ref(),
     )?;
     check_reachable(opts, restore_command.as_deref())?;
     let chain = load_chain(&instance, &cat, &backup.id)?;

@@ -28,20 +28,21 @@ use ptrack_blockmap::ChangeSet;
 use ptrack_format::archived::WalFile;
 use ptrack_format::catalog::BackupInfo;
 use ptrack_page::relpath::{PathKind, classify_path};
-use ptrack_types::{ForkNumber, Lsn, TimeLineId};
+use ptrack_types::{ForkNumber, Lsn};
 use ptrack_wal::mapped::SegmentData;
-use ptrack_wal::{ReadError, ScanEnd, SegmentName, SegmentSource, SourceFacts};
+use ptrack_wal::{ReadError, ScanEnd, SegmentSource, SourceFacts};
 
 use crate::parent::History;
 use crate::take::TakeContext;
+use crate::timelines::TimelinePath;
 use crate::walk::{Item, Listing};
 use crate::{Error, Refusal, Result};
 
 /// The WAL of one history: the archive first, then `pg_wal`.
 struct Source<'a> {
     ctx: &'a TakeContext<'a>,
-    /// Each timeline of the history and where it begins, oldest first.
-    begins: Vec<(TimeLineId, Lsn)>,
+    /// The server's timeline and those it came through.
+    path: TimelinePath,
     pg_wal: PathBuf,
     /// The first repository error (a [`ReadError`] cannot carry it).
     failure: Mutex<Option<Error>>,
@@ -50,16 +51,6 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    /// The timeline segment `segno` is read on.
-    fn timeline(&self, segno: u64) -> TimeLineId {
-        let seg = self.ctx.control.xlog_seg_size;
-        self.begins
-            .iter()
-            .rev()
-            .find(|(_, begin)| seg.segno(*begin) <= segno)
-            .map_or(self.begins[0].0, |(t, _)| *t)
-    }
-
     fn archived(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let file = WalFile::Segment {
             name: name.to_string(),
@@ -119,28 +110,13 @@ impl SegmentSource for Source<'_> {
     }
 
     fn name(&self, segno: u64) -> String {
-        SegmentName {
-            tli: self.timeline(segno),
-            segno,
-        }
-        .file_name(self.ctx.control.xlog_seg_size)
+        self.path
+            .segment_name(segno, self.ctx.control.xlog_seg_size)
     }
 
     fn location(&self, segno: u64) -> String {
         format!("WAL segment {}", self.name(segno))
     }
-}
-
-/// Each timeline of `h` with the LSN it begins at, oldest first.
-fn begins(h: &History) -> Vec<(TimeLineId, Lsn)> {
-    let mut out = Vec::new();
-    let mut begin = Lsn(0);
-    for e in &h.parents {
-        out.push((e.tli, begin));
-        begin = e.switchpoint;
-    }
-    out.push((h.position.timeline, begin));
-    out
 }
 
 /// The changes of the WAL from `parent`'s start to `start` (this backup's), or the refusal.
@@ -152,7 +128,7 @@ pub(crate) fn changes(
 ) -> Result<ChangeSet> {
     let src = Source {
         ctx,
-        begins: begins(history),
+        path: TimelinePath::new(history.position.timeline, &history.parents),
         pg_wal: ctx.opts.pgdata.join("pg_wal"),
         failure: Mutex::new(None),
         from_archive: AtomicUsize::new(0),
