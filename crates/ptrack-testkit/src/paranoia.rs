@@ -20,7 +20,7 @@
 //! without WAL, used by `wal_consistency_checking`): `pd_checksum`, the hint flags
 //! `PD_PAGE_FULL` and `PD_HAS_FREE_LINES`, `pd_prune_xid`, the unused space between `pd_lower`
 //! and `pd_upper`, on heap pages the tuple hint bits `HEAP_XMIN_COMMITTED`/`INVALID` and
-//! `HEAP_XMAX_COMMITTED`/`INVALID` and the command id `t_cid` (replay writes `FirstCommandId`,
+//! `HEAP_XMAX_COMMITTED`/`INVALID` and the command id `t_cid` with its `HEAP_COMBOCID` flag (replay writes `FirstCommandId`,
 //! `heapam.c: heap_xlog_insert`; `heap_mask` masks it too), on index pages `LP_DEAD` (killed-item hints) and B-tree's
 //! `BTP_HAS_GARBAGE`, and with those masked `pd_lsn` itself (with data checksums on, setting a
 //! hint bit logs a full-page image, `XLOG_FPI_FOR_HINT`, which advances the page's LSN: the
@@ -29,7 +29,10 @@
 //! directory is no difference (replay creates them). Neither are the forks of an unlogged
 //! relation other than its init fork: a backup leaves them out (`basebackup.c`) and the end of
 //! recovery resets them from the init fork (`ResetUnloggedRelations`), while the source keeps
-//! its rows. Everything else must be equal.
+//! its rows. A visibility map fork on one side only is no difference when no bit in it is set:
+//! VACUUM creates the fork before it knows whether it sets a bit, and creating it is not
+//! WAL-logged (`visibilitymap.c: vm_extend`), so replay makes it only with its first bit.
+//! Everything else must be equal.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -141,7 +144,9 @@ fn masked(page: &[u8]) -> Vec<u8> {
         if heap {
             let (o, l) = (usize::from(lp.off), usize::from(lp.len));
             if lp.flags == LpFlags::Normal && l >= 23 && o + l <= p.len() {
-                let im = u16_at(&p, o + 20) & !0x0F00;
+                // The four hint bits, and HEAP_COMBOCID (0x0020): redo sets the command id to
+                // FirstCommandId without a combo id (heap_xlog_delete, heap_xlog_update).
+                let im = u16_at(&p, o + 20) & !0x0F20;
                 p[o + 20..o + 22].copy_from_slice(&im.to_le_bytes());
                 // t_cid: redo sets FirstCommandId (heap_xlog_insert), as heap_mask notes.
                 p[o + 8..o + 12].fill(0);
@@ -186,6 +191,18 @@ fn is_fsm(rel: &str) -> bool {
     base.ends_with("_fsm")
 }
 
+/// Whether `rel` is a visibility map fork with no bit set (every page's bytes after its
+/// header are zero).
+fn empty_vm(rel: &str, bytes: &[u8], blcksz: usize) -> bool {
+    let vm = matches!(classify_path(rel), PathKind::Relation(s) if s.fork == ptrack_types::ForkNumber::VisibilityMap);
+    vm && bytes
+        .chunks(blcksz)
+        .all(|p| p.iter().skip(PAGE_HEADER).all(|&b| b == 0))
+}
+
+/// Bytes of a page header (`SizeOfPageHeaderData`), before a visibility map page's bits.
+const PAGE_HEADER: usize = 24;
+
 /// The paths of `files` that are forks of unlogged relations other than their init forks
 /// (relation files of a relation that has an `_init` fork), to be left out.
 fn unlogged_forks(files: &BTreeMap<String, Vec<u8>>) -> std::collections::BTreeSet<String> {
@@ -219,11 +236,16 @@ pub fn compare(source: &Path, restored: &Path, blcksz: usize) -> Vec<String> {
     b.retain(|k, _| !unlogged.contains(k.as_str()));
     let mut diffs = Vec::new();
     for k in a.keys().filter(|k| !b.contains_key(*k)) {
-        diffs.push(format!("{k}: missing from the restored directory"));
+        if !empty_vm(k, &a[k.as_str()], blcksz) {
+            diffs.push(format!("{k}: missing from the restored directory"));
+        }
     }
     // Replay creates free space map forks the source may not have yet (heap redo records free
     // space, `XLogRecordPageWithFreeSpace`): one only in the restored directory is no loss.
-    for k in b.keys().filter(|k| !a.contains_key(*k) && !is_fsm(k)) {
+    for k in b
+        .keys()
+        .filter(|k| !a.contains_key(*k) && !is_fsm(k) && !empty_vm(k, &b[k.as_str()], blcksz))
+    {
         diffs.push(format!("{k}: only in the restored directory"));
     }
     for (k, x) in &a {
@@ -269,11 +291,21 @@ pub fn compare(source: &Path, restored: &Path, blcksz: usize) -> Vec<String> {
                     .filter(|(_, (p, q))| p != q && masked(p) != masked(q))
                     .map(|(i, _)| i)
                     .collect();
-                if !bad.is_empty() {
+                if let Some(&first) = bad.first() {
+                    let (p, q) = (
+                        masked(&x[first * blcksz..][..blcksz]),
+                        masked(&y[first * blcksz..][..blcksz]),
+                    );
+                    let at: Vec<String> = (0..blcksz)
+                        .filter(|&i| p[i] != q[i])
+                        .take(6)
+                        .map(|i| format!("{i}: {:02x}/{:02x}", p[i], q[i]))
+                        .collect();
                     diffs.push(format!(
-                        "{k}: {} page(s) differ, first blocks {:?}",
+                        "{k}: {} page(s) differ, first blocks {:?}; block {first} at (masked, source/restored) {}",
                         bad.len(),
-                        &bad[..bad.len().min(8)]
+                        &bad[..bad.len().min(8)],
+                        at.join(", ")
                     ));
                 }
             }
@@ -294,6 +326,16 @@ pub fn compare(source: &Path, restored: &Path, blcksz: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_visibility_map_without_bits_is_none() {
+        let mut page = vec![0u8; 8192];
+        page[0..8].copy_from_slice(&[1, 0, 0, 0, 9, 0, 0, 0]);
+        assert!(empty_vm("base/5/100_vm", &page, 8192));
+        page[30] = 1;
+        assert!(!empty_vm("base/5/100_vm", &page, 8192));
+        assert!(!empty_vm("base/5/100", &vec![0u8; 8192], 8192));
+    }
 
     #[test]
     fn unlogged_forks_but_their_init_fork_are_left_out() {
