@@ -24,6 +24,7 @@ use ptrack_page::control::{ControlFile, read_control_file};
 use ptrack_wal::SegmentName;
 use ptrack_wal::archive::parse_history;
 use ptrack_wal::check::{SegmentFault, check_records, check_segment};
+use ptrack_wal::mapped::{Mapping, SegmentData};
 
 use ptrack_types::{TimeLineId, WalSegSize};
 
@@ -130,8 +131,10 @@ fn wal_file_of(path: &Path) -> Result<WalFile> {
     WalFile::parse(name).ok_or_else(|| Refusal::NotAWalName(path.display().to_string()).into())
 }
 
-/// Reads at most `limit` bytes of `path`: a longer file is refused (no segment is longer).
-fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+/// Reads at most `limit` bytes of `path`: a longer file is refused (no segment is longer). A
+/// file of exactly `limit` bytes (a whole segment) is mapped, not copied (see
+/// `ptrack_wal::mapped`: segments are never truncated in place).
+fn read_limited(path: &Path, limit: u64) -> Result<SegmentData> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     // O_NONBLOCK: a FIFO given as the file must not hang the archiver; only a regular file is
@@ -149,11 +152,17 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
         }
         .into());
     }
-    let mut out = Vec::new();
+    if md.len() == limit
+        && let Some(m) = Mapping::map(&f, limit as usize)
+    {
+        return Ok(SegmentData::Mapped(m));
+    }
+    // Sized once: growing by doubling copied and faulted in twice the segment.
+    let mut out = Vec::with_capacity(md.len().min(limit) as usize + 1);
     f.take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::io(path, "read", e))?;
-    Ok(out)
+    Ok(SegmentData::Owned(out))
 }
 
 /// A segment must be the one its name says, of this cluster; a timeline history file must

@@ -115,26 +115,35 @@ pub fn wal_key(dir: &Key, file: &WalFile) -> Result<Key> {
 
 /// Encodes `bytes` as an archive object.
 pub fn encode(bytes: &[u8], compression: Compression) -> Vec<u8> {
+    encode_with(bytes, Digest::of(bytes), compression)
+}
+
+/// [`encode`] of `bytes` whose BLAKE3 is `digest` (computed once by the caller).
+fn encode_with(bytes: &[u8], digest: Digest, compression: Compression) -> Vec<u8> {
     let body = match compression {
-        Compression::None => bytes.to_vec(),
-        Compression::Lz4 => lz4_flex::block::compress(bytes),
-        Compression::Zstd => zstd::bulk::compress(bytes, 1).unwrap_or_else(|_| bytes.to_vec()),
+        Compression::None => None,
+        Compression::Lz4 => Some(lz4_flex::block::compress(bytes)),
+        Compression::Zstd => zstd::bulk::compress(bytes, 1).ok(),
     };
     // A body that does not shrink is stored as is.
-    let (compression, body) = match body.len() < bytes.len() {
-        true => (compression, body),
-        false => (Compression::None, bytes.to_vec()),
+    let (compression, body) = match body {
+        Some(b) if b.len() < bytes.len() => (compression, b),
+        _ => (Compression::None, Vec::new()),
+    };
+    let body: &[u8] = match compression {
+        Compression::None => bytes,
+        _ => &body,
     };
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&compression.code().to_le_bytes());
     out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(&Digest::of(bytes).0);
+    out.extend_from_slice(&digest.0);
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     out
 }
 
@@ -262,7 +271,7 @@ pub fn push(
     if let Some(p) = compare_existing(store, key, digest)? {
         return Ok(p);
     }
-    let obj = encode(bytes, compression);
+    let obj = encode_with(bytes, digest, compression);
     let stored = match store.put_if_absent(key, &obj) {
         Ok(true) => true,
         Ok(false) => false,
