@@ -578,6 +578,9 @@ fn archive_on_s3_recovers_to_a_restore_point() {
     c.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
     c.execute("SELECT pg_create_restore_point('p1')");
     c.execute("INSERT INTO t SELECT g FROM generate_series(1, 500) g");
+    // A wal-mode incremental reads its WAL from the bucket's archive.
+    let incr = backup(&c, &repo, "wal");
+    c.execute("INSERT INTO t SELECT g FROM generate_series(1, 250) g");
     let last = switch_and_wait(&c);
     c.stop(StopMode::Fast);
     let sh = run(&["show", "-B", &repo, "--archive", "--json"]);
@@ -608,6 +611,30 @@ fn archive_on_s3_recovers_to_a_restore_point() {
     wait_recovery_end(&p);
     assert_eq!(p.query_one("SELECT count(*) FROM t"), "1000");
     p.stop(StopMode::Fast);
+    // The incremental, to the end of the archive (a spool is one cluster's: another one).
+    let spool2 = scratch();
+    let get2 = get.replace(
+        &get_spool.path().display().to_string(),
+        &spool2.path().display().to_string(),
+    );
+    let (base, r) = restore_into(
+        &repo,
+        &[
+            "-i",
+            &incr,
+            "--recovery-target",
+            "latest",
+            "--restore-command",
+            &get2,
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut q = PgCluster::adopt(&install, base, &[]);
+    q.append_conf(&[("archive_mode", "off")]);
+    q.start();
+    wait_recovery_end(&q);
+    assert_eq!(q.query_one("SELECT count(*) FROM t"), "1750");
+    q.stop(StopMode::Fast);
     crate::archive_async::wait_workers_gone(get_spool.path());
     let log = std::fs::read_to_string(get_spool.path().join("get.log")).unwrap_or_default();
     assert!(
