@@ -244,6 +244,27 @@ fn refusals(c: &mut PgCluster, repo: &str) {
     } else {
         find_file(&instance_dir(repo), &gone).unwrap_or_else(|| panic!("{gone} not archived"))
     };
+    // Damaged where the backup needs it: a flipped byte (the object's digest names it), then a
+    // record damaged and the object sealed again (digest and CRC recomputed, as anyone can; the
+    // record's CRC-32C names it). Both refused, nothing recorded OK; the object put back.
+    let orig = std::fs::read(&path).unwrap();
+    let mut flipped = orig.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x01;
+    let mut plain = ptrack_format::archived::decode(&orig, "test").unwrap();
+    for b in &mut plain[3 * 8192 + 100..3 * 8192 + 164] {
+        *b ^= 0xFF;
+    }
+    let resealed =
+        ptrack_format::archived::encode(&plain, ptrack_format::stored::Compression::None);
+    for (what, bytes) in [("flipped", flipped), ("resealed", resealed)] {
+        std::fs::write(&path, &bytes).unwrap();
+        let r = backup_with(c, repo, "wal", &[]);
+        assert_eq!(r.code, 2, "{what}: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains(&gone), "{what}: {}", r.stderr);
+        assert_ne!(show(repo).pop().unwrap()["status"], "OK", "{what}");
+    }
+    std::fs::write(&path, &orig).unwrap();
     std::fs::remove_file(&path).unwrap();
     let r = backup_with(c, repo, "wal", &[]);
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
