@@ -594,21 +594,25 @@ fn archive_on_s3_recovers_to_a_restore_point() {
         wrapper.display(),
         get_spool.path().display()
     );
-    let (base, r) = restore_into(
-        &repo,
-        &[
+    // Restored clusters archive nothing here (they would push their timelines into the bucket).
+    let restored_with = |id: &str, target: &str, cmd: &str| {
+        let extra = [
             "-i",
-            &full,
+            id,
             "--recovery-target",
-            "name:p1",
+            target,
             "--restore-command",
-            &get,
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let mut p = PgCluster::adopt(&install, base, &[]);
-    p.start();
-    wait_recovery_end(&p);
+            cmd,
+        ];
+        let (base, r) = restore_into(&repo, &extra);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let mut p = PgCluster::adopt(&install, base, &[]);
+        p.append_conf(&[("archive_mode", "off")]);
+        p.start();
+        wait_recovery_end(&p);
+        p
+    };
+    let mut p = restored_with(&full, "name:p1", &get);
     assert_eq!(p.query_one("SELECT count(*) FROM t"), "1000");
     p.stop(StopMode::Fast);
     // The incremental, to the end of the archive (a spool is one cluster's: another one).
@@ -617,22 +621,7 @@ fn archive_on_s3_recovers_to_a_restore_point() {
         &get_spool.path().display().to_string(),
         &spool2.path().display().to_string(),
     );
-    let (base, r) = restore_into(
-        &repo,
-        &[
-            "-i",
-            &incr,
-            "--recovery-target",
-            "latest",
-            "--restore-command",
-            &get2,
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let mut q = PgCluster::adopt(&install, base, &[]);
-    q.append_conf(&[("archive_mode", "off")]);
-    q.start();
-    wait_recovery_end(&q);
+    let mut q = restored_with(&incr, "latest", &get2);
     assert_eq!(q.query_one("SELECT count(*) FROM t"), "1750");
     q.stop(StopMode::Fast);
     crate::archive_async::wait_workers_gone(get_spool.path());

@@ -110,7 +110,10 @@ fn map_saves(major: u32) {
     // next checkpoint (queued saves merge, which would make the count depend on timing).
     let before = read_saved_map(&map).unwrap().tracked;
     let mut folded = None;
-    for i in 0..100 {
+    // The chain's length after each save, for the failure message (a CI run on a loaded
+    // machine once saw no fold within 100 checkpoints; at most 64 deltas make one).
+    let mut lengths = Vec::new();
+    for i in 0..200 {
         c.execute(&format!(
             "UPDATE t SET v = 'y{i}' WHERE g = {}",
             1 + i * 200
@@ -121,8 +124,13 @@ fn map_saves(major: u32) {
             folded = Some(i);
             break;
         }
+        lengths.push(map_deltas(&map).len());
     }
-    folded.expect("the chain was never folded into a new full file within 100 checkpoints");
+    assert!(
+        folded.is_some(),
+        "the chain was never folded into a new full file within 200 checkpoints; deltas after each save: {lengths:?}\n{}",
+        c.log()
+    );
     assert!(read_saved_map(&map).unwrap().tracked > before);
     // The writer removes the old chain right after the new file is in place.
     wait_until(
