@@ -622,6 +622,17 @@ fn archive_on_s3_recovers_to_a_restore_point() {
         &spool2.path().display().to_string(),
     );
     let mut q = restored_with(&incr, "latest", &get2);
+    // The source stopped after its last archived segment: the restore equals it, file by file
+    // and page by page.
+    q.stop(StopMode::Fast);
+    let blcksz: usize = c.controldata()["Database block size"].parse().unwrap();
+    let diffs = ptrack_testkit::paranoia::compare(c.datadir(), q.datadir(), blcksz);
+    assert!(
+        diffs.is_empty(),
+        "wal incremental from S3: {}",
+        diffs.join("\n  ")
+    );
+    q.start();
     assert_eq!(q.query_one("SELECT count(*) FROM t"), "1750");
     q.stop(StopMode::Fast);
     crate::archive_async::wait_workers_gone(get_spool.path());
