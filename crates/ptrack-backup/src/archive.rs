@@ -247,18 +247,13 @@ pub(crate) fn instance_for(repo: &Repository, c: &ControlFile, pgdata: &Path) ->
     })?)
 }
 
-/// The archived segments of timeline `tli`, by segment number.
+/// The archived segments of timeline `tli`, by segment number (a path of that timeline alone).
 pub fn timeline_segments(
     list: &archived::Listing,
     tli: TimeLineId,
     seg: WalSegSize,
 ) -> BTreeSet<u64> {
-    list.segments
-        .iter()
-        .filter_map(|n| SegmentName::parse(n, seg))
-        .filter(|s| s.tli == tli)
-        .map(|s| s.segno)
-        .collect()
+    path_segments(list, &TimelinePath::new(tli, &[]), seg)
 }
 
 /// Contiguous runs of segment numbers (first, last).
