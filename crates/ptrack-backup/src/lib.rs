@@ -18,6 +18,7 @@ pub mod pages;
 pub mod parallel;
 pub mod parent;
 pub mod phases;
+pub mod prefetch;
 mod refusal;
 pub mod restore;
 pub mod server;

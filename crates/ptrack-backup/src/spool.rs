@@ -23,11 +23,8 @@
 //! most a stored file without a marker (pushed again: an identical file is success) or a
 //! `.tmp` (removed by the next pusher).
 //!
-//! **Prefetch.** `archive-get --prefetch N` hands recovery a segment the prefetcher fetched into
-//! `in/<repository>-<system id>/`, checked again ([`take_prefetched`]); otherwise it fetches it
-//! itself. Then, unless a prefetcher runs (`get.lock`), it starts one ([`run_prefetcher`]) for
-//! the N segments after the one asked for, on its timeline, which first removes the files
-//! before it. Only complete, checked files are ever renamed into `pg_wal`.
+//! **Prefetch.** `archive-get --prefetch N` keeps its files in `in/` and the `get.lock` of this
+//! spool; the prefetching itself is `crate::prefetch`'s.
 //!
 //! Mirrors `src/backend/postmaster/pgarch.c` (`.ready`/`.done`, the order of files, retries)
 //! and `src/backend/access/transam/xlogarchive.c` (what `%p` and `%f` are).
@@ -43,9 +40,8 @@ use std::time::{Duration, Instant};
 use ptrack_format::archived::WalFile;
 use ptrack_format::repo::Repository;
 use ptrack_format::stored::Compression;
-use ptrack_wal::SegmentName;
 
-use crate::archive::{check_file, control, fetch_checked, instance_for, push_to};
+use crate::archive::{control, instance_for, push_to};
 use crate::{Error, Refusal, Result, parallel};
 
 /// A spool directory (0700): `out/` markers of pushed files, `in/` prefetched files, the
@@ -128,6 +124,11 @@ impl Spool {
         }
     }
 
+    /// Where `archive-get --prefetch` keeps the files it fetched ahead.
+    pub(crate) fn prefetched(&self) -> PathBuf {
+        self.root.join("in")
+    }
+
     /// Where worker `w` logs (its standard output and error).
     pub fn log(&self, w: Worker) -> PathBuf {
         self.root.join(format!("{}.log", w.name()))
@@ -138,7 +139,7 @@ impl Spool {
     }
 
     /// The lock of worker `w`, when no other process holds it.
-    fn try_lock(&self, w: Worker) -> Result<Option<File>> {
+    pub(crate) fn try_lock(&self, w: Worker) -> Result<Option<File>> {
         let p = self.lock_path(w);
         ptrack_durable::try_lock_file(&p).map_err(|e| Error::io(&p, "lock", e))
     }
@@ -157,7 +158,7 @@ impl Spool {
         self.marker(name, true).exists() || self.marker(name, false).exists()
     }
 
-    fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         ptrack_durable::write_file(path, bytes).map_err(|e| Error::io(path, "write", e))
     }
 
@@ -203,7 +204,7 @@ impl Spool {
     }
 }
 
-fn read_if_there(p: &Path) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_if_there(p: &Path) -> Result<Option<Vec<u8>>> {
     match std::fs::read(p) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -211,14 +212,14 @@ fn read_if_there(p: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
-fn remove(p: &Path) -> Result<()> {
+pub(crate) fn remove(p: &Path) -> Result<()> {
     match std::fs::remove_file(p) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(p, "remove", e)),
         _ => Ok(()),
     }
 }
 
-fn list_names(dir: &Path) -> Result<Vec<String>> {
+pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "list", e))?;
     let mut v = Vec::new();
     for e in rd {
@@ -475,97 +476,6 @@ fn push_one(
             Ok(false)
         }
     }
-}
-
-/// The prefetch directory of the instance `sysid` of the repository at `repository`.
-fn in_dir(spool: &Spool, repository: &str, sysid: u64) -> PathBuf {
-    let h = blake3::hash(repository.as_bytes()).to_hex();
-    spool.root.join("in").join(format!("{}-{sysid}", &h[..16]))
-}
-
-/// What `archive-get` with prefetch is told.
-#[derive(Debug, Clone)]
-pub struct Prefetch<'a> {
-    /// Where.
-    pub site: Site<'a>,
-    /// Segments fetched ahead.
-    pub count: usize,
-}
-
-/// Hands recovery segment `name` at `dest` from the prefetch directory: `Ok(false)` when it is
-/// not there (or is not the file asked for: then it is removed and the caller fetches it).
-pub fn take_prefetched(p: &Prefetch<'_>, name: &str, dest: &Path) -> Result<bool> {
-    let Some(file @ WalFile::Segment { partial: false, .. }) = WalFile::parse(name) else {
-        return Ok(false);
-    };
-    let control = control(p.site.pgdata)?;
-    let src = in_dir(p.site.spool, p.site.repository, control.system_identifier).join(name);
-    let Some(bytes) = read_if_there(&src)? else {
-        return Ok(false);
-    };
-    if check_file(&file, &bytes, &control, &src).is_err() {
-        remove(&src)?;
-        return Ok(false);
-    }
-    #[allow(clippy::disallowed_methods)] // a rename of a complete, fsynced file
-    let renamed = std::fs::rename(&src, dest);
-    if renamed.is_err() {
-        // Another filesystem: copy through the durable path.
-        ptrack_durable::write_file(dest, &bytes).map_err(|e| Error::io(dest, "write", e))?;
-        remove(&src)?;
-    }
-    Ok(true)
-}
-
-/// The prefetcher: fetches the `count` segments after `after` on its timeline that are not
-/// fetched yet, after removing the fetched files before it. Returns how many it fetched; 0
-/// when another prefetcher runs.
-pub fn run_prefetcher(p: &Prefetch<'_>, repo: &Repository, after: &str) -> Result<usize> {
-    let Some(_lock) = p.site.spool.try_lock(Worker::Get)? else {
-        return Ok(0);
-    };
-    let control = control(p.site.pgdata)?;
-    let seg = control.xlog_seg_size;
-    let Some(from) = SegmentName::parse(after, seg) else {
-        return Ok(0);
-    };
-    let Some(inst) = repo.instance(control.system_identifier)? else {
-        return Ok(0);
-    };
-    let dir = in_dir(p.site.spool, p.site.repository, control.system_identifier);
-    ptrack_durable::create_private_dir(&dir).map_err(|e| Error::io(&dir, "create", e))?;
-    for n in list_names(&dir)? {
-        if n.as_str() <= after || n.ends_with(".tmp") {
-            remove(&dir.join(n))?;
-        }
-    }
-    let want: Vec<String> = (1..=p.count as u64)
-        .map(|i| {
-            SegmentName {
-                tli: from.tli,
-                segno: from.segno + i,
-            }
-            .file_name(seg)
-        })
-        .filter(|n| !dir.join(n).exists())
-        .collect();
-    let got = parallel::run(
-        p.site.jobs,
-        want.len(),
-        |_| Ok(()),
-        |_, i| {
-            let file = WalFile::Segment {
-                name: want[i].clone(),
-                partial: false,
-            };
-            match fetch_checked(&inst, &control, &file)? {
-                Some(b) => p.site.spool.write(&dir.join(&want[i]), &b).map(|()| true),
-                None => Ok(false),
-            }
-        },
-        |_, _| Ok(()),
-    )?;
-    Ok(got.into_iter().filter(|g| *g).count())
 }
 
 #[cfg(test)]

@@ -251,6 +251,61 @@ const RECOVERY_SETTINGS: &[&str] = &[
     "restore_command",
 ];
 
+/// The value of setting `name` in the cluster at `pgdata` as its configuration files in the
+/// data directory set it: `postgresql.conf`, then `postgresql.auto.conf`, the last line wins
+/// (`guc-file.l`; `include` directives are not followed). `None` when neither sets it or the
+/// value is empty (the default).
+pub fn configured(pgdata: &std::path::Path, name: &str) -> Option<String> {
+    let mut value = None;
+    for f in ["postgresql.conf", "postgresql.auto.conf"] {
+        let Ok(text) = std::fs::read_to_string(pgdata.join(f)) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(v) = setting_line(line, name) {
+                value = Some(v);
+            }
+        }
+    }
+    value.filter(|v| !v.is_empty())
+}
+
+/// The value of `name` on one configuration line (`name = value`, `name value`, quoted or
+/// not, a trailing comment), when the line sets it.
+fn setting_line(line: &str, name: &str) -> Option<String> {
+    let line = line.trim_start();
+    let end = line.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))?;
+    if !line[..end].eq_ignore_ascii_case(name) {
+        return None;
+    }
+    let rest = line[end..].trim_start();
+    let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
+    match rest.strip_prefix('\'') {
+        Some(q) => {
+            let mut out = String::new();
+            let mut chars = q.chars().peekable();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\'' if chars.peek() == Some(&'\'') => {
+                        chars.next();
+                        out.push('\'');
+                    }
+                    '\'' => return Some(out),
+                    '\\' => out.extend(chars.next()),
+                    c => out.push(c),
+                }
+            }
+            None
+        }
+        None => Some(
+            rest.split(['#', ' ', '\t'])
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        ),
+    }
+}
+
 /// The restored cluster's `postgresql.auto.conf`: the backed-up one with earlier recovery
 /// settings commented out (each line kept, prefixed, so a DBA sees what was there), then this
 /// restore's settings.
@@ -310,6 +365,35 @@ pub fn recovery_settings(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn configured_settings_are_read_as_postgresql_reads_them() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |f: &str, t: &str| std::fs::write(d.path().join(f), t).unwrap();
+        let get = || configured(d.path(), "recovery_target_timeline");
+        assert_eq!(get(), None);
+        w(
+            "postgresql.conf",
+            "recovery_target_timeline = 'latest' # c\n",
+        );
+        assert_eq!(get().as_deref(), Some("latest"));
+        w(
+            "postgresql.auto.conf",
+            "#recovery_target_timeline = '9'\nRECOVERY_TARGET_TIMELINE 3\nrecovery_target_timeline_x = 4\n",
+        );
+        assert_eq!(
+            get().as_deref(),
+            Some("3"),
+            "auto.conf last, case-insensitive"
+        );
+        w(
+            "postgresql.auto.conf",
+            "recovery_target_timeline = 'it''s'\n",
+        );
+        assert_eq!(get().as_deref(), Some("it's"));
+        w("postgresql.auto.conf", "recovery_target_timeline = ''\n");
+        assert_eq!(get(), None, "empty: the default");
+    }
     use super::*;
 
     #[test]

@@ -108,15 +108,32 @@ pub fn archived_path(
         },
         Some(n) => TimeLineId(n.parse().map_err(|_| Refusal::BadTimeline(n.to_string()))?),
     };
+    history_path(inst, tli).map(Some)
+}
+
+/// The path of `tli` from its archived history file (none needed for timeline 1); a missing
+/// or malformed history file is refused.
+pub fn history_path(inst: &Instance, tli: TimeLineId) -> Result<TimelinePath> {
+    match archived_history(inst, tli)? {
+        Some(p) => Ok(p),
+        None => Err(Refusal::NoArchivedHistory {
+            timeline: tli,
+            key: archived::wal_key(inst.dir(), &WalFile::History(tli))?.to_string(),
+        }
+        .into()),
+    }
+}
+
+/// The path of `tli` from its archived history file; `None` when the archive does not hold
+/// it (timeline 1 has none and needs none).
+pub fn archived_history(inst: &Instance, tli: TimeLineId) -> Result<Option<TimelinePath>> {
     if tli.0 <= 1 {
         return Ok(Some(TimelinePath::new(tli, &[])));
     }
-    let file = WalFile::History(tli);
-    let key = archived::wal_key(inst.dir(), &file)?;
-    let text = archived::fetch(inst.store(), &key)?.ok_or_else(|| Refusal::NoArchivedHistory {
-        timeline: tli,
-        key: key.to_string(),
-    })?;
+    let key = archived::wal_key(inst.dir(), &WalFile::History(tli))?;
+    let Some(text) = archived::fetch(inst.store(), &key)? else {
+        return Ok(None);
+    };
     let parents = parse_history(&String::from_utf8_lossy(&text)).ok_or_else(|| {
         Refusal::NoArchivedHistory {
             timeline: tli,

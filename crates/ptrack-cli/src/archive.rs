@@ -14,7 +14,8 @@ use clap::Args;
 use ptrack_format::archived::Pushed;
 use ptrack_format::repo::Repository;
 
-use ptrack_backup::spool::{self, Prefetch, Pusher, Site, Spool, Waited, Worker};
+use ptrack_backup::prefetch::{self, Prefetch};
+use ptrack_backup::spool::{self, Pusher, Site, Spool, Waited, Worker};
 
 use crate::backups::{CompressArg, RepoArgs, repo_address, repo_owner};
 use crate::{EXIT_OK, EXIT_PROBLEMS};
@@ -236,19 +237,26 @@ fn get_one(a: &GetArgs) -> Result<bool> {
         count: a.prefetch as usize,
     });
     if let Some(pf) = pf.as_ref().filter(|_| a.daemon) {
-        let n = spool::run_prefetcher(pf, &a.at.repo.open()?, &a.name)?;
-        eprintln!("ptrack: prefetcher after {}: {n} segment(s)", a.name);
+        let got = prefetch::run_prefetcher(pf, &a.at.repo.open()?, &a.name)?;
+        eprintln!(
+            "ptrack: prefetcher after {}: {} file(s) [{}]",
+            a.name,
+            got.len(),
+            got.join(" ")
+        );
         return Ok(true);
     }
     let mut got = match &pf {
-        Some(pf) => spool::take_prefetched(pf, &a.name, &a.dest)?,
+        Some(pf) => prefetch::take_prefetched(pf, &a.name, &a.dest)?,
         None => false,
     };
     if !got {
         let repo = a.at.repo.open()?;
         got = ptrack_backup::archive::get(&repo, &a.at.pgdata, &a.name, &a.dest)?;
     }
-    if let Some(sp) = sp.as_ref().filter(|_| got && a.name.len() == 24)
+    if let Some(sp) = sp
+        .as_ref()
+        .filter(|_| got && prefetch::prefetches_after(&a.name))
         && !sp.running(Worker::Get)?
     {
         start_worker(&sp.log(Worker::Get))?;

@@ -32,7 +32,7 @@ fn async_cluster(install: &PgInstall, repo: &str, spool: &Path, extra: &str) -> 
 }
 
 /// A directory owned by `postgres` (the server's commands write there).
-fn owned_dir() -> tempfile::TempDir {
+pub fn owned_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("tempdir");
     chown_postgres(d.path());
     d
@@ -414,4 +414,93 @@ fn the_pusher_killed_at_random_points_leaves_only_verified_objects() {
         assert_eq!(oks(sp2.path()).len(), total, "trial {trial}");
         archive_is_one_run(&repo2);
     }
+}
+
+/// `archive-get --prefetch` of a timeline history file prefetches the next timelines' history
+/// files, up to the first the archive lacks (recovery probes them next), and hands the next
+/// request the prefetched copy; a prefetched copy that is not the file is not handed over.
+#[test]
+fn a_prefetching_get_of_a_history_file_fetches_the_next_ones() {
+    let Some(install) = require_pg(18) else {
+        return;
+    };
+    let (_d, repo) = new_repo();
+    let c = crate::archive::cluster_archiving_with(&install, "/bin/true");
+    let data = c.datadir().display().to_string();
+    let s = owned_dir();
+    let histories = [
+        (
+            2,
+            "1\t0/3000000\tno recovery target specified\n".to_string(),
+        ),
+        (3, "1\t0/3000000\tone\n2\t0/5000000\ttwo\n".to_string()),
+        (5, "1\t0/3000000\tone\n4\t0/7000000\tfour\n".to_string()),
+    ];
+    for (tli, text) in &histories {
+        let p = s.path().join(format!("{tli:08X}.history"));
+        std::fs::write(&p, text).unwrap();
+        chown_postgres(&p);
+        let r = run(&[
+            "archive-push",
+            "-B",
+            &repo,
+            "-D",
+            &data,
+            &p.display().to_string(),
+        ]);
+        assert_eq!(r.code, 0, "push {}: {}", p.display(), r.stderr);
+    }
+    let spool = owned_dir();
+    let sp = spool.path().display().to_string();
+    let get = |name: &str| {
+        let dest = s.path().join(format!("got-{name}"));
+        let d = dest.display().to_string();
+        let r = run(&[
+            "archive-get",
+            "-B",
+            &repo,
+            "-D",
+            &data,
+            "--spool",
+            &sp,
+            "--prefetch",
+            "3",
+            name,
+            &d,
+        ]);
+        assert_eq!(r.code, 0, "get {name}: {}", r.stderr);
+        // The prefetcher it started logs when it is done.
+        let t0 = Instant::now();
+        let done = format!("prefetcher after {name}:");
+        while !std::fs::read_to_string(spool.path().join("get.log"))
+            .is_ok_and(|l| l.contains(&done))
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "no prefetcher after {name}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        wait_workers_gone(spool.path());
+        std::fs::read_to_string(&dest).unwrap()
+    };
+    assert_eq!(get("00000002.history"), histories[0].1);
+    let log = std::fs::read_to_string(spool.path().join("get.log")).unwrap_or_default();
+    assert!(
+        log.contains("prefetcher after 00000002.history: 1 file(s) [00000003.history]"),
+        "timeline 3's history is prefetched, 5's is not (4 has none):\n{log}"
+    );
+    let inbox = std::fs::read_dir(spool.path().join("in"))
+        .unwrap()
+        .next()
+        .expect("a prefetch directory")
+        .unwrap()
+        .path();
+    let held = inbox.join("00000003.history");
+    assert!(held.is_file(), "{log}");
+    assert_eq!(get("00000003.history"), histories[1].1);
+    assert!(!held.exists(), "the prefetched copy was handed over");
+    // A damaged prefetched copy: the repository's file is fetched instead.
+    std::fs::write(inbox.join("00000005.history"), "junk").unwrap();
+    assert_eq!(get("00000005.history"), histories[2].1);
 }

@@ -15,6 +15,7 @@
 use ptrack_testkit::{PgCluster, PgInstall, StopMode};
 
 use crate::archive::{cluster_archiving_with, switch_and_wait};
+use crate::archive_async::{owned_dir, wait_workers_gone};
 use crate::backup_util::*;
 use crate::util::run;
 
@@ -151,27 +152,8 @@ fn pitr(install: &PgInstall) {
         if p.target == "latest" {
             // The end of the archive equals the stopped source, file by file and page by page
             // (compared before anything reads the restored cluster).
-            eprintln!(
-                "DEBUG source at {}",
-                c.query_one("SELECT pg_current_wal_lsn()")
-            );
             c.stop(StopMode::Fast);
             r.stop(StopMode::Fast);
-            let o = c
-                .tool("pg_waldump")
-                .args([
-                    "-p",
-                    &c.datadir().join("pg_wal").display().to_string(),
-                    "-s",
-                    "0/7000000",
-                ])
-                .output()
-                .unwrap();
-            eprintln!(
-                "DEBUG waldump {}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
             let blcksz: usize = c.controldata()["Database block size"].parse().unwrap();
             let diffs = ptrack_testkit::paranoia::compare(c.datadir(), r.datadir(), blcksz);
             assert!(
@@ -222,9 +204,49 @@ fn pitr(install: &PgInstall) {
         "{}",
         r.stderr
     );
-    let (got, out) = restore(install, &repo, &["--recovery-target", "name:on_two"], false);
+    // Through a prefetching archive-get: the prefetcher follows timeline 2's history, from
+    // timeline 1's segments to timeline 2's at the switch.
+    let spool = owned_dir();
+    let sp = spool.path().display().to_string();
+    let extra = ["--recovery-target", "name:on_two", "--prefetch", "3"];
+    let (got, out) = restore(
+        install,
+        &repo,
+        &[&extra[..], &["--archive-spool", &sp]].concat(),
+        false,
+    );
     assert!(out.contains(&format!("restored backup {incr}")), "{out}");
     check(install, &got, &two);
+    wait_workers_gone(spool.path());
+    let log = std::fs::read_to_string(spool.path().join("get.log")).unwrap_or_default();
+    // "prefetcher after <name>: <n> file(s) [<names>]"
+    let runs: Vec<(&str, Vec<&str>)> = log
+        .lines()
+        .filter_map(|l| {
+            let (after, rest) = l
+                .strip_prefix("ptrack: prefetcher after ")?
+                .split_once(": ")?;
+            let names = rest.split_once('[')?.1.strip_suffix(']')?;
+            Some((after, names.split_whitespace().collect()))
+        })
+        .collect();
+    let seg = |n: &&str, tli: &str| n.len() == 24 && n.starts_with(tli);
+    assert!(
+        runs.iter()
+            .any(|(after, got)| seg(after, "00000001") && got.iter().any(|n| seg(n, "00000002"))),
+        "PG{}: no prefetcher went on from timeline 1 to timeline 2:\n{log}",
+        install.major
+    );
+    let fetched: Vec<&str> = runs.iter().flat_map(|r| r.1.iter().copied()).collect();
+    let first_two = fetched.iter().filter(|n| seg(n, "00000002")).min();
+    assert!(
+        fetched
+            .iter()
+            .filter(|n| seg(n, "00000001"))
+            .all(|o| first_two.is_some_and(|t| o[8..] < t[8..])),
+        "PG{}: a timeline 1 segment after the switch was prefetched:\n{log}",
+        install.major
+    );
     let shown = run(&["show", "-B", &repo, "--archive", "--json"]);
     assert_eq!(shown.code, 0, "{}", shown.stderr);
     let tls: Vec<u64> = shown.json()[0]["timelines"]
