@@ -219,7 +219,7 @@ pub fn run_backup(
         None => repo.add_instance(info.clone())?,
     };
     let lock = instance.lock("take a backup")?;
-    let cat = instance.catalog()?;
+    let cat = instance.catalog_locked(&lock)?;
     let parent: Option<Parent> = match &history {
         Some(h) => Some(choose_parent(
             &instance,
@@ -322,7 +322,7 @@ fn finish(
 ) -> Result<BackupReport> {
     match result {
         Ok(mut report) => {
-            let cat = instance.catalog()?;
+            let cat = instance.catalog_locked(lock)?;
             let rec = cat
                 .get(id)
                 .ok_or_else(|| Error::backup(id, crate::Fault::RecordVanished))?;
@@ -333,16 +333,18 @@ fn finish(
         }
         Err(e) => {
             let cleanup = instance.remove_backup_files(id);
-            let recorded = instance.catalog().and_then(|cat| match cat.get(id) {
-                Some(rec) => {
-                    let mut rec = rec.clone();
-                    rec.status = Status::Error;
-                    rec.end_time = Some(now());
-                    rec.error = Some(e.to_string());
-                    instance.save_record(&rec, lock)
-                }
-                None => Ok(()),
-            });
+            let recorded = instance
+                .catalog_locked(lock)
+                .and_then(|cat| match cat.get(id) {
+                    Some(rec) => {
+                        let mut rec = rec.clone();
+                        rec.status = Status::Error;
+                        rec.end_time = Some(now());
+                        rec.error = Some(e.to_string());
+                        instance.save_record(&rec, lock)
+                    }
+                    None => Ok(()),
+                });
             match (recorded, cleanup) {
                 (Ok(()), Ok(())) => Err(e),
                 (Err(c), _) => Err(Refusal::FailedAndMore {

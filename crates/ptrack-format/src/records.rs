@@ -57,6 +57,21 @@ pub fn parse_record_name(name: &str) -> Option<(&str, u64)> {
     Some((id, g.parse().ok()?))
 }
 
+/// A catalog and the gens of the record objects behind it (every gen of each backup,
+/// ascending; `[0]` for a legacy catalog's backups).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    cat: Catalog,
+    gens: BTreeMap<String, Vec<u64>>,
+}
+
+impl Snapshot {
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.cat
+    }
+}
+
 /// The catalog objects of one instance.
 pub struct Records<'a> {
     store: &'a dyn Storage,
@@ -130,9 +145,10 @@ impl<'a> Records<'a> {
         Ok(info)
     }
 
-    /// The current catalog with the gen of each record (0 for legacy ones). A record listed
-    /// but gone when read was replaced by a newer state meanwhile: the listing is taken again.
-    fn load_with_gens(&self, use_index: bool) -> Result<(Catalog, BTreeMap<String, u64>)> {
+    /// The current catalog with every gen of each record (ascending; `[0]` for legacy ones). A
+    /// record listed but gone when read was replaced by a newer state meanwhile: the listing is
+    /// taken again.
+    fn load_with_gens(&self, use_index: bool) -> Result<Snapshot> {
         const ATTEMPTS: usize = 8;
         let mut attempt = 1;
         loop {
@@ -143,12 +159,16 @@ impl<'a> Records<'a> {
         }
     }
 
-    fn load_once(&self, use_index: bool) -> Result<(Catalog, BTreeMap<String, u64>)> {
+    fn load_once(&self, use_index: bool) -> Result<Snapshot> {
         let listed = self.list()?;
         if listed.is_empty() {
             let cat = self.legacy()?.unwrap_or_default();
-            let gens = cat.backups.iter().map(|b| (b.id.clone(), 0)).collect();
-            return Ok((cat, gens));
+            let gens = cat
+                .backups
+                .iter()
+                .map(|b| (b.id.clone(), vec![0]))
+                .collect();
+            return Ok(Snapshot { cat, gens });
         }
         let mut index = if use_index {
             self.index()?
@@ -164,31 +184,50 @@ impl<'a> Records<'a> {
                 _ => self.read_record(&id, g)?,
             };
             cat.backups.push(info);
-            gens.insert(id, g);
+            gens.insert(id, all);
         }
-        Ok((cat, gens))
+        Ok(Snapshot { cat, gens })
     }
 
     /// The current catalog.
     pub fn load(&self) -> Result<Catalog> {
-        Ok(self.load_with_gens(true)?.0)
+        Ok(self.load_with_gens(true)?.cat)
+    }
+
+    /// The current catalog and the record objects behind it, for a writer that holds the
+    /// instance lock (no one else changes them meanwhile) and saves through [`Records::save_in`].
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        self.load_with_gens(true)
     }
 
     /// The current catalog read from every record object, the index left aside (what validate
     /// uses: a damaged record the index hides is found).
     pub fn load_verified(&self) -> Result<Catalog> {
-        Ok(self.load_with_gens(false)?.0)
+        Ok(self.load_with_gens(false)?.cat)
     }
 
     /// Stores `info` as the new state of its backup (the caller holds the instance lock), then
     /// removes the older states and refreshes the index. Returns the catalog after the change.
     pub fn save(&self, info: &BackupInfo) -> Result<Catalog> {
-        let (mut cat, mut gens) = self.load_with_gens(true)?;
-        if gens.values().any(|&g| g == 0) {
-            self.convert_legacy(&cat)?;
-            gens.values_mut().for_each(|g| *g = 1);
+        let mut snap = self.snapshot()?;
+        self.save_in(&mut snap, info)?;
+        Ok(snap.cat)
+    }
+
+    /// [`Records::save`] on a snapshot taken (and kept up to date) under the same instance lock:
+    /// no listing or index read, only the new record's write, the old states' deletes and the
+    /// index's write. `snap` is updated to the catalog after the change.
+    pub fn save_in(&self, snap: &mut Snapshot, info: &BackupInfo) -> Result<()> {
+        if snap.gens.values().flatten().any(|&g| g == 0) {
+            self.convert_legacy(&snap.cat)?;
+            snap.gens.values_mut().for_each(|g| *g = vec![1]);
         }
-        let prev = gens.get(&info.id).copied().unwrap_or(0);
+        let prev = snap
+            .gens
+            .get(&info.id)
+            .and_then(|g| g.last())
+            .copied()
+            .unwrap_or(0);
         let next = prev + 1;
         if next > MAX_GENERATION {
             return Err(RepoDamage::LastGeneration {
@@ -204,30 +243,32 @@ impl<'a> Records<'a> {
         let dir = self.records_dir()?;
         let k = dir.join(&record_name(&info.id, next))?;
         envelope::write(self.store, &k, "backup-record", RECORD_VERSION, info)?;
-        gens.insert(info.id.clone(), next);
-        match cat.get_mut(&info.id) {
+        let old = snap.gens.insert(info.id.clone(), vec![next]);
+        match snap.cat.get_mut(&info.id) {
             Some(b) => *b = info.clone(),
             None => {
-                cat.backups.push(info.clone());
-                cat.backups.sort_by(|a, b| a.id.cmp(&b.id));
+                snap.cat.backups.push(info.clone());
+                snap.cat.backups.sort_by(|a, b| a.id.cmp(&b.id));
             }
         }
         // Old states and the index are garbage or cache: the new record is already durable, so
-        // failing to tidy them must not fail the command (the next writer tidies again).
-        // Only the states that exist (listed again: a gen far from 1 must not cost a delete per
-        // number in between).
-        if let Ok(listed) = self.list() {
-            for g in listed
-                .get(&info.id)
-                .into_iter()
-                .flatten()
-                .filter(|&&g| g < next)
+        // failing to tidy them must not fail the command (the next writer tidies again; a state
+        // whose delete failed is listed and deleted by the next full load's writer).
+        let mut kept = Vec::new();
+        for g in old.into_iter().flatten().filter(|&g| g < next) {
+            if self
+                .store
+                .delete(&dir.join(&record_name(&info.id, g))?)
+                .is_err()
             {
-                let _ = self.store.delete(&dir.join(&record_name(&info.id, *g))?);
+                kept.push(g);
             }
         }
-        let _ = self.write_index(&cat, &gens);
-        Ok(cat)
+        if let Some(all) = snap.gens.get_mut(&info.id) {
+            all.splice(0..0, kept);
+        }
+        let _ = self.write_index(&snap.cat, &snap.gens);
+        Ok(())
     }
 
     /// Writes every record of a legacy catalog as gen 1, then deletes the legacy document.
@@ -240,12 +281,12 @@ impl<'a> Records<'a> {
         Ok(self.store.delete(&self.dir.join("catalog")?)?)
     }
 
-    fn write_index(&self, cat: &Catalog, gens: &BTreeMap<String, u64>) -> Result<()> {
+    fn write_index(&self, cat: &Catalog, gens: &BTreeMap<String, Vec<u64>>) -> Result<()> {
         let records = cat
             .backups
             .iter()
             .map(|b| Indexed {
-                generation: gens.get(&b.id).copied().unwrap_or(0),
+                generation: gens.get(&b.id).and_then(|g| g.last()).copied().unwrap_or(0),
                 info: b.clone(),
             })
             .collect();

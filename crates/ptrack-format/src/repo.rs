@@ -30,7 +30,7 @@ use ptrack_types::{PgMajorVersion, WalSegSize};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BackupInfo, Catalog, Status};
-use crate::records::Records;
+use crate::records::{Records, Snapshot};
 use crate::{Error, Refusal, RepoDamage, Result, envelope};
 
 const REPO_FILE: &str = "ptrack-repo";
@@ -519,6 +519,10 @@ pub struct Instance {
 #[derive(Debug)]
 pub struct Lock {
     held: Box<dyn Held>,
+    /// The catalog as its holder last read or wrote it, with the instance it is of: while
+    /// the lock is held nobody else writes records, so it is read once per command (on object
+    /// storage each read is a listing and a GET).
+    snapshot: std::sync::Mutex<Option<(Key, Snapshot)>>,
 }
 
 impl Lock {
@@ -591,8 +595,11 @@ impl Instance {
             }),
             LockError::Storage(e) => e.into(),
         })?;
-        let lock = Lock { held };
-        for mut b in self.catalog()?.backups {
+        let lock = Lock {
+            held,
+            snapshot: std::sync::Mutex::default(),
+        };
+        for mut b in self.catalog_locked(&lock)?.backups {
             if b.status == Status::Running {
                 b.status = Status::Error;
                 // A manifest means the backup got as far as committing: its objects are kept
@@ -634,6 +641,29 @@ impl Instance {
         self.checked(Records::new(&*self.store, &self.dir).load()?)
     }
 
+    /// [`Instance::catalog`] for the holder of `lock`: read once, then as its own saves left it.
+    pub fn catalog_locked(&self, lock: &Lock) -> Result<Catalog> {
+        self.with_snapshot(lock, |_, snap| Ok(snap.catalog().clone()))
+    }
+
+    /// Runs `f` on the lock's snapshot of this instance's catalog, taken (and checked) first
+    /// when the lock has none of this instance.
+    fn with_snapshot<T>(
+        &self,
+        lock: &Lock,
+        f: impl FnOnce(&Records<'_>, &mut Snapshot) -> Result<T>,
+    ) -> Result<T> {
+        let records = Records::new(&*self.store, &self.dir);
+        let mut slot = lock.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|(dir, _)| *dir != self.dir) {
+            let snap = records.snapshot()?;
+            self.checked(snap.catalog().clone())?;
+            *slot = Some((self.dir.clone(), snap));
+        }
+        let (_, snap) = slot.as_mut().expect("filled above");
+        f(&records, snap)
+    }
+
     /// [`Instance::catalog`] from every record object, without the index (for validate).
     pub fn catalog_verified(&self) -> Result<Catalog> {
         self.checked(Records::new(&*self.store, &self.dir).load_verified()?)
@@ -657,8 +687,7 @@ impl Instance {
             backups: vec![info.clone()],
         };
         cat.check().map_err(Refusal::BadRecord)?;
-        Records::new(&*self.store, &self.dir).save(info)?;
-        Ok(())
+        self.with_snapshot(lock, |records, snap| records.save_in(snap, info))
     }
 
     /// Updates the instance facts (only with the lock held).

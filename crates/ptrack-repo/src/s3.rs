@@ -21,7 +21,8 @@ use std::sync::Arc;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as OsPath;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, WriteMultipart,
 };
 
 use crate::key::Key;
@@ -217,7 +218,10 @@ impl S3Store {
     }
 }
 
-/// Reads an object with ranged GETs; the size comes from one HEAD at open. Reads that follow
+/// Reads an object with ranged GETs. Opening it fetches its first [`HEAD_BYTES`] (the size
+/// comes with them, in the response's `Content-Range`), so a small object (a catalog record,
+/// an index, most manifests) is read in one request, with no HEAD first; only when that GET
+/// fails (an empty object has no first byte) does a HEAD give the size. Reads that follow
 /// one another (a restore's or validate's pass over a bundle) are served from aligned chunks of
 /// [`CHUNK`] bytes, the next chunk being fetched while the current one is used; a read far from
 /// the previous one is fetched exactly. At most two chunks are kept and one is in flight.
@@ -227,8 +231,13 @@ struct S3Reader {
     key: Key,
     path: OsPath,
     len: u64,
+    /// The object's first bytes (at most [`HEAD_BYTES`]), fetched at open.
+    head: bytes::Bytes,
     chunks: std::sync::Mutex<Chunks>,
 }
+
+/// Bytes fetched when an object is opened.
+const HEAD_BYTES: u64 = 64 << 10;
 
 /// Bytes of one aligned chunk of an object.
 const CHUNK: u64 = 4 << 20;
@@ -341,6 +350,10 @@ impl ObjectReader for S3Reader {
             .filter(|&e| e <= self.len)
             .ok_or_else(|| StorageError::past_end(&self.key, offset, buf.len(), self.len))?;
         if buf.is_empty() {
+            return Ok(());
+        }
+        if end <= self.head.len() as u64 {
+            buf.copy_from_slice(&self.head[offset as usize..end as usize]);
             return Ok(());
         }
         let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
@@ -462,14 +475,31 @@ impl Storage for S3Store {
 
     fn open(&self, key: &Key) -> Result<Box<dyn ObjectReader>> {
         let path = self.path(key);
-        let meta = self
-            .block_on(self.inner.client.head(&path))
-            .map_err(|e| map_err(key.as_str(), "head", e))?;
+        let first = self.block_on(async {
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(0..HEAD_BYTES)),
+                ..GetOptions::default()
+            };
+            let r = self.inner.client.get_opts(&path, opts).await?;
+            let size = r.meta.size;
+            Ok::<_, object_store::Error>((size, r.bytes().await?))
+        });
+        let (len, head) = match first {
+            Ok((size, b)) if b.len() as u64 == size.min(HEAD_BYTES) => (size, b),
+            // Empty, or an answer that is not what was asked: the size from a HEAD.
+            _ => {
+                let meta = self
+                    .block_on(self.inner.client.head(&path))
+                    .map_err(|e| map_err(key.as_str(), "head", e))?;
+                (meta.size, bytes::Bytes::new())
+            }
+        };
         Ok(Box::new(S3Reader {
             store: self.clone(),
             key: key.clone(),
             path,
-            len: meta.size,
+            len,
+            head,
             chunks: std::sync::Mutex::default(),
         }))
     }
