@@ -185,12 +185,10 @@ fn recovery_path(
 ) -> Result<TimelinePath> {
     let own = TimelinePath::new(from.tli, &[]);
     let wanted = configured(pgdata, "recovery_target_timeline");
-    let path = match wanted.as_deref().map(str::trim) {
-        Some("current") => None,
-        Some(n) if n.parse::<u32>().is_ok() => {
-            let t = TimeLineId(n.parse().unwrap_or(1));
-            archived_history(inst, t).ok().flatten()
-        }
+    let wanted = wanted.as_deref().map(str::trim);
+    let path = match wanted.map(|w| (w, w.parse::<u32>())) {
+        Some(("current", _)) => None,
+        Some((_, Ok(t))) => archived_history(inst, TimeLineId(t)).ok().flatten(),
         _ => newest_path(inst, from.tli),
     };
     Ok(path.filter(|p| passes(p, from, seg)).unwrap_or(own))

@@ -216,6 +216,20 @@ fn pitr(install: &PgInstall) {
         false,
     );
     assert!(out.contains(&format!("restored backup {incr}")), "{out}");
+    // Nothing but a message was written on timeline 2 after the point: the restored cluster
+    // equals the stopped timeline 2 cluster file by file and page by page.
+    let (mut b, mut got) = (b, got);
+    b.stop(StopMode::Fast);
+    got.stop(StopMode::Fast);
+    let blcksz: usize = b.controldata()["Database block size"].parse().unwrap();
+    let diffs = ptrack_testkit::paranoia::compare(b.datadir(), got.datadir(), blcksz);
+    assert!(
+        diffs.is_empty(),
+        "PG{} on_two: {}",
+        install.major,
+        diffs.join("\n  ")
+    );
+    got.start();
     check(install, &got, &two);
     wait_workers_gone(spool.path());
     let log = std::fs::read_to_string(spool.path().join("get.log")).unwrap_or_default();
