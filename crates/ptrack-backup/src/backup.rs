@@ -65,6 +65,8 @@ impl Progress for Quiet {
 pub struct BackupReport {
     /// Its catalog record.
     pub info: BackupInfo,
+    /// The instance (cluster) it is of.
+    pub system_identifier: u64,
     /// Warnings for the user.
     pub warnings: Vec<String>,
     /// Damaged pages recorded (only with `--allow-corruption`).
@@ -269,6 +271,7 @@ pub fn run_backup(
         manifest_digest: None,
         error: None,
         program_version: env!("CARGO_PKG_VERSION").into(),
+        keep_until: None,
     };
     instance.save_record(&record, &lock)?;
     let dir = instance.backup_key(&id)?;

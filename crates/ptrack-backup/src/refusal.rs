@@ -475,6 +475,30 @@ pub enum Refusal {
     /// `PGPORT` that is not a port.
     #[error("invalid port {0:?} in environment variable PGPORT")]
     BadPort(String),
+    /// A delete of a backup other backups are built on.
+    #[error(
+        "backup {id} is the parent of {}: delete them first, or add --with-descendants to delete them with it",
+        descendants.join(", ")
+    )]
+    HasDescendants {
+        /// The backup.
+        id: String,
+        /// Every backup whose chain passes through it.
+        descendants: Vec<String>,
+    },
+    /// A delete of a backup being taken.
+    #[error(
+        "backup {0} is RUNNING: it is being taken, or its process died and the next command that takes the instance lock marks it ERROR"
+    )]
+    DeleteRunning(String),
+    /// A pin of a backup that is not OK.
+    #[error("backup {id} is {status}: only OK backups can be pinned")]
+    PinNotOk {
+        /// The backup.
+        id: String,
+        /// Its status.
+        status: Status,
+    },
     /// A backup that failed, and recording or cleaning up the failure failed too.
     #[error("{failure} ({after})")]
     FailedAndMore {

@@ -281,11 +281,13 @@ fn take_started(
         manifest_digest: Some(manifest_digest),
         error: None,
         program_version: env!("CARGO_PKG_VERSION").into(),
+        keep_until: None,
     };
     clock.lap("fsync, manifest");
     Ok(BackupReport {
         phases: Vec::new(),
         info,
+        system_identifier: ctx.instance.info.system_identifier,
         warnings,
         damaged: log.damaged,
         skipped,

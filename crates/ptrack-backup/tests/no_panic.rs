@@ -188,6 +188,7 @@ fn backup_info(id: &str, parent: Option<&str>) -> BackupInfo {
         manifest_digest: Some(Digest::of(id.as_bytes())),
         error: None,
         program_version: "0.2.0".into(),
+        keep_until: None,
     }
 }
 

@@ -170,6 +170,12 @@ pub struct BackupArgs {
     /// Record damaged pages in the manifest and finish the backup instead of failing.
     #[arg(long)]
     allow_corruption: bool,
+    /// After the backup, delete what the retention policy expires (as `ptrack delete
+    /// --expired`; the retention options override the stored policy for this run).
+    #[arg(long = "delete-expired")]
+    delete_expired: bool,
+    #[command(flatten)]
+    retention: crate::lifecycle::RetentionArgs,
 
     /// Show progress on standard error (default when it is a terminal).
     #[arg(long)]
@@ -486,6 +492,13 @@ pub fn backup(a: &BackupArgs) -> Result<u8> {
             started.elapsed().as_secs_f64()
         );
     }
+    if a.delete_expired {
+        let opts = ptrack_backup::expire::ExpireOptions {
+            over: a.retention.policy(),
+            ..Default::default()
+        };
+        crate::lifecycle::expired(&repo, Some(r.system_identifier), &opts, false)?;
+    }
     Ok(EXIT_OK)
 }
 
@@ -650,21 +663,26 @@ pub fn show(a: &ShowArgs) -> Result<u8> {
         return crate::archive::show(&repo, &ids, a.json);
     }
     let mut all = Vec::new();
+    let now = ptrack_backup::expire::now();
     for sysid in ids {
         let inst = repo.only_instance(Some(sysid))?;
-        all.push((inst.info.clone(), inst.catalog()?));
+        let cat = inst.catalog()?;
+        let (policy, plan) = ptrack_backup::expire::preview(&inst, &cat, now)?;
+        all.push((inst.info.clone(), cat, policy, plan));
     }
     if a.json {
         let v: Vec<_> = all
             .iter()
-            .map(|(i, c)| serde_json::json!({"instance": i, "backups": c.backups}))
+            .map(|(i, c, policy, plan)| {
+                serde_json::json!({"instance": i, "backups": c.backups, "retention": policy, "retention_plan": plan})
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(EXIT_OK);
     }
-    for (info, cat) in &all {
+    for (info, cat, policy, plan) in &all {
         println!(
-            "Instance {} (PostgreSQL {}, {})",
+            "Instance {} (PostgreSQL {}, {}); retention: {policy}",
             info.system_identifier, info.pg_major, info.pgdata
         );
         println!(
@@ -696,7 +714,11 @@ pub fn show(a: &ShowArgs) -> Result<u8> {
                     .map_or("-".into(), |e| (e - b.start_time).to_string()),
                 human_bytes(b.data_bytes),
                 human_bytes(b.stored_bytes),
-                b.status
+                format_args!(
+                    "{}{}",
+                    b.status,
+                    crate::lifecycle::show_note(plan, &b.id, b.keep_until, now)
+                )
             );
         }
     }

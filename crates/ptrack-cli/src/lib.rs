@@ -15,6 +15,7 @@ mod archive;
 mod backups;
 mod debug;
 mod keys;
+mod lifecycle;
 mod summarize;
 mod verify;
 mod wal;
@@ -55,8 +56,18 @@ enum Command {
     /// Re-check stored backups: pages, files, chain links, WAL. Exit status: 0 clean, 1 problems
     /// found (the backup is marked CORRUPT), 2 error.
     Validate(backups::ValidateArgs),
-    /// List backups.
+    /// List backups (with what the retention policy would delete, and pins).
     Show(backups::ShowArgs),
+    /// Delete a backup (-i ID, with --with-descendants the backups built on it too), or what
+    /// the retention policy expires with the archived WAL no kept backup needs (--expired).
+    /// Crash-safe: an interrupted delete is finished by the next command on the instance.
+    Delete(lifecycle::DeleteArgs),
+    /// Store the instance's retention policy in the repository (0 unsets a value).
+    SetRetention(lifecycle::SetRetentionArgs),
+    /// Keep a backup whatever the retention policy says, for a time or forever.
+    Pin(lifecycle::PinArgs),
+    /// Undo `ptrack pin`.
+    Unpin(lifecycle::UnpinArgs),
     /// Archive one WAL file (archive_command = 'ptrack archive-push -B REPO %p'): checked
     /// (this cluster's, the segment its name says), compressed, durable before exit status 0.
     /// A file archived already with the same content is success; other content is refused.
@@ -115,6 +126,10 @@ where
         Command::Restore(a) => backups::restore(&a),
         Command::Validate(a) => backups::validate(&a),
         Command::Show(a) => backups::show(&a),
+        Command::Delete(a) => lifecycle::delete(&a),
+        Command::SetRetention(a) => lifecycle::set_retention(&a),
+        Command::Pin(a) => lifecycle::pin(&a),
+        Command::Unpin(a) => lifecycle::unpin(&a),
         Command::ArchivePush(a) => archive::push(&a),
         Command::ArchiveGet(a) => archive::get(&a),
         Command::Key(k) => keys::run(&k),

@@ -550,16 +550,7 @@ fn archive_on_s3_recovers_to_a_restore_point() {
     let g = ptrack_testkit::Garage::start(&bin, 1);
     let repo = crate::backup_util::new_s3_repo(&g, "arch");
     let s = scratch();
-    let wrapper = s.path().join("ptrack-s3");
-    let mut script = String::from("#!/bin/sh\n");
-    for (k, v) in g.env() {
-        script.push_str(&format!("export {k}='{v}'\n"));
-    }
-    script.push_str(&format!("exec {} \"$@\"\n", env!("CARGO_BIN_EXE_ptrack")));
-    std::fs::write(&wrapper, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700)).unwrap();
-    chown_postgres(&wrapper);
+    let wrapper = crate::backup_util::s3_wrapper(&g, s.path());
     // Asynchronous push and prefetching get: their workers inherit the wrapper's environment.
     let (push_spool, get_spool) = (scratch(), scratch());
     let cfg = ClusterConfig::new(true).set("archive_mode", "on").set(

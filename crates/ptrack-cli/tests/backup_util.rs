@@ -93,6 +93,23 @@ pub fn new_s3_repo(g: &ptrack_testkit::Garage, prefix: &str) -> String {
     repo
 }
 
+/// A script in `dir` that runs `ptrack` with Garage `g`'s endpoint and key: what a server's
+/// `archive_command` or `restore_command` runs (their environment is the server's).
+pub fn s3_wrapper(g: &ptrack_testkit::Garage, dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = dir.join("ptrack-s3");
+    let mut script = String::from("#!/bin/sh\n");
+    for (k, v) in g.env() {
+        script.push_str(&format!("export {k}='{v}'\n"));
+    }
+    script.push_str(&format!("exec {} \"$@\"\n", env!("CARGO_BIN_EXE_ptrack")));
+    std::fs::write(&wrapper, script).expect("write the wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700))
+        .expect("chmod the wrapper");
+    chown_postgres(&wrapper);
+    wrapper
+}
+
 /// Connection arguments for `c`.
 pub fn conn_args(c: &PgCluster) -> Vec<String> {
     vec![

@@ -14,6 +14,7 @@ mod backup_util;
 mod backup_wal;
 mod bad_input;
 mod control;
+mod lifecycle;
 mod pitr;
 mod storage_faults;
 mod util;

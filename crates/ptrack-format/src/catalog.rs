@@ -3,7 +3,8 @@
 //! one-document `catalog` of older repositories is read and converted); the per-file detail of a
 //! backup is in its manifest ([`crate::manifest`]). Statuses follow pg_probackup's: a backup is RUNNING while
 //! it is taken, OK once its manifest is durable, ERROR when it failed or was interrupted, CORRUPT
-//! when validation found damage.
+//! when validation found damage, DELETING from the moment a delete decided to remove it until
+//! its last object and record are gone.
 
 use ptrack_types::Lsn;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ pub enum Status {
     Error,
     /// Validation found damage.
     Corrupt,
+    /// Being deleted: never used for restore or as a parent again, whatever objects remain;
+    /// the next command that takes the instance lock finishes the delete.
+    Deleting,
 }
 
 impl std::fmt::Display for Status {
@@ -36,6 +40,7 @@ impl std::fmt::Display for Status {
             Status::Ok => "OK",
             Status::Error => "ERROR",
             Status::Corrupt => "CORRUPT",
+            Status::Deleting => "DELETING",
         })
     }
 }
@@ -102,6 +107,19 @@ pub struct BackupInfo {
     pub error: Option<String>,
     /// The ptrack version that wrote it.
     pub program_version: String,
+    /// Pinned: retention never expires it before this Unix time ([`KEEP_FOREVER`]: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_until: Option<i64>,
+}
+
+/// [`BackupInfo::keep_until`] of a backup kept forever.
+pub const KEEP_FOREVER: i64 = i64::MAX;
+
+impl BackupInfo {
+    /// Whether the backup is pinned at Unix time `now`.
+    pub fn pinned_at(&self, now: i64) -> bool {
+        self.keep_until.is_some_and(|t| t > now)
+    }
 }
 
 /// The catalog document.
@@ -141,6 +159,32 @@ impl Catalog {
     /// The mutable record of `id`.
     pub fn get_mut(&mut self, id: &str) -> Option<&mut BackupInfo> {
         self.backups.iter_mut().find(|b| b.id == id)
+    }
+
+    /// Every backup whose chain passes through `id` (its children, theirs, …), in ID order;
+    /// `id` itself is not included.
+    pub fn descendants(&self, id: &str) -> Vec<&BackupInfo> {
+        let mut found: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        found.insert(id);
+        // IDs grow with time and a parent is older than its child, but a damaged or hand-made
+        // catalog need not keep that order: repeat until nothing new joins.
+        loop {
+            let before = found.len();
+            for b in &self.backups {
+                if let Some(p) = &b.parent
+                    && found.contains(p.as_str())
+                {
+                    found.insert(b.id.as_str());
+                }
+            }
+            if found.len() == before {
+                break;
+            }
+        }
+        self.backups
+            .iter()
+            .filter(|b| b.id != id && found.contains(b.id.as_str()))
+            .collect()
     }
 
     /// The newest backup with status OK.
@@ -223,6 +267,7 @@ pub fn sample_info(id: &str, status: Status) -> BackupInfo {
         manifest_digest: None,
         error: None,
         program_version: "t".into(),
+        keep_until: None,
     }
 }
 

@@ -148,6 +148,7 @@ const KINDS: &[&str] = &[
     "manifest",
     "backup-record",
     "catalog-index",
+    "retention-policy",
 ];
 
 /// What to do with a repository of an older format.

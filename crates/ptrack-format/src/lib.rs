@@ -3,7 +3,7 @@
 //! ([`catalog`], [`records`]), manifests ([`manifest`], [`entries`], [`table`]), the bundles that
 //! hold stored pages and files ([`bundle`], [`stored`]), repository paths and digests
 //! ([`paths`]), the WAL archive's objects ([`archived`]), and the repository itself: its marker,
-//! keyring, instances and lock ([`repo`]).
+//! keyring, instances and lock ([`repo`]), and an instance's retention policy ([`policy`]).
 //!
 //! Nothing here talks to a database server or reads a data directory except through the bytes a
 //! caller hands over (ptrack-backup plans and runs backups, restores and validation on top);
@@ -18,6 +18,7 @@ pub mod entries;
 pub mod envelope;
 mod error;
 pub mod paths;
+pub mod policy;
 pub mod records;
 pub mod repo;
 pub mod stored;

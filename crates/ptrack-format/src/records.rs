@@ -271,6 +271,29 @@ impl<'a> Records<'a> {
         Ok(())
     }
 
+    /// Removes every record object of backup `id` (the caller holds the instance lock and has
+    /// removed the backup's objects), then refreshes the index. A failed delete is an error:
+    /// what remains is still listed, and a later load shows the backup as it was recorded.
+    pub fn remove_in(&self, snap: &mut Snapshot, id: &str) -> Result<()> {
+        if snap.gens.values().flatten().any(|&g| g == 0) {
+            self.convert_legacy(&snap.cat)?;
+            snap.gens.values_mut().for_each(|g| *g = vec![1]);
+        }
+        let dir = self.records_dir()?;
+        let gens = snap.gens.get(id).cloned().unwrap_or_default();
+        // Newest last: until the newest state is gone the backup reads as it was recorded.
+        for (n, g) in gens.iter().enumerate() {
+            self.store.delete(&dir.join(&record_name(id, *g))?)?;
+            if let Some(all) = snap.gens.get_mut(id) {
+                all.retain(|x| !gens[..=n].contains(x));
+            }
+        }
+        snap.gens.remove(id);
+        snap.cat.backups.retain(|b| b.id != id);
+        let _ = self.write_index(&snap.cat, &snap.gens);
+        Ok(())
+    }
+
     /// Writes every record of a legacy catalog as gen 1, then deletes the legacy document.
     fn convert_legacy(&self, cat: &Catalog) -> Result<()> {
         let dir = self.records_dir()?;
@@ -433,6 +456,25 @@ mod tests {
             .unwrap();
         let e = r.load().unwrap_err().to_string();
         assert!(e.contains("records/notes"), "{e}");
+    }
+
+    #[test]
+    fn a_removed_record_is_gone_from_listing_and_index() {
+        let store = MemStore::new();
+        let dir = Key::new("7").unwrap();
+        let r = Records::new(&store, &dir);
+        r.save(&info("0000001", Status::Ok)).unwrap();
+        r.save(&info("0000002", Status::Ok)).unwrap();
+        let mut snap = r.snapshot().unwrap();
+        r.remove_in(&mut snap, "0000001").unwrap();
+        let ids = |c: &Catalog| c.backups.iter().map(|b| b.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(snap.catalog()), ["0000002"]);
+        assert_eq!(ids(&r.load().unwrap()), ["0000002"]);
+        assert_eq!(ids(&r.load_verified().unwrap()), ["0000002"]);
+        let keys = store.list(Some(&dir.join("records").unwrap())).unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        // Removing what is not there is no error.
+        r.remove_in(&mut snap, "0000001").unwrap();
     }
 
     #[test]

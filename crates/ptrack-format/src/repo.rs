@@ -632,7 +632,32 @@ impl Instance {
                 self.save_record(&b, &lock)?;
             }
         }
+        self.finish_deletes(&lock)?;
         Ok(lock)
+    }
+
+    /// Finishes the deletes a killed or failed command left: every DELETING backup's objects and
+    /// record are removed, newest first (a child before its parent, as they were marked).
+    fn finish_deletes(&self, lock: &Lock) -> Result<()> {
+        let cat = self.catalog_locked(lock)?;
+        for b in cat.backups.iter().rev() {
+            if b.status == Status::Deleting {
+                eprintln!(
+                    "ptrack: finishing the delete of backup {} (left DELETING by a command that ended)",
+                    b.id
+                );
+                self.finish_delete(&b.id, lock)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every object of a backup recorded DELETING, then its record (with the lock
+    /// held). Killed at any point, the backup is still DELETING or gone.
+    pub fn finish_delete(&self, id: &str, lock: &Lock) -> Result<()> {
+        lock.check()?;
+        self.remove_backup_files(id)?;
+        self.remove_record(id, lock)
     }
 
     /// Reads the catalog from the backup records and checks every ID it names (IDs become key
@@ -688,6 +713,13 @@ impl Instance {
         };
         cat.check().map_err(Refusal::BadRecord)?;
         self.with_snapshot(lock, |records, snap| records.save_in(snap, info))
+    }
+
+    /// Removes the record of backup `id` (only with the lock held, after its objects are gone):
+    /// the last step of a delete.
+    pub fn remove_record(&self, id: &str, lock: &Lock) -> Result<()> {
+        lock.check()?;
+        self.with_snapshot(lock, |records, snap| records.remove_in(snap, id))
     }
 
     /// Updates the instance facts (only with the lock held).

@@ -159,6 +159,7 @@ fn info(id: &str, digest: Digest) -> BackupInfo {
         start_time: 0,
         manifest_digest: Some(digest),
         program_version: String::new(),
+        keep_until: None,
         ..ptrack_format::catalog::sample_info(id, Status::Ok)
     }
 }
