@@ -57,10 +57,7 @@ pub fn delete_backup(
     let inst = repo.only_instance(instance)?;
     let lock = inst.lock("delete a backup")?;
     let cat = inst.catalog_locked(&lock)?;
-    let b = cat.get(id).ok_or_else(|| Refusal::NoSuchBackup {
-        id: id.to_string(),
-        sysid: inst.info.system_identifier,
-    })?;
+    let b = recorded(&inst, &cat, id)?;
     refuse_running(b)?;
     let below: Vec<&BackupInfo> = cat.descendants(id);
     if !below.is_empty() && !descendants {
@@ -76,6 +73,14 @@ pub fn delete_backup(
     let mut ids: Vec<String> = below.iter().map(|d| d.id.clone()).collect();
     ids.push(id.to_string());
     remove(&inst, &lock, &cat, ids, dry_run)
+}
+
+/// The record of `id`, or the refusal naming it.
+fn recorded<'a>(inst: &Instance, cat: &'a Catalog, id: &str) -> Result<&'a BackupInfo> {
+    Ok(cat.get(id).ok_or_else(|| Refusal::NoSuchBackup {
+        id: id.to_string(),
+        sysid: inst.info.system_identifier,
+    })?)
 }
 
 fn refuse_running(b: &BackupInfo) -> Result<()> {
@@ -147,6 +152,26 @@ pub fn preview(inst: &Instance, cat: &Catalog, now: i64) -> Result<(RetentionPol
     Ok((policy, plan))
 }
 
+/// The OK backups whose point-in-time recovery the archive must serve, and the IDs of those
+/// whose recovery the stored policy's WAL depth gave up (they restore to their own end from the
+/// WAL stored in them; `validate --archive` reports no gap after them).
+pub fn pitr_backups(
+    inst: &Instance,
+    cat: &Catalog,
+    now: i64,
+) -> Result<(Vec<BackupInfo>, Vec<String>)> {
+    let (policy, plan) = preview(inst, cat, now)?;
+    let horizon = plan.wal_keep_from.filter(|_| policy.wal_depth.is_some());
+    let (mut served, mut given_up) = (Vec::new(), Vec::new());
+    for b in cat.backups.iter().filter(|b| b.status == Status::Ok) {
+        match horizon {
+            Some(h) if b.start_lsn < h => given_up.push(b.id.clone()),
+            _ => served.push(b.clone()),
+        }
+    }
+    Ok((served, given_up))
+}
+
 /// Removes archived segments (whole or `.partial`) and backup history files that end at or
 /// before `from`, oldest first. Timeline history files stay.
 fn expire_wal(inst: &Instance, lock: &Lock, from: Lsn, dry_run: bool) -> Result<Vec<String>> {
@@ -216,10 +241,7 @@ pub fn pin(
     let inst = repo.only_instance(instance)?;
     let lock = inst.lock("pin a backup")?;
     let cat = inst.catalog_locked(&lock)?;
-    let b = cat.get(id).ok_or_else(|| Refusal::NoSuchBackup {
-        id: id.to_string(),
-        sysid: inst.info.system_identifier,
-    })?;
+    let b = recorded(&inst, &cat, id)?;
     if b.status != Status::Ok {
         return Err(Refusal::PinNotOk {
             id: id.to_string(),

@@ -314,12 +314,8 @@ pub fn show(repo: &Repository, ids: &[u64], json: bool) -> Result<u8> {
 pub fn validate(repo: &Repository, instance: Option<u64>, json: bool) -> Result<u8> {
     let inst = repo.only_instance(instance)?;
     let cat = inst.catalog()?;
-    let ok: Vec<_> = cat
-        .backups
-        .iter()
-        .filter(|b| b.status == ptrack_format::catalog::Status::Ok)
-        .cloned()
-        .collect();
+    let now = ptrack_backup::expire::now();
+    let (ok, given_up) = ptrack_backup::expire::pitr_backups(&inst, &cat, now)?;
     let chk = ptrack_backup::archive::check_archive(&inst, &ok)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&chk)?);
@@ -332,6 +328,11 @@ pub fn validate(repo: &Repository, instance: Option<u64>, json: bool) -> Result<
             println!(
                 "  backup {} (timeline {}): recoverable from {} to {}",
                 w.backup, w.timeline, w.from, w.to
+            );
+        }
+        for id in &given_up {
+            println!(
+                "  backup {id}: restores to its own end only (its WAL in the archive expired under --wal-depth)"
             );
         }
         for p in &chk.problems {

@@ -85,10 +85,9 @@ pub struct SetRetentionArgs {
     retention: RetentionArgs,
 }
 
-/// Options of `ptrack pin`.
+/// One backup of a repository.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("until").required(true).args(["ttl", "expire_time", "forever"])))]
-pub struct PinArgs {
+pub struct BackupRef {
     #[command(flatten)]
     repo: RepoArgs,
     /// Cluster (system identifier) when the repository holds several.
@@ -97,6 +96,14 @@ pub struct PinArgs {
     /// The backup.
     #[arg(short = 'i', long = "backup-id")]
     id: String,
+}
+
+/// Options of `ptrack pin`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("until").required(true).args(["ttl", "expire_time", "forever"])))]
+pub struct PinArgs {
+    #[command(flatten)]
+    backup: BackupRef,
     /// Keep it for this long from now: N followed by s, min, h or d (e.g. 30d).
     #[arg(long, value_parser = parse_ttl)]
     ttl: Option<i64>,
@@ -112,13 +119,7 @@ pub struct PinArgs {
 #[derive(Debug, Args)]
 pub struct UnpinArgs {
     #[command(flatten)]
-    repo: RepoArgs,
-    /// Cluster (system identifier) when the repository holds several.
-    #[arg(long)]
-    instance: Option<u64>,
-    /// The backup.
-    #[arg(short = 'i', long = "backup-id")]
-    id: String,
+    backup: BackupRef,
 }
 
 fn parse_ttl(s: &str) -> Result<i64, String> {
@@ -224,24 +225,27 @@ pub fn set_retention(a: &SetRetentionArgs) -> Result<u8> {
 
 /// `ptrack pin`.
 pub fn pin(a: &PinArgs) -> Result<u8> {
-    repo_owner(&a.repo.repo)?;
-    let repo = a.repo.open()?;
     let until = match (a.ttl, a.expire_time, a.forever) {
         (Some(t), _, _) => expire::now().saturating_add(t),
         (_, Some(t), _) => t,
         _ => KEEP_FOREVER,
     };
-    let b = expire::pin(&repo, a.instance, &a.id, Some(until))?;
-    println!("ptrack: backup {} pinned {}", b.id, pinned_text(until));
-    Ok(EXIT_OK)
+    set_pin(&a.backup, Some(until))
 }
 
 /// `ptrack unpin`.
 pub fn unpin(a: &UnpinArgs) -> Result<u8> {
-    repo_owner(&a.repo.repo)?;
-    let repo = a.repo.open()?;
-    let b = expire::pin(&repo, a.instance, &a.id, None)?;
-    println!("ptrack: backup {} unpinned", b.id);
+    set_pin(&a.backup, None)
+}
+
+fn set_pin(b: &BackupRef, until: Option<i64>) -> Result<u8> {
+    repo_owner(&b.repo.repo)?;
+    let repo = b.repo.open()?;
+    let info = expire::pin(&repo, b.instance, &b.id, until)?;
+    match until {
+        Some(t) => println!("ptrack: backup {} pinned {}", info.id, pinned_text(t)),
+        None => println!("ptrack: backup {} unpinned", info.id),
+    }
     Ok(EXIT_OK)
 }
 

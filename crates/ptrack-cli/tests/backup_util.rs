@@ -275,19 +275,25 @@ pub fn restore_and_compare(
     source.stop(ptrack_testkit::StopMode::Fast);
     let mut r = restore_and_start(&install, repo, id, tablespaces);
     r.stop(ptrack_testkit::StopMode::Fast);
-    let blcksz: usize = source.controldata()["Database block size"]
-        .parse()
-        .expect("block size");
-    let diffs = ptrack_testkit::paranoia::compare(source.datadir(), r.datadir(), blcksz);
-    assert!(
-        diffs.is_empty(),
-        "PG{} backup {id}: the restored data directory differs from the source:\n  {}",
-        install.major,
-        diffs.join("\n  ")
-    );
+    assert_same_files(source, &r, &format!("backup {id}"));
     source.start();
     r.start();
     r
+}
+
+/// The paranoia comparison of two stopped clusters' data directories (file by file, page by
+/// page, `ptrack_testkit::paranoia`); `what` names the restore in the failure.
+pub fn assert_same_files(source: &PgCluster, restored: &PgCluster, what: &str) {
+    let blcksz: usize = source.controldata()["Database block size"]
+        .parse()
+        .expect("block size");
+    let diffs = ptrack_testkit::paranoia::compare(source.datadir(), restored.datadir(), blcksz);
+    assert!(
+        diffs.is_empty(),
+        "PG{} {what}: the restored data directory differs from the source:\n  {}",
+        source.install.major,
+        diffs.join("\n  ")
+    );
 }
 
 /// `pg_dumpall` of `c`, without the per-run `\restrict` keys and tablespace locations (a

@@ -154,15 +154,7 @@ fn pitr(install: &PgInstall) {
             // (compared before anything reads the restored cluster).
             c.stop(StopMode::Fast);
             r.stop(StopMode::Fast);
-            let blcksz: usize = c.controldata()["Database block size"].parse().unwrap();
-            let diffs = ptrack_testkit::paranoia::compare(c.datadir(), r.datadir(), blcksz);
-            assert!(
-                diffs.is_empty(),
-                "PG{} latest: {}\nrestored:\n{}",
-                install.major,
-                diffs.join("\n  "),
-                r.log()
-            );
+            assert_same_files(&c, &r, "latest");
             c.start();
             r.start();
         }
@@ -221,14 +213,7 @@ fn pitr(install: &PgInstall) {
     let (mut b, mut got) = (b, got);
     b.stop(StopMode::Fast);
     got.stop(StopMode::Fast);
-    let blcksz: usize = b.controldata()["Database block size"].parse().unwrap();
-    let diffs = ptrack_testkit::paranoia::compare(b.datadir(), got.datadir(), blcksz);
-    assert!(
-        diffs.is_empty(),
-        "PG{} on_two: {}",
-        install.major,
-        diffs.join("\n  ")
-    );
+    assert_same_files(&b, &got, "on_two");
     got.start();
     check(install, &got, &two);
     wait_workers_gone(spool.path());
