@@ -1,6 +1,8 @@
 //! Fuzz target: `envelope::decode` and the streamed reader `envelope::stream::read` of any bytes, for every document kind and its type, never
 //! panics; a document that decodes passes or fails its shape check (`Catalog::check`,
-//! `Manifest::check_shape`) without panicking and encodes back to a document that decodes.
+//! `Manifest::check_shape`) without panicking and encodes back to a document that decodes; a
+//! retention policy and a catalog that pass go through the retention planner, whose plan keeps
+//! every kept backup's parents and has one verdict per backup.
 //!
 //! The first byte picks the input's use: odd, the bytes are a whole document (header line and
 //! body); even, they are a body put behind a valid header of the kind the byte names, so that
@@ -8,18 +10,36 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ptrack_format::catalog::{CATALOG_VERSION, Catalog};
+use ptrack_format::catalog::{CATALOG_VERSION, Catalog, Status};
 use ptrack_format::envelope::{decode, encode, stream};
 use ptrack_format::manifest::{MANIFEST_VERSION, Manifest};
 use ptrack_format::paths::Digest;
+use ptrack_format::policy::{POLICY_VERSION, RetentionPolicy};
 use ptrack_format::repo::InstanceInfo;
 
-const KINDS: [(&str, u32); 4] = [
+const KINDS: [(&str, u32); 5] = [
     ("repository", 2),
     ("instance", 1),
     ("catalog", CATALOG_VERSION),
     ("manifest", MANIFEST_VERSION),
+    ("retention-policy", POLICY_VERSION),
 ];
+
+/// The planner on a checked catalog: one verdict per backup, every kept backup's parents kept.
+fn plan(c: &Catalog, p: &RetentionPolicy) {
+    for now in [0, 1_800_000_000, i64::MAX] {
+        let plan = ptrack_backup::retention::plan(c, p, now);
+        assert_eq!(plan.verdicts.len(), c.backups.len());
+        for b in &c.backups {
+            if plan.verdict(&b.id).is_some_and(|v| v.keep)
+                && let Some(parent) = b.parent.as_deref()
+                && c.get(parent).is_some_and(|p| p.status != Status::Deleting)
+            {
+                assert!(plan.verdict(parent).is_some_and(|v| v.keep), "{plan:?}");
+            }
+        }
+    }
+}
 
 fn all_kinds(doc: &[u8]) {
     streamed_manifest(doc);
@@ -33,6 +53,14 @@ fn all_kinds(doc: &[u8]) {
         if ok && let Some(last) = c.backups.last() {
             let _ = c.chain(&last.id);
             let _ = c.latest_ok();
+            let _ = c.descendants(&c.backups[0].id);
+            let p = RetentionPolicy {
+                redundancy: Some(u32::from(doc.len() as u8 % 4)),
+                window_days: Some(u32::MAX),
+                wal_depth: Some(1),
+            };
+            plan(&c, &p);
+            plan(&c, &RetentionPolicy::default());
         }
         let back: Catalog = decode(
             &encode("catalog", CATALOG_VERSION, &c),
@@ -42,6 +70,18 @@ fn all_kinds(doc: &[u8]) {
         )
         .unwrap();
         assert_eq!(back, c);
+    }
+    if let Ok(p) = decode::<RetentionPolicy>(doc, "retention-policy", POLICY_VERSION, "fuzz") {
+        let back: RetentionPolicy = decode(
+            &encode("retention-policy", POLICY_VERSION, &p),
+            "retention-policy",
+            POLICY_VERSION,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(back, p);
+        let _ = p.to_string();
+        let _ = p.overridden_by(&p);
     }
     if let Ok(m) = decode::<Manifest>(doc, "manifest", MANIFEST_VERSION, "fuzz") {
         let _ = m.check_shape();

@@ -29,6 +29,7 @@ fn backup() -> BackupInfo {
         manifest_digest: None,
         error: None,
         program_version: "fuzz".into(),
+        keep_until: None,
     }
 }
 

@@ -126,6 +126,11 @@ pub fn plan(cat: &Catalog, policy: &RetentionPolicy, now: i64) -> Plan {
         .iter()
         .filter(|b| b.status == Status::Ok)
         .collect();
+    // A backup being taken keeps its parents too (under the instance lock none is: the lock
+    // marks a dead one's ERROR; `show` may see a live one).
+    for b in cat.backups.iter().filter(|b| b.status == Status::Running) {
+        kept.insert(b.id.clone(), Why::Running);
+    }
     if policy.expires() {
         keep_by_rules(cat, &ok, policy, now, &mut kept);
     } else {

@@ -185,6 +185,17 @@ fn random_catalog(rng: &mut TestRng) -> Catalog {
         }
         backups.push(info);
     }
+    // Now and then a backup being taken on the newest OK one.
+    if rng.chance(15)
+        && let Some(p) = backups.iter().rev().find(|p| p.status == Status::Ok)
+    {
+        let parent = p.id.clone();
+        backups.push(BackupInfo {
+            parent: Some(parent),
+            mode: Mode::Ptrack,
+            ..sample_info("B99", Status::Running)
+        });
+    }
     Catalog { backups }
 }
 
@@ -222,8 +233,8 @@ fn check_plan(cat: &Catalog, pol: &RetentionPolicy, p: &Plan) {
                 cur = parent;
             }
         }
-        if bk.pinned_at(NOW) {
-            assert!(keep(&bk.id), "pinned {} expired", bk.id);
+        if bk.pinned_at(NOW) || bk.status == Status::Running {
+            assert!(keep(&bk.id), "pinned or running {} expired", bk.id);
         }
         if !pol.expires() {
             assert!(keep(&bk.id));
