@@ -220,7 +220,7 @@ impl S3Store {
 
 /// Reads an object with ranged GETs. Opening it fetches its first [`HEAD_BYTES`] (the size
 /// comes with them, in the response's `Content-Range`), so a small object (a catalog record,
-/// an index, most manifests) is read in one request, with no HEAD first; only when that GET
+/// an index, a manifest) is read in one request, with no HEAD first; only when that GET
 /// fails (an empty object has no first byte) does a HEAD give the size. Reads that follow
 /// one another (a restore's or validate's pass over a bundle) are served from aligned chunks of
 /// [`CHUNK`] bytes, the next chunk being fetched while the current one is used; a read far from
@@ -236,8 +236,11 @@ struct S3Reader {
     chunks: std::sync::Mutex<Chunks>,
 }
 
-/// Bytes fetched when an object is opened.
-const HEAD_BYTES: u64 = 64 << 10;
+/// Bytes fetched when an object is opened: a manifest of a few thousand files is one GET (an
+/// incremental reads the manifest of every backup of its chain; each further GET is a round
+/// trip, and on a store that leaves Nagle's algorithm on, such as Garage, a 40 ms wait). A
+/// bundle's first megabyte is what a pass over it reads first anyway.
+const HEAD_BYTES: u64 = 1 << 20;
 
 /// Bytes of one aligned chunk of an object.
 const CHUNK: u64 = 4 << 20;
