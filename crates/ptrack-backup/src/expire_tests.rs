@@ -6,25 +6,16 @@ use std::sync::Arc;
 
 use super::*;
 use ptrack_format::catalog::{KEEP_FOREVER, Mode, sample_info};
-use ptrack_format::repo::InstanceInfo;
+use ptrack_format::repo::sample_instance;
 use ptrack_repo::memory::MemStore;
 use ptrack_repo::{Key, Storage};
-use ptrack_types::{PgMajorVersion, WalSegSize};
 
 const SYSID: u64 = 7;
 const SEG: u64 = 16 << 20;
 
 fn repo_on(mem: &MemStore) -> Repository {
     let repo = Repository::init_on(Arc::new(mem.clone())).unwrap();
-    repo.add_instance(InstanceInfo {
-        system_identifier: SYSID,
-        pg_major: PgMajorVersion::V18,
-        blcksz: 8192,
-        relseg_blocks: 131072,
-        wal_seg_size: WalSegSize::DEFAULT,
-        pgdata: "/x".into(),
-    })
-    .unwrap();
+    repo.add_instance(sample_instance(SYSID, "/x")).unwrap();
     repo
 }
 

@@ -504,6 +504,20 @@ fn not_a_repository(addr: &str) -> Error {
     Refusal::NotARepository(addr.to_string()).into()
 }
 
+/// An instance's facts for tests (here and in ptrack-backup's): PG18, 8 KiB blocks, 1 GiB
+/// segments, 16 MiB WAL segments.
+#[doc(hidden)]
+pub fn sample_instance(sysid: u64, pgdata: &str) -> InstanceInfo {
+    InstanceInfo {
+        system_identifier: sysid,
+        pg_major: PgMajorVersion::V18,
+        blcksz: 8192,
+        relseg_blocks: 131072,
+        wal_seg_size: WalSegSize::DEFAULT,
+        pgdata: pgdata.into(),
+    }
+}
+
 /// One cluster's backups.
 #[derive(Debug, Clone)]
 pub struct Instance {

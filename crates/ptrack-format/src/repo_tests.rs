@@ -11,16 +11,7 @@ fn init_open_and_lock() {
     assert!(Repository::open(&Location::Dir(d.path().into())).is_err());
     let r2 = Repository::open(&root).unwrap();
     assert!(r2.instances().unwrap().is_empty());
-    let inst = r
-        .add_instance(InstanceInfo {
-            system_identifier: 7,
-            pg_major: PgMajorVersion::V18,
-            blcksz: 8192,
-            relseg_blocks: 131072,
-            wal_seg_size: WalSegSize::DEFAULT,
-            pgdata: "/x".into(),
-        })
-        .unwrap();
+    let inst = r.add_instance(sample_instance(7, "/x")).unwrap();
     assert_eq!(r.instances().unwrap(), vec![7]);
     let l = inst.lock("test").unwrap();
     let e = inst.lock("test again").unwrap_err().to_string();
@@ -49,14 +40,7 @@ const CHEAP: KdfParams = KdfParams {
 };
 
 fn info(sysid: u64) -> InstanceInfo {
-    InstanceInfo {
-        system_identifier: sysid,
-        pg_major: PgMajorVersion::V18,
-        blcksz: 8192,
-        relseg_blocks: 131072,
-        wal_seg_size: WalSegSize::DEFAULT,
-        pgdata: "/distinctive/pgdata/path".into(),
-    }
+    sample_instance(sysid, "/distinctive/pgdata/path")
 }
 
 #[test]
