@@ -282,10 +282,10 @@ impl<'a> Records<'a> {
         let dir = self.records_dir()?;
         let gens = snap.gens.get(id).cloned().unwrap_or_default();
         // Newest last: until the newest state is gone the backup reads as it was recorded.
-        for (n, g) in gens.iter().enumerate() {
+        for g in &gens {
             self.store.delete(&dir.join(&record_name(id, *g))?)?;
             if let Some(all) = snap.gens.get_mut(id) {
-                all.retain(|x| !gens[..=n].contains(x));
+                all.retain(|x| x != g);
             }
         }
         snap.gens.remove(id);

@@ -613,7 +613,11 @@ impl Instance {
             held,
             snapshot: std::sync::Mutex::default(),
         };
+        let mut deleting = Vec::new();
         for mut b in self.catalog_locked(&lock)?.backups {
+            if b.status == Status::Deleting {
+                deleting.push(b.id.clone());
+            }
             if b.status == Status::Running {
                 b.status = Status::Error;
                 // A manifest means the backup got as far as committing: its objects are kept
@@ -646,24 +650,15 @@ impl Instance {
                 self.save_record(&b, &lock)?;
             }
         }
-        self.finish_deletes(&lock)?;
-        Ok(lock)
-    }
-
-    /// Finishes the deletes a killed or failed command left: every DELETING backup's objects and
-    /// record are removed, newest first (a child before its parent, as they were marked).
-    fn finish_deletes(&self, lock: &Lock) -> Result<()> {
-        let cat = self.catalog_locked(lock)?;
-        for b in cat.backups.iter().rev() {
-            if b.status == Status::Deleting {
-                eprintln!(
-                    "ptrack: finishing the delete of backup {} (left DELETING by a command that ended)",
-                    b.id
-                );
-                self.finish_delete(&b.id, lock)?;
-            }
+        // The deletes a killed or failed command left, newest first (a child before its
+        // parent, as they were marked).
+        for id in deleting.iter().rev() {
+            eprintln!(
+                "ptrack: finishing the delete of backup {id} (left DELETING by a command that ended)"
+            );
+            self.finish_delete(id, &lock)?;
         }
-        Ok(())
+        Ok(lock)
     }
 
     /// Removes every object of a backup recorded DELETING, then its record (with the lock
